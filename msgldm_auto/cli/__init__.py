@@ -1,0 +1,1 @@
+"""argparse entry points only: parse, call the library, print."""

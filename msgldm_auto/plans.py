@@ -1,0 +1,201 @@
+"""The plans: a typed, versioned document that the planner writes and everything after planning reads.
+
+Every field is a decision a user may read and edit in `MSGLDMPlans.json`; `rationale` maps a field name to one line
+saying why the planner chose it. Presets (`default`, `cpu`) change budgets (sizes, widths, epochs, minutes), never the
+algorithm. Serialisation is plain JSON through `to_dict` / `from_dict`; unknown keys are refused with a clear error.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msgldm_auto.errors import MSGLDMError
+
+PLANS_VERSION = 1
+STAGES = ("ae", "structure", "ldm")
+
+
+@dataclass
+class AutoencoderPlan:
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])  # len = log2(f) + 1
+    num_res_blocks: int = 1
+    latent_channels: int = 4
+    attention_levels: list[bool] = field(default_factory=lambda: [False, False, False, False])
+    norm_num_groups: int = 16
+
+
+@dataclass
+class DisentanglerPlan:
+    structure_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])  # one per scale 1 .. 1/f
+    style_dim: int = 8
+    style_channels: int = 32
+    decoder_channels: int = 32
+    prior_channels: int = 64          # channels of the MSSE structure prior at latent resolution
+    msse_heads: int = 4
+
+
+@dataclass
+class UNetPlan:
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    attention_levels: list[bool] = field(default_factory=lambda: [False, True, True])
+    num_res_blocks: int = 1
+    num_head_channels: int = 32
+    norm_num_groups: int = 32
+
+
+@dataclass
+class DiffusionPlan:
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear_beta"      # the paper's square-root-linear schedule
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+    prediction_type: str = "v_prediction"          # "epsilon" | "v_prediction"
+    target: str = "residual"                       # "latent" (paper) | "residual" (target - one-pass latent)
+    sampling_start: str = "one_pass"               # "noise" | "one_pass" (one-pass latent noised to t0)
+    t0: float = 0.5                                # fraction of the schedule used when sampling_start == "one_pass"
+    steps: int = 10                                # DDIM steps at inference
+    ema_decay: float = 0.999
+
+
+@dataclass
+class LossWeights:
+    ae_l1: float = 1.0
+    ae_ssim: float = 0.5
+    ae_spectral: float = 0.1
+    ae_adversarial: float = 0.01
+    ae_kl: float = 1e-6
+    ae_adversarial_warmup_fraction: float = 0.5   # fraction of the AE stage before the discriminator switches on
+    reconstruction: float = 1.0                   # structure-aware: L1 + SSIM of DCT magnitudes
+    segmentation: float = 2.0
+    style_kl: float = 0.05
+    style_contrastive: float = 0.1
+    structure_invariance: float = 0.1
+
+
+@dataclass
+class Ablations:
+    hfib: bool = True                   # False: structure encoders without High-Frequency Injection Blocks
+    multiscale_injection: bool = True   # False: structure prior concatenated at the UNet input only (published code)
+    style_consistency: bool = True      # False: no supervised-contrastive style loss
+    diffusion: bool = True              # False: prediction uses the disentangler's one-pass decoder
+    replacement_sampling: bool = False  # True: hold present latents to their noised values while sampling
+
+
+@dataclass
+class StageSchedule:
+    epochs: int = 100
+    iterations_per_epoch: int = 250
+    learning_rate: float = 1e-4
+    max_minutes: float | None = None    # wall-clock budget; the stage ends cleanly at a checkpoint when it is spent
+
+
+@dataclass
+class ConfigurationPlan:
+    slice_axis: int                              # axis of the RAS-reoriented volume that slices are taken across
+    spacing: list[float]                         # in-plane target spacing (mm), RAS order of the two in-plane axes
+    image_size: list[int]                        # [H, W] of a preprocessed slice, multiple of the total down-sampling
+    latent_scale: int                            # f: 4, 8 or 16
+    context_slices: int                          # 1 or 3 (2.5D: the slice and its two neighbours)
+    batch_size: int
+    autoencoder: AutoencoderPlan = field(default_factory=AutoencoderPlan)
+    disentangler: DisentanglerPlan = field(default_factory=DisentanglerPlan)
+    unet: UNetPlan = field(default_factory=UNetPlan)
+    diffusion: DiffusionPlan = field(default_factory=DiffusionPlan)
+    losses: LossWeights = field(default_factory=LossWeights)
+    ablations: Ablations = field(default_factory=Ablations)
+    schedule: dict[str, StageSchedule] = field(default_factory=lambda: {s: StageSchedule() for s in STAGES})
+    data_identifier: str = ""                    # name of the preprocessed folder of this configuration
+    rationale: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def latent_size(self) -> list[int]:
+        return [s // self.latent_scale for s in self.image_size]
+
+
+@dataclass
+class Plans:
+    dataset_name: str
+    plans_name: str
+    preset: str                                   # "default" | "cpu"
+    modalities: list[str]                         # names in channel order (dataset.json channel_names)
+    intensity_p995: dict[str, float]              # dataset median p99.5 per modality: export scale (DESIGN §7)
+    configurations: dict[str, ConfigurationPlan]
+    has_labels: bool = False
+    num_label_classes: int = 0                    # segmentation classes including background, 0 without labels
+    version: int = PLANS_VERSION
+    rationale: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    def configuration(self, name: str) -> ConfigurationPlan:
+        if name not in self.configurations:
+            raise MSGLDMError(
+                f"configuration '{name}' is not in plans {self.plans_name} (has: {', '.join(sorted(self.configurations))}); "
+                "plan it with msgldm_plan_and_preprocess or pick one of those"
+            )
+        return self.configurations[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plans":
+        if data.get("version") != PLANS_VERSION:
+            raise MSGLDMError(f"plans version {data.get('version')!r} is not supported (expected {PLANS_VERSION}); re-run msgldm_plan_experiment")
+        return _build(cls, data, "plans")
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Plans":
+        path = Path(path)
+        if not path.is_file():
+            raise MSGLDMError(f"{path}: plans file not found; run msgldm_plan_and_preprocess (or msgldm_plan_experiment) first")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise MSGLDMError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        except MSGLDMError as err:
+            raise MSGLDMError(f"{path}: {err}") from None
+
+
+def _build(tp: Any, value: Any, where: str) -> Any:
+    """Rebuild typed dataclasses from plain JSON values, refusing unknown keys so that typos surface."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise MSGLDMError(f"{where}: expected an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp) if f.init}
+        unknown = set(value) - names
+        if unknown:
+            raise MSGLDMError(f"{where}: unknown key(s) {sorted(unknown)}; known keys are {sorted(names)}")
+        return tp(**{k: _build(hints[k], v, f"{where}.{k}") for k, v in value.items()})
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _build(args[0], value, where)
+    if origin is dict:
+        _, value_type = typing.get_args(tp)
+        return {k: _build(value_type, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        return [_build(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def plans_file_name(plans_name: str) -> str:
+    return f"{plans_name}.json"
