@@ -1,0 +1,290 @@
+"""Evaluation: metrics against independent computations, folder matching, errors, summary/table, previews, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter1d
+from skimage.metrics import structural_similarity
+
+from msgldm_auto.cli.evaluate import main as evaluate_main
+from msgldm_auto.dataset.image_io import Image, write_image
+from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.evaluation import PSNR_CAP_DB, evaluate_folder, evaluate_volumes, save_preview
+from msgldm_auto.evaluation.metrics import gradient_energy_ratio, mae, psnr, slice_axis_from_spacing, ssim_map
+from msgldm_auto.evaluation.normalization import normalize_brasyn
+
+SHAPE = (12, 16, 16)
+
+
+def head(shape=SHAPE) -> np.ndarray:
+    """A solid ellipsoid: the brain mask of the toy volumes."""
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    return (z ** 2 + y ** 2 + x ** 2) < 0.8
+
+
+def brain(seed=0, shape=SHAPE, masked=True) -> np.ndarray:
+    """Smooth-ish positive intensities inside the head, 0 outside (like a synthesized output)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    volume = 100 + 40 * np.sin(3 * x) * np.cos(2 * y) + 20 * z + rng.normal(0, 3, shape)
+    return np.where(head(shape), volume, 0.0) if masked else volume
+
+
+# --- normalisation and single metrics --------------------------------------------------------------------------------
+
+def test_normalisation_clips_to_own_percentiles_inside_mask():
+    volume, mask = brain(), head()
+    out = normalize_brasyn(volume, mask)
+    low, high = np.percentile(volume[mask], [0.5, 99.5])
+    expected = np.clip((volume[mask] - low) / (high - low), 0, 1)
+    np.testing.assert_allclose(out[mask], expected)
+    assert np.all(out[~mask] == 0)
+    assert out.min() == 0.0 and out.max() == 1.0
+
+
+def test_normalisation_lower_bound_never_negative():
+    mask = np.ones((4, 4, 4), bool)
+    volume = np.linspace(-50, 100, 64).reshape(4, 4, 4)      # 0.5th percentile is negative
+    out = normalize_brasyn(volume, mask)
+    high = np.percentile(volume, 99.5)
+    np.testing.assert_allclose(out, np.clip(volume / high, 0, 1))
+
+
+def test_identical_volumes_give_ssim_one_capped_psnr_zero_mae_unit_ratio():
+    volume = brain()
+    result = evaluate_volumes(volume, volume.copy())
+    assert result["ssim"] == pytest.approx(1.0, abs=1e-12)
+    assert result["psnr"] == PSNR_CAP_DB
+    assert result["mae"] == 0.0
+    assert result["gradient_ratio"] == pytest.approx(1.0)
+    assert set(result) == {"psnr", "ssim", "mae", "gradient_ratio"}
+
+
+def test_constant_offset_gives_known_mae_and_psnr():
+    rng = np.random.default_rng(1)
+    reference = rng.uniform(0, 0.8, SHAPE)
+    mask = head()
+    assert mae(reference, reference + 0.1, mask) == pytest.approx(0.1)
+    assert psnr(reference, reference + 0.1, mask) == pytest.approx(20.0)       # 10·log10(1 / 0.1²)
+    # Offsets outside the mask do not count.
+    shifted_outside = np.where(mask, reference, reference + 0.5)
+    assert mae(reference, shifted_outside, mask) == 0.0
+
+
+def test_evaluate_volumes_matches_hand_computation():
+    reference, prediction, mask = brain(0), brain(7) * 1.1, head()
+
+    def by_hand(v):
+        low, high = np.percentile(v[mask], [0.5, 99.5])
+        return np.where(mask, np.clip((v - max(low, 0)) / (high - max(low, 0)), 0, 1), 0)
+
+    r, p = by_hand(reference), by_hand(prediction)
+    result = evaluate_volumes(reference, prediction, mask)
+    assert result["mae"] == pytest.approx(np.abs(r - p)[mask].mean())
+    assert result["psnr"] == pytest.approx(10 * np.log10(1 / ((r - p)[mask] ** 2).mean()))
+
+
+def test_metrics_ignore_global_intensity_scale():
+    volume = brain()
+    scaled = evaluate_volumes(volume, 3.0 * volume)
+    assert scaled["psnr"] == PSNR_CAP_DB and scaled["ssim"] == pytest.approx(1.0)
+
+
+def test_ssim_map_matches_scikit_image_gaussian_ssim():
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, SHAPE)
+    y = np.clip(x + rng.normal(0, 0.1, SHAPE), 0, 1)
+    _, reference_map = structural_similarity(x, y, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                             use_sample_covariance=False, full=True)
+    np.testing.assert_allclose(ssim_map(x, y), reference_map, atol=1e-10)
+
+
+def test_ssim_below_one_and_decreasing_with_noise():
+    clean, rng = brain(), np.random.default_rng(3)
+    noise = rng.normal(0, 1, SHAPE)
+    scores = [evaluate_volumes(clean, np.where(head(), clean + level * noise, 0))["ssim"] for level in (2, 8, 30)]
+    assert scores[0] < 1.0
+    assert scores[0] > scores[1] > scores[2]
+
+
+def test_tumour_and_non_tumour_ssim():
+    reference, mask = brain(), head()
+    label = np.zeros(SHAPE, np.uint8)
+    label[2:5, 3:8, 3:8] = 1
+    label &= mask
+    damaged = reference.copy()
+    far_from_tumour = np.zeros(SHAPE, bool)
+    far_from_tumour[8:, 8:, 8:] = True
+    damaged[far_from_tumour & mask] += np.random.default_rng(4).normal(0, 30, (far_from_tumour & mask).sum())
+    result = evaluate_volumes(reference, damaged, mask, label=label)
+    assert result["ssim_tumour"] == pytest.approx(1.0, abs=0.05)
+    assert result["ssim_non_tumour"] < result["ssim_tumour"]
+    assert result["ssim_non_tumour"] < 1.0
+
+
+def test_gradient_ratio_detects_striping_and_smoothing():
+    reference, mask = brain(), head()
+    stripes = np.where(np.arange(SHAPE[0]) % 2 == 0, 15.0, -15.0)[:, None, None]
+    striped = np.where(mask, reference + stripes, 0)
+    smoothed = np.where(mask, gaussian_filter1d(brain(masked=False), 1.0, axis=0), 0)
+    assert evaluate_volumes(reference, striped, mask, slice_axis=0)["gradient_ratio"] > 1.5
+    assert evaluate_volumes(reference, smoothed, mask, slice_axis=0)["gradient_ratio"] < 1.0
+    # Independent computation on plain arrays: differences along axis 0 doubled -> energy ×4.
+    ramp = np.arange(5.0)[:, None, None] * np.ones((5, 3, 3))
+    assert gradient_energy_ratio(ramp, 2 * ramp, np.ones((5, 3, 3), bool), slice_axis=0) == pytest.approx(4.0)
+    assert gradient_energy_ratio(ramp, 2 * ramp, np.ones((5, 3, 3), bool), slice_axis=1) == pytest.approx(1.0)
+
+
+def test_slice_axis_from_spacing():
+    assert slice_axis_from_spacing((1.0, 1.0, 3.0)) == 0          # ITK k coarsest -> numpy axis 0
+    assert slice_axis_from_spacing((4.0, 1.0, 1.0)) == 2
+    assert slice_axis_from_spacing((1.0, 5.0, 1.0)) == 1
+    assert slice_axis_from_spacing((1.0, 1.0, 1.0)) == 0          # isotropic -> default
+
+
+# --- folders ---------------------------------------------------------------------------------------------------------
+
+SPACING = (1.0, 1.0, 2.0)
+
+
+def write(path, array, spacing=SPACING, origin=(0.0, 0.0, 0.0)):
+    write_image(Image(np.asarray(array, np.float32), spacing, origin, (1, 0, 0, 0, 1, 0, 0, 0, 1)), path)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Two cases; case A misses T2 (channel 1), case B misses FLAIR (channel 2) and was given T1+T2."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    write(ref / "A_0001.nii.gz", brain(1))
+    write(pred / "A_0001.nii.gz", brain(1))                        # perfect
+    write(ref / "B_0002.nii.gz", brain(2))
+    write(pred / "B_0002.nii.gz", np.where(head(), brain(2) + np.random.default_rng(0).normal(0, 10, SHAPE), 0))
+    write(ref / "B_0000.nii.gz", brain(3))                         # present modality copied by --complete
+    write(pred / "B_0000.nii.gz", brain(3))
+    (pred / "predictions.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T2", "2": "FLAIR"},
+        "cases": {"A": {"present": ["FLAIR", "T1"], "synthesized": ["T2"]},
+                  "B": {"present": ["T1", "T2"], "synthesized": ["FLAIR"]}}}))
+    return ref, pred
+
+
+def test_folder_summary_structure_and_values(folders, tmp_path):
+    ref, pred = folders
+    out = tmp_path / "summary.json"
+    summary = evaluate_folder(ref, pred, output_file=out)
+    assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == summary
+    assert set(summary["per_case"]) == {"A", "B"}
+    assert list(summary["per_case"]["B"]["targets"]) == ["FLAIR"]      # the --complete copy of T1 is not scored
+    a = summary["per_case"]["A"]
+    assert a["pattern"] == "T1+FLAIR" and a["targets"]["T2"]["metrics"]["psnr"] == PSNR_CAP_DB
+    assert a["targets"]["T2"]["slice_axis"] == 0
+    b_psnr = summary["per_case"]["B"]["targets"]["FLAIR"]["metrics"]["psnr"]
+    assert b_psnr < 40
+    assert summary["per_pattern"]["T1+T2"]["FLAIR"]["psnr"] == {"mean": b_psnr, "std": 0.0, "n": 1}
+    assert summary["per_modality"]["T2"]["ssim"]["mean"] == pytest.approx(1.0)
+    overall = summary["mean"]["psnr"]
+    assert overall["n"] == 2
+    assert overall["mean"] == pytest.approx((PSNR_CAP_DB + b_psnr) / 2)
+    assert overall["std"] == pytest.approx(np.std([PSNR_CAP_DB, b_psnr], ddof=1))
+
+
+def test_folder_without_predictions_json_uses_channel_numbers(folders):
+    ref, pred = folders
+    (pred / "predictions.json").unlink()
+    summary = evaluate_folder(ref, pred)
+    assert set(summary["per_modality"]) == {"0000", "0001", "0002"}
+    assert set(summary["per_pattern"]) == {"unknown"}
+
+
+def test_missing_prediction_is_listed_not_scored(folders):
+    ref, pred = folders
+    write(ref / "C_0001.nii.gz", brain(5))
+    summary = evaluate_folder(ref, pred)
+    assert summary["missing_predictions"] == ["C_0001.nii.gz"]
+    assert "C" not in summary["per_case"]
+
+
+@pytest.mark.parametrize("kind", ["shape", "origin"])
+def test_grid_mismatch_is_one_line_error_naming_both_files(folders, kind):
+    ref, pred = folders
+    if kind == "shape":
+        write(pred / "A_0001.nii.gz", np.zeros((12, 16, 15)))
+    else:
+        write(pred / "A_0001.nii.gz", brain(1), origin=(0.0, 5.0, 0.0))
+    with pytest.raises(MSGLDMError) as err:
+        evaluate_folder(ref, pred)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(pred / "A_0001.nii.gz") in message and str(ref / "A_0001.nii.gz") in message
+
+
+def test_mask_and_label_folders(folders, tmp_path):
+    ref, pred = folders
+    masks, labels = tmp_path / "masks", tmp_path / "labels"
+    for case in ("A", "B"):
+        write(masks / f"{case}.nii.gz", head().astype(np.uint8))
+    label = np.zeros(SHAPE, np.uint8)
+    label[5:8, 6:10, 6:10] = 1
+    write(labels / "B.nii.gz", label)
+    summary = evaluate_folder(ref, pred, mask_dir=masks, labels_dir=labels)
+    assert "ssim_tumour" in summary["per_case"]["B"]["targets"]["FLAIR"]["metrics"]
+    assert "ssim_tumour" not in summary["per_case"]["A"]["targets"]["T2"]["metrics"]
+    (masks / "A.nii.gz").unlink()
+    with pytest.raises(MSGLDMError, match="A.nii.gz does not exist"):
+        evaluate_folder(ref, pred, mask_dir=masks)
+
+
+def test_cli_prints_table_and_writes_summary(folders, tmp_path, capsys):
+    ref, pred = folders
+    assert evaluate_main(["-ref", str(ref), "-pred", str(pred), "-o", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "PSNR dB" in out and "T1+T2" in out and "FLAIR" in out
+    assert f"{PSNR_CAP_DB:.2f} ± 0.00" in out
+    assert (tmp_path / "s.json").is_file()
+    assert evaluate_main(["-ref", str(ref), "-pred", str(pred)]) == 0
+    assert (pred / "summary.json").is_file()
+
+
+def test_cli_mismatch_exits_2_with_both_names(folders, capsys):
+    ref, pred = folders
+    write(pred / "A_0001.nii.gz", np.zeros((12, 16, 15)))
+    assert evaluate_main(["-ref", str(ref), "-pred", str(pred)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ERROR: ") and "A_0001.nii.gz" in err and str(ref) in err
+    assert not (pred / "summary.json").exists()
+
+
+def test_cli_no_common_files_is_error(tmp_path, capsys):
+    (tmp_path / "r").mkdir(), (tmp_path / "p").mkdir()
+    assert evaluate_main(["-ref", str(tmp_path / "r"), "-pred", str(tmp_path / "p")]) == 2
+    assert "share no" in capsys.readouterr().err
+
+
+def test_cli_dataset_json_names(folders, msgldm_roots, capsys):
+    ref, pred = folders
+    (pred / "predictions.json").unlink()
+    dataset = msgldm_roots / "raw" / "Dataset005_Toy"
+    dataset.mkdir(parents=True)
+    (dataset / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "T1w", "1": "T2w", "2": "FLAIRw"}, "file_ending": ".nii.gz", "numTraining": 0}))
+    assert evaluate_main(["-ref", str(ref), "-pred", str(pred), "-d", "5"]) == 0
+    summary = json.loads((pred / "summary.json").read_text())
+    assert set(summary["per_modality"]) == {"T1w", "T2w", "FLAIRw"}
+
+
+# --- previews --------------------------------------------------------------------------------------------------------
+
+def test_preview_png_has_one_row_per_volume(tmp_path):
+    from matplotlib.image import imread
+
+    inputs = {"T1": brain(1), "T2": brain(2)}
+    with_truth = save_preview(tmp_path / "a.png", inputs, {"FLAIR": brain(3)}, {"FLAIR": brain(4)}, spacing=SPACING)
+    without = save_preview(tmp_path / "b.png", inputs, {"FLAIR": brain(3)})
+    rows_with, rows_without = imread(with_truth).shape[0], imread(without).shape[0]
+    assert rows_with / rows_without == pytest.approx(5 / 3, rel=0.02)   # inputs×2, synthesis, truth, error vs 3 rows
+    assert imread(with_truth).shape[1] == imread(without).shape[1]
+    assert not list(tmp_path.glob(".*"))                                # no temporary files left behind
+    with pytest.raises(ValueError, match="one shape"):
+        save_preview(tmp_path / "c.png", inputs, {"FLAIR": np.zeros((3, 3, 3))})
