@@ -1,0 +1,74 @@
+"""One-pass synthesis path: per-modality AdaIN decoders (fused structure + style → image) and the segmentation head.
+
+A decoder starts from the MSSE structure prior at 1/f (so the prior is trained by the reconstruction loss already in
+stage 2), climbs back to scale 1 taking the fused structure map of every scale as a skip, and modulates every block
+with the target modality's style code by adaptive instance normalisation. Output through tanh: images live in [−1, 1].
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from torch import nn
+
+
+class AdaIN(nn.Module):
+    """Instance-normalise x, then scale and shift it per channel from the style code."""
+
+    def __init__(self, channels: int, style_dim: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels, affine=False)
+        self.affine = nn.Linear(style_dim, 2 * channels)
+        nn.init.zeros_(self.affine.weight)  # start as plain instance norm; the style earns its influence
+        nn.init.zeros_(self.affine.bias)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.affine(style)[:, :, None, None].chunk(2, dim=1)
+        return self.norm(x) * (1 + gamma) + beta
+
+
+class AdaINBlock(nn.Module):
+    """conv 3×3 → AdaIN(style) → LeakyReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int):
+        super().__init__()
+        self.conv = Convolution(2, in_channels, out_channels, kernel_size=3, conv_only=True)
+        self.adain = AdaIN(out_channels, style_dim)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.act(self.adain(self.conv(x), style))
+
+
+class AdaINDecoder(nn.Module):
+    """(prior at 1/f, fused pyramid scale 1 … 1/f, style (B, D)) → image (B, 1, H, W)."""
+
+    def __init__(self, structure_channels: list[int], prior_channels: int, width: int, style_dim: int):
+        super().__init__()
+        self.stem = Convolution(2, prior_channels, width, kernel_size=1, conv_only=True)
+        self.skips = nn.ModuleList(nn.Conv2d(c, width, kernel_size=1) for c in structure_channels)
+        self.blocks = nn.ModuleList(AdaINBlock(2 * width, width, style_dim) for _ in structure_channels)
+        self.refine = AdaINBlock(width, width, style_dim)
+        self.out = nn.Conv2d(width, 1, kernel_size=1)
+
+    def forward(self, prior: torch.Tensor, fused: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
+        x = self.stem(prior)
+        for level in reversed(range(len(fused))):
+            if x.shape[-2:] != fused[level].shape[-2:]:
+                x = F.interpolate(x, size=fused[level].shape[-2:], mode="nearest")
+            x = self.blocks[level](torch.cat([x, self.skips[level](fused[level])], dim=1), style)
+        return torch.tanh(self.out(self.refine(x, style)))
+
+
+class SegmentationHead(nn.Module):
+    """Fused scale-1 structure → label logits; only built when the dataset has labels."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            Convolution(2, in_channels, in_channels, kernel_size=3, act="PRELU", norm="INSTANCE"),
+            nn.Conv2d(in_channels, num_classes, kernel_size=1),
+        )
+
+    def forward(self, fused_full_resolution: torch.Tensor) -> torch.Tensor:
+        return self.body(fused_full_resolution)

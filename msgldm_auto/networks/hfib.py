@@ -1,0 +1,61 @@
+"""High-Frequency Injection Block (HFIB): re-inject the high-pass part of a feature map at the end of every stage.
+
+`high = x − GaussianBlur_σ(x)` with one learnable σ per channel, σ = softplus(param) initialised at 1 and capped at
+`SIGMA_MAX`. The Gaussian is separable and built every forward from σ, so σ gets a gradient; its radius is fixed at
+⌈3·σ_max⌉ (a fixed kernel size keeps shapes static), shrunk only when a feature map is too small for reflect padding.
+Reflect padding makes a constant region — including one touching the border — have an exactly flat blur, so the
+high-pass is ~0 there and large only at edges. `[x, high]` is fused back to x's width by a 3×3 convolution.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from torch import nn
+
+SIGMA_MAX = 3.0
+SIGMA_INIT = 1.0
+
+
+def _inverse_softplus(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+class HighFrequencyInjection(nn.Module):
+    """x → conv([x, x − blur_σ(x)]), same shape as x."""
+
+    def __init__(self, channels: int, sigma_max: float = SIGMA_MAX):
+        super().__init__()
+        self.channels = channels
+        self.sigma_max = sigma_max
+        self.radius = math.ceil(3 * sigma_max)
+        self.sigma_param = nn.Parameter(torch.full((channels,), _inverse_softplus(SIGMA_INIT)))
+        self.fuse = Convolution(2, 2 * channels, channels, kernel_size=3, act="PRELU", norm="INSTANCE")
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return F.softplus(self.sigma_param).clamp(max=self.sigma_max)
+
+    def gaussian_kernel(self, radius: int) -> torch.Tensor:
+        """(channels, 2·radius+1) normalised 1-D Gaussians, one per channel."""
+        taps = torch.arange(-radius, radius + 1, dtype=self.sigma_param.dtype, device=self.sigma_param.device)
+        kernel = torch.exp(-(taps[None, :] ** 2) / (2 * self.sigma[:, None] ** 2))
+        return kernel / kernel.sum(dim=1, keepdim=True)
+
+    def blur(self, x: torch.Tensor) -> torch.Tensor:
+        # Reflect padding needs pad < side; on the coarsest maps of small images the kernel is truncated instead.
+        radius = min(self.radius, x.shape[-2] - 1, x.shape[-1] - 1)
+        if radius < 1:
+            return x
+        kernel = self.gaussian_kernel(radius)
+        x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+        x = F.conv2d(x, kernel[:, None, None, :], groups=self.channels)   # along W
+        return F.conv2d(x, kernel[:, None, :, None], groups=self.channels)  # along H
+
+    def high_pass(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.blur(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([x, self.high_pass(x)], dim=1))
