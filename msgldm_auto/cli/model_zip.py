@@ -1,12 +1,39 @@
-"""Entry point (not built yet)."""
-from msgldm_auto.cli._common import entry_point, not_built_yet
+"""`msgldm_export_model_to_zip` and `msgldm_install_pretrained_model_from_zip` (documentation/inference.md)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.inference.model_loading import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, find_model_folder
+from msgldm_auto.inference.model_zip import export_model_zip, install_model_zip
 
 
 @entry_point
-def export_main(argv=None):
-    return not_built_yet("msgldm_model_zip_export_main")
+def export_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="msgldm_export_model_to_zip", description="Pack a trained model into one zip.")
+    parser.add_argument("-d", required=True, metavar="DATASET", help="dataset ID or name")
+    parser.add_argument("-o", required=True, metavar="ZIP", help="zip file to write")
+    parser.add_argument("-c", default=DEFAULT_CONFIGURATION, metavar="CONFIG", help="configuration (default: 2d)")
+    parser.add_argument("-p", default=DEFAULT_PLANS, metavar="PLANS", help="plans name (default: MSGLDMPlans)")
+    parser.add_argument("-f", nargs="+", default=None, metavar="FOLD", help="folds to include (default: every trained fold)")
+    parser.add_argument("-chk", default="final", choices=CHECKPOINT_CHOICES, help="checkpoint of every stage (default: final)")
+    args = parser.parse_args(argv)
+    print_roots()
+    names = export_model_zip(find_model_folder(args.d, args.c, args.p), Path(args.o), args.f, args.chk)
+    checkpoints = [n for n in names if n.endswith(".pth")]
+    print(f"wrote {args.o}: {len(checkpoints)} checkpoint(s), {len(names)} file(s)")
+    return 0
 
 
 @entry_point
-def install_main(argv=None):
-    return not_built_yet("msgldm_model_zip_install_main")
+def install_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="msgldm_install_pretrained_model_from_zip",
+                                     description="Install a model zip into MSGLDM_RESULTS.")
+    parser.add_argument("zip", metavar="ZIP", help="file written by msgldm_export_model_to_zip")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model folder that is already installed")
+    args = parser.parse_args(argv)
+    print_roots()
+    for folder in install_model_zip(Path(args.zip), overwrite=args.overwrite):
+        print(f"installed {folder}")
+    return 0

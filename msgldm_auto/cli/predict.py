@@ -1,7 +1,59 @@
-"""Entry point (not built yet)."""
-from msgldm_auto.cli._common import entry_point, not_built_yet
+"""`msgldm_predict`: synthesize every missing contrast of every case in INPUT (DESIGN §7, documentation/inference.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.inference.model_loading import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, find_model_folder
+from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+from msgldm_auto.inference.synthesis import NOISE_STRATEGIES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msgldm_predict", description="Synthesize the missing MRI contrasts of every case in INPUT.")
+    parser.add_argument("-i", nargs="+", required=True, metavar="INPUT", help="folder of {CASE}_{CHANNEL:04d} images, or one case's files")
+    parser.add_argument("-o", required=True, metavar="OUTPUT", help="output folder (must differ from the input folder)")
+    parser.add_argument("-d", required=True, metavar="DATASET", help="dataset ID or name of the trained model")
+    parser.add_argument("-c", default=DEFAULT_CONFIGURATION, metavar="CONFIG", help="configuration (default: 2d)")
+    parser.add_argument("-p", default=DEFAULT_PLANS, metavar="PLANS", help="plans name (default: MSGLDMPlans)")
+    parser.add_argument("-f", nargs="+", default=None, metavar="FOLD", help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every trained fold)")
+    parser.add_argument("-chk", default="final", choices=CHECKPOINT_CHOICES, help="checkpoint of every stage (default: final)")
+    parser.add_argument("--targets", nargs="+", default=None, metavar="MODALITY", help="modalities to synthesize (names or channel numbers; default: every missing one)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the plans' value)")
+    parser.add_argument("--num-samples", "--num_samples", dest="num_samples", type=int, default=1, help="samples averaged per fold")
+    parser.add_argument("--save-std", "--save_std", dest="save_std", action="store_true", help="write per-voxel std maps to OUTPUT/uncertainty/")
+    parser.add_argument("--complete", action="store_true", help="also copy the present modalities into OUTPUT (a complete set for nnU-Net)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
+    parser.add_argument("-device", "--device", dest="device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+    parser.add_argument("--continue_prediction", "--continue-prediction", "--c", dest="continue_prediction", action="store_true",
+                        help="skip cases already finished in OUTPUT")
+    parser.add_argument("--resample-mismatched", "--resample_mismatched", dest="resample_mismatched", action="store_true",
+                        help="resample images that are not on the grid of the case's first modality instead of failing the case")
+    parser.add_argument("--preview", action="store_true", help="write OUTPUT/previews/{CASE}.png (three orthogonal planes)")
+    parser.add_argument("--one-pass", "--one_pass", "--no-diffusion", "--no_diffusion", dest="one_pass", action="store_true",
+                        help="fast mode: the disentangler's one-pass decoder, no diffusion")
+    parser.add_argument("--noise", default="shared", choices=NOISE_STRATEGIES, help="one noise draw for all slices (shared) or one per slice")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None, help="slices per forward pass")
+    return parser
 
 
 @entry_point
-def main(argv=None):
-    return not_built_yet("msgldm_predict_main")
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    print_roots()
+    model_folder = find_model_folder(args.d, args.c, args.p)
+    options = PredictionOptions(steps=args.steps, num_samples=args.num_samples, seed=args.seed, one_pass=args.one_pass,
+                                noise=args.noise, batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
+    predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.f, args.chk, args.device, options)
+    mode = f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)" if predictor.uses_diffusion else "one-pass decoder"
+    print(f"model {model_folder}  folds {' '.join(predictor.folds)}  checkpoint {args.chk}  ({mode})")
+    inputs = [Path(p) for p in args.i]
+    report = predictor.predict_folder(inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else inputs, Path(args.o),
+                                      targets=args.targets, complete=args.complete, save_std=args.save_std,
+                                      continue_prediction=args.continue_prediction, preview=args.preview)
+    print(f"predicted {len(report.predicted)} case(s), skipped {len(report.skipped)} finished, failed {len(report.failed)}; outputs in {args.o}")
+    for case_id, message in report.failed.items():
+        print(f"FAILED {case_id}: {message}", file=sys.stderr)
+    return 1 if report.failed else 0

@@ -1,0 +1,118 @@
+"""Trained models travel as one zip, as in nnU-Net.
+
+The zip holds `DatasetXXX_Name/<plans>__<config>/` with plans.json, dataset.json, dataset_fingerprint.json and, per
+chosen fold, every stage's chosen checkpoint stripped to what prediction needs (`inference_weights` plus a few plain
+metadata fields; no optimizer state, no raw network weights beside the EMA ones). Installing extracts it into
+MSGLDM_RESULTS, refusing entries that would land outside it and refusing to overwrite an existing model folder
+unless asked to.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import uuid
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.inference.model_loading import (
+    ALL_STAGES, ONE_PASS_STAGES, checkpoint_path, load_trained_model, resolve_folds,
+)
+from msgldm_auto.paths import DATASET_NAME_PATTERN, results_root
+
+MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
+KEPT_CHECKPOINT_KEYS = ("stage", "epoch", "inference_weights", "plans_name", "configuration", "fold")
+
+
+def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | None = None, checkpoint: str = "final") -> list[str]:
+    """Write the zip atomically; return its member names."""
+    model_folder, output = Path(model_folder), Path(output)
+    model = load_trained_model(model_folder)
+    stages = ALL_STAGES if model.configuration.ablations.diffusion else ONE_PASS_STAGES
+    chosen = resolve_folds(model_folder, folds, checkpoint, stages)
+    prefix = PurePosixPath(model_folder.parent.name, model_folder.name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            _add_model_files(archive, model_folder, prefix)
+            for fold in chosen:
+                for stage in stages:
+                    source = checkpoint_path(model_folder, fold, stage, checkpoint)
+                    member = prefix / f"fold_{fold}" / stage / source.name
+                    archive.writestr(str(member), _stripped_checkpoint(source))
+            names = archive.namelist()
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return names
+
+
+def _add_model_files(archive: zipfile.ZipFile, model_folder: Path, prefix: PurePosixPath) -> None:
+    for name in MODEL_FILES:
+        path = model_folder / name
+        if not path.is_file():
+            raise MSGLDMError(f"{path}: missing, so the model cannot be exported; copy it from the preprocessed dataset folder")
+        archive.write(path, str(prefix / name))
+
+
+def _stripped_checkpoint(path: Path) -> bytes:
+    if not path.is_file():
+        raise MSGLDMError(f"{path}: checkpoint missing; train this fold (msgldm_train), choose other folds with -f, or another -chk")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "inference_weights" not in checkpoint:
+        raise MSGLDMError(f"{path}: not an msgldm checkpoint (no 'inference_weights')")
+    buffer = io.BytesIO()
+    torch.save({k: checkpoint[k] for k in KEPT_CHECKPOINT_KEYS if k in checkpoint}, buffer)
+    return buffer.getvalue()
+
+
+def install_model_zip(zip_path: Path, overwrite: bool = False, destination: Path | None = None) -> list[Path]:
+    """Extract into MSGLDM_RESULTS (or `destination`); return the installed model folders."""
+    zip_path = Path(zip_path)
+    destination = Path(destination) if destination is not None else results_root()
+    if not zipfile.is_zipfile(zip_path):
+        raise MSGLDMError(f"{zip_path}: not a zip file; pass a file written by msgldm_export_model_to_zip")
+    with zipfile.ZipFile(zip_path) as archive:
+        model_dirs = _validated_model_dirs(archive, zip_path)
+        for model_dir in model_dirs:
+            target = destination / model_dir
+            if target.exists() and not overwrite:
+                raise MSGLDMError(f"{target}: a model is already installed there; remove it or pass --overwrite")
+        destination.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".install_", dir=destination))
+        try:
+            archive.extractall(staging)
+            installed = [_move_into_place(staging / d, destination / d) for d in model_dirs]
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return installed
+
+
+def _validated_model_dirs(archive: zipfile.ZipFile, zip_path: Path) -> list[PurePosixPath]:
+    """`DatasetXXX_Name/<plans>__<config>` of every member; anything else (absolute, `..`, stray files) is refused."""
+    model_dirs: set[PurePosixPath] = set()
+    for name in archive.namelist():
+        member = PurePosixPath(name)
+        if member.is_absolute() or ".." in member.parts or len(member.parts) < 3 or not DATASET_NAME_PATTERN.match(member.parts[0]):
+            raise MSGLDMError(f"{zip_path}: entry '{name}' is not DatasetXXX_Name/<plans>__<config>/...; this is not an msgldm model zip")
+        model_dirs.add(PurePosixPath(*member.parts[:2]))
+    if not model_dirs:
+        raise MSGLDMError(f"{zip_path}: empty zip; pass a file written by msgldm_export_model_to_zip")
+    for model_dir in model_dirs:
+        if str(model_dir / "plans.json") not in archive.namelist():
+            raise MSGLDMError(f"{zip_path}: {model_dir} has no plans.json; this is not an msgldm model zip")
+    return sorted(model_dirs)
+
+
+def _move_into_place(source: Path, target: Path) -> Path:
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    return target

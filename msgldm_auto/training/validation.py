@@ -1,0 +1,119 @@
+"""End-of-training validation of one fold on its held-out cases (DESIGN §8), in the original image space.
+
+Every held-out case is synthesized under the availability patterns that matter: each single missing modality (all
+others present) and each "only one present" pattern, then scored by `msgldm_auto.evaluation.evaluate_volumes`
+against the case's own images. The disentangler's one-pass synthesis is scored beside diffusion on the same inputs
+(it costs one forward pass), because diffusion must never be worse than the one-pass synthesis it is guided by.
+Writes `fold_N/validation/summary.json` (the evaluation summary layout: per case, mean, per modality, per pattern)
+and preview PNGs (inputs | synthesis | truth | error, three planes) of the first cases.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from msgldm_auto.dataset.cases import Case
+from msgldm_auto.dataset.image_io import Image, read_image
+from msgldm_auto.evaluation.metrics import evaluate_volumes, slice_axis_from_spacing
+from msgldm_auto.evaluation.previews import save_preview
+from msgldm_auto.evaluation.table import aggregate, json_safe
+from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+
+SUMMARY_FILE = "summary.json"
+PREVIEW_FOLDER = "previews"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    inputs: tuple[int, ...]
+    targets: tuple[int, ...]
+
+    def name(self, modalities: list[str]) -> str:
+        return "+".join(modalities[c] for c in self.inputs)
+
+
+def validation_patterns(present: list[int]) -> list[Pattern]:
+    """Each single missing modality, then each single present one (deduplicated; nothing for < 2 modalities)."""
+    present = sorted(present)
+    if len(present) < 2:
+        return []
+    patterns = [Pattern(tuple(c for c in present if c != m), (m,)) for m in present]
+    patterns += [Pattern((m,), tuple(c for c in present if c != m)) for m in present]
+    return list(dict.fromkeys(patterns))
+
+
+def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], *, checkpoint: str = "final",
+                  device: str = "cpu", options: PredictionOptions | None = None, output_folder: Path | str | None = None,
+                  max_cases: int | None = None, num_previews: int = 2, compare_one_pass: bool = True) -> dict[str, Any]:
+    """Synthesize, score and summarise the held-out `cases` (raw `Case`s) of `fold`; returns the written summary."""
+    model_folder = Path(model_folder)
+    output = Path(output_folder) if output_folder is not None else model_folder / f"fold_{fold}" / "validation"
+    predictor = MSGLDMPredictor.from_trained_folder(model_folder, [fold], checkpoint, device, options)
+    one_pass = None
+    if compare_one_pass and predictor.uses_diffusion:
+        one_pass = MSGLDMPredictor(predictor.model, predictor.networks, predictor.device,
+                                   replace(predictor.options, one_pass=True), checkpoint)
+    records: list[dict[str, Any]] = []
+    one_pass_records: list[dict[str, Any]] = []
+    chosen = [c for c in cases if len(c.images) >= 2][:max_cases]     # one modality: nothing to hold out
+    for index, case in enumerate(chosen):
+        images = {channel: read_image(path) for channel, path in sorted(case.images.items())}
+        label = read_image(case.label).array if case.label is not None else None
+        preview_folder = output / PREVIEW_FOLDER if index < num_previews else None
+        records += _validate_case(predictor, case.case_id, images, label, preview_folder)
+        if one_pass is not None:
+            one_pass_records += _validate_case(one_pass, case.case_id, images, label, None)
+    summary = _summary(predictor, str(fold), checkpoint, records, one_pass_records if one_pass is not None else None)
+    _write_json_atomic(summary, output / SUMMARY_FILE)
+    return summary
+
+
+def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, Image], label, preview_folder: Path | None) -> list[dict[str, Any]]:
+    names = predictor.modalities
+    records = []
+    for pattern in validation_patterns(sorted(images)):
+        inputs = {c: images[c] for c in pattern.inputs}
+        synthesized = predictor.predict_case_full(inputs, list(pattern.targets), case_id=case_id).synthesized
+        for channel, prediction in sorted(synthesized.items()):
+            reference = images[channel]
+            metrics = evaluate_volumes(reference.array, prediction.array, label=label,
+                                       slice_axis=slice_axis_from_spacing(reference.spacing))
+            records.append({"case": case_id, "modality": names[channel], "channel": channel,
+                            "pattern": pattern.name(names), "metrics": metrics})
+        if preview_folder is not None and len(pattern.inputs) == 1:
+            save_preview(preview_folder / f"{case_id}__{pattern.name(names)}.png",
+                         {names[c]: images[c].array for c in pattern.inputs},
+                         {names[c]: img.array for c, img in sorted(synthesized.items())},
+                         {names[c]: images[c].array for c in sorted(synthesized)},
+                         spacing=images[pattern.inputs[0]].spacing, title=f"{case_id}: from {pattern.name(names)}")
+    return records
+
+
+def _summary(predictor: MSGLDMPredictor, fold: str, checkpoint: str, records: list[dict[str, Any]],
+             one_pass_records: list[dict[str, Any]] | None) -> dict[str, Any]:
+    per_case: dict[str, Any] = {}
+    for record in records:
+        case = per_case.setdefault(record["case"], {})
+        case.setdefault(record["pattern"], {})[record["modality"]] = record["metrics"]
+    summary = {"fold": fold, "checkpoint": checkpoint, "mode": "diffusion" if predictor.uses_diffusion else "one_pass",
+               "steps": predictor.steps, "samples": predictor.samples, "seed": predictor.options.seed,
+               "noise": predictor.options.noise, "num_cases": len(per_case), "per_case": per_case}
+    summary.update(aggregate(records) if records else {"mean": {}, "per_modality": {}, "per_pattern": {}})
+    if one_pass_records is not None:
+        summary["one_pass"] = aggregate(one_pass_records) if one_pass_records else {}
+    return json_safe(summary)
+
+
+def _write_json_atomic(data: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
