@@ -110,6 +110,8 @@ class ConfigurationPlan:
     ablations: Ablations = field(default_factory=Ablations)
     schedule: dict[str, StageSchedule] = field(default_factory=lambda: {s: StageSchedule() for s in STAGES})
     data_identifier: str = ""                    # name of the preprocessed folder of this configuration
+    normalization: str = "p995"                  # intensity scheme (msgldm_auto.preprocessing.normalization)
+    estimated_minutes: dict[str, float] = field(default_factory=dict)  # planner's training-time estimate per stage
     rationale: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -1,0 +1,79 @@
+"""Planner presets: budgets (sizes, widths, epochs, minutes, batch caps), never the algorithm (DESIGN.md §4).
+
+`default` targets a GPU and full training; `cpu` is sized so that all three stages of one fold train in about ten
+minutes on two CPU cores for the demo dataset at 2 mm (3 + 3 + 4 minutes of wall-clock budget).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.plans import STAGES
+
+PLANS_BASE_NAME = "MSGLDMPlans"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    max_side: int                          # longest in-plane side of a slice before the spacing is coarsened
+    ae_channels: tuple[int, ...]           # autoencoder widths from full resolution down (first log2(f)+1 used)
+    ae_res_blocks: int
+    structure_channels: tuple[int, ...]    # structure-encoder widths per scale 1 .. 1/f
+    unet_channels: tuple[int, ...]         # diffusion UNet widths per level; its length caps the depth
+    unet_attention: tuple[bool, ...]
+    norm_groups: int                       # preferred GroupNorm groups (lowered until it divides every width)
+    style_channels: int
+    decoder_channels: int
+    prior_channels: int
+    epochs: tuple[tuple[str, int], ...]
+    iterations_per_epoch: int
+    learning_rate: float
+    max_minutes: tuple[tuple[str, float | None], ...]
+    ddim_steps: int
+    max_batch_size: int
+    cpu_memory_budget_gb: float            # activation budget when planning for -device cpu
+    min_width: int = 8                     # widths are halved down to this when even batch 2 does not fit
+
+    @property
+    def plans_name(self) -> str:
+        return PLANS_BASE_NAME if self.name == "default" else f"{PLANS_BASE_NAME}_{self.name}"
+
+    def stage_epochs(self, stage: str) -> int:
+        return dict(self.epochs)[stage]
+
+    def stage_minutes(self, stage: str) -> float | None:
+        return dict(self.max_minutes)[stage]
+
+
+def _default() -> Preset:
+    return Preset(
+        name="default", max_side=256, ae_channels=(32, 64, 128, 128, 128), ae_res_blocks=2,
+        structure_channels=(32, 64, 128, 256, 256), unet_channels=(64, 128, 256, 256),
+        unet_attention=(False, True, True, True), norm_groups=32, style_channels=32, decoder_channels=32,
+        prior_channels=64, epochs=tuple((s, 100) for s in STAGES), iterations_per_epoch=250, learning_rate=1e-4,
+        max_minutes=tuple((s, None) for s in STAGES), ddim_steps=50, max_batch_size=64, cpu_memory_budget_gb=8.0,
+    )
+
+
+def _cpu() -> Preset:
+    # Epochs are generous on purpose: the wall-clock budget ends each stage (3 + 3 + 4 minutes on 2 cores).
+    return Preset(
+        name="cpu", max_side=64, ae_channels=(16, 32, 32, 32, 32), ae_res_blocks=1,
+        structure_channels=(16, 32, 64, 64, 64), unet_channels=(32, 64), unet_attention=(False, True), norm_groups=8,
+        style_channels=16, decoder_channels=16, prior_channels=32, epochs=tuple((s, 1000) for s in STAGES),
+        iterations_per_epoch=50, learning_rate=2e-4, max_minutes=(("ae", 3.0), ("structure", 3.0), ("ldm", 4.0)),
+        ddim_steps=10, max_batch_size=8, cpu_memory_budget_gb=4.0,
+    )
+
+
+PRESET_NAMES = ("default", "cpu")
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh preset by name (built on each call: presets are data, not shared state)."""
+    if name == "default":
+        return _default()
+    if name == "cpu":
+        return _cpu()
+    raise MSGLDMError(f"-pl {name}: unknown planner preset; use one of {', '.join(PRESET_NAMES)}")

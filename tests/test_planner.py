@@ -1,0 +1,196 @@
+"""Planner heuristics on hand-made fingerprints, the fingerprint itself, plans files, and the CLI end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from msgldm_auto.dataset.dataset_json import DatasetJson
+from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.plans import Plans
+from msgldm_auto.preprocessing.orientation import Reorientation
+from planning.fingerprint import CaseFingerprint, DatasetFingerprint, extract_fingerprint
+from planning.planner import plan_experiment
+from planning.workflow import save_plans_keeping_extras
+from preprocessing_synthetic import LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, write_raw_dataset
+
+MODALITIES = ["T1", "T1ce", "T2", "FLAIR"]
+
+
+def dataset_json(modalities=MODALITIES, labels=None) -> DatasetJson:
+    return DatasetJson({i: m for i, m in enumerate(modalities)}, ".nii.gz", 0, labels=labels)
+
+
+def make_fingerprint(ras_shape, ras_spacing, cropped_ras, cases=40, direction=RAS_DIRECTION, jitter=0.05,
+                     modalities=4) -> DatasetFingerprint:
+    """Cases whose RAS geometry is given; stored in `direction`'s voxel order (so LPS/permuted copies are the same heads)."""
+    reorientation = Reorientation.from_direction(direction)
+    rng = np.random.default_rng(0)
+    inverse = np.argsort(reorientation.source_axes)        # index axis a runs along RAS axis inverse[a]
+    out = []
+    for n in range(cases):
+        scale = 1 + jitter * rng.uniform(-1, 1, 3)
+        crop = [max(4, int(c * s)) for c, s in zip(cropped_ras, scale)]
+        box = [[(full - c) // 2, (full - c) // 2 + c] for full, c in zip(ras_shape, crop)]
+        shape_ijk = [ras_shape[inverse[a]] for a in range(3)]
+        spacing_ijk = [ras_spacing[inverse[a]] for a in range(3)]
+        percentiles = {str(m): [0.0, 100.0 * (m + 1), 400.0 * (m + 1)] for m in range(modalities)}
+        out.append(CaseFingerprint(f"case_{n:03d}", list(reversed(shape_ijk)), spacing_ijk, list(direction),
+                                   list(range(modalities)), box, percentiles))
+    return DatasetFingerprint("Dataset001_Test", MODALITIES[:modalities], out)
+
+
+BRATS = dict(ras_shape=(240, 240, 155), ras_spacing=(1.0, 1.0, 1.0), cropped_ras=(140, 172, 138), cases=300)
+
+
+def plan(fingerprint, **kwargs) -> Plans:
+    return plan_experiment(fingerprint, dataset_json(fingerprint.modalities), **kwargs)
+
+
+def test_brats_like_plans_axial_slices_f8():
+    config = plan(make_fingerprint(**BRATS)).configuration("2d")
+    assert config.slice_axis == 2
+    assert config.latent_scale == 8
+    assert config.spacing == [1.0, 1.0]
+    assert config.context_slices == 3
+    multiple = config.latent_scale * 2 ** (len(config.unet.channels) - 1)
+    assert all(s % multiple == 0 for s in config.image_size)
+    assert all(s >= 172 for s in config.image_size[1:]) and max(config.image_size) <= 256
+    assert max(config.latent_size) <= 32 and min(config.latent_size) / 2 ** (len(config.unet.channels) - 1) >= 4
+    assert len(config.autoencoder.channels) == 4 and len(config.disentangler.structure_channels) == 4
+    assert config.diffusion.steps == 50
+    assert config.data_identifier == "MSGLDMPlans_2d"
+    for key in ("slice_axis", "spacing", "image_size", "latent_scale", "unet", "context_slices", "batch_size",
+                "schedule", "diffusion", "ablations", "estimated_minutes"):
+        assert config.rationale[key], key
+
+
+def test_anisotropic_slices_across_the_thick_axis_without_context():
+    # 0.9 x 5 x 0.9 mm: the 5 mm axis is anterior-posterior (coronal acquisition), so it must be found, not assumed.
+    fingerprint = make_fingerprint((200, 36, 200), (0.9, 5.0, 0.9), (160, 30, 180))
+    config = plan(fingerprint).configuration("2d")
+    assert config.slice_axis == 1
+    assert config.context_slices == 1
+    assert config.spacing == [0.9, 0.9]
+    assert "5.00" in config.rationale["slice_axis"]
+
+
+def test_large_images_get_coarser_spacing():
+    fingerprint = make_fingerprint((512, 512, 300), (0.5, 0.5, 0.5), (400, 440, 300))
+    config = plan(fingerprint).configuration("2d")
+    assert config.slice_axis == 2
+    assert min(config.spacing) > 0.5
+    assert max(config.image_size) <= 256
+    assert "coarsened" in config.rationale["spacing"]
+    cpu = plan(fingerprint, preset="cpu").configuration("2d")
+    assert max(cpu.image_size) <= 64 and min(cpu.spacing) > min(config.spacing)
+
+
+def test_tiny_dataset_gets_f4_and_a_shallow_unet():
+    tiny = plan(make_fingerprint((64, 64, 64), (3.0, 3.0, 3.0), (52, 58, 50))).configuration("2d")
+    brats = plan(make_fingerprint(**BRATS)).configuration("2d")
+    assert tiny.latent_scale == 4
+    assert len(tiny.unet.channels) < len(brats.unet.channels)
+    assert len(tiny.autoencoder.channels) == 3
+
+
+def test_smaller_gpu_memory_gives_strictly_smaller_batch():
+    fingerprint = make_fingerprint(**BRATS)
+    small = plan(fingerprint, gpu_memory_target_gb=2).configuration("2d")
+    large = plan(fingerprint, gpu_memory_target_gb=8).configuration("2d")
+    assert 2 <= small.batch_size < large.batch_size
+
+
+def test_batch_is_at_most_five_percent_of_the_slices_but_at_least_two():
+    few = make_fingerprint((64, 64, 64), (3.0, 3.0, 3.0), (52, 58, 50), cases=3)
+    config = plan(few, gpu_memory_target_gb=80).configuration("2d")
+    assert config.batch_size == max(2, int(0.05 * 3 * 52))
+
+
+@pytest.mark.parametrize("direction", [LPS_DIRECTION, PERMUTED_DIRECTION])
+def test_lps_or_permuted_storage_plans_like_its_ras_copy(direction):
+    geometry = dict(ras_shape=(200, 36, 200), ras_spacing=(0.9, 5.0, 0.9), cropped_ras=(160, 30, 180))
+    ras = plan(make_fingerprint(**geometry)).configuration("2d")
+    other = plan(make_fingerprint(**geometry, direction=direction)).configuration("2d")
+    assert other.slice_axis == ras.slice_axis == 1
+    assert other.spacing == ras.spacing and other.image_size == ras.image_size
+
+
+def test_cpu_preset_is_small_and_time_boxed():
+    demo_2mm = make_fingerprint((91, 109, 91), (2.0, 2.0, 2.0), (70, 86, 70), cases=20)
+    plans = plan(demo_2mm, preset="cpu")
+    config = plans.configuration("2d")
+    assert plans.plans_name == "MSGLDMPlans_cpu" and config.data_identifier == "MSGLDMPlans_cpu_2d"
+    assert max(config.image_size) <= 64 and config.diffusion.steps == 10
+    assert config.unet.channels == [32, 64] and config.autoencoder.channels[:3] == [16, 32, 32]
+    budget = sum(config.schedule[s].max_minutes for s in ("ae", "structure", "ldm"))
+    assert budget <= 10 and sum(config.estimated_minutes.values()) <= 10
+    assert config.batch_size <= 8
+
+
+def test_plans_round_trip_through_json_and_keep_extra_configurations(tmp_path):
+    plans = plan(make_fingerprint(**BRATS), overwrite_target_spacing=[1.2, 1.2])
+    assert plans.configuration("2d").spacing == [1.2, 1.2]
+    path = tmp_path / "MSGLDMPlans.json"
+    plans.save(path)
+    assert Plans.load(path).to_dict() == plans.to_dict()
+    data = json.loads(path.read_text())
+    extra = dict(data["configurations"]["2d"], data_identifier="MSGLDMPlans_2d_fine", spacing=[0.8, 0.8])
+    data["configurations"]["2d_fine"] = extra
+    path.write_text(json.dumps(data))
+    replanned = save_plans_keeping_extras(plan(make_fingerprint(**BRATS)), path)
+    assert set(replanned.configurations) == {"2d", "2d_fine"}
+    assert Plans.load(path).configuration("2d_fine").spacing == [0.8, 0.8]
+    assert Plans.load(path).configuration("2d").spacing == [1.0, 1.0]
+
+
+def test_bad_inputs_raise_one_line_errors():
+    with pytest.raises(MSGLDMError, match="-pl"):
+        plan(make_fingerprint(**BRATS), preset="huge")
+    with pytest.raises(MSGLDMError, match="overwrite_target_spacing"):
+        plan(make_fingerprint(**BRATS), overwrite_target_spacing=[1.0])
+
+
+def test_fingerprint_measures_cases_in_ras(tmp_path):
+    cases = {"a": head_case(direction=PERMUTED_DIRECTION, seed=1)[0],
+             "b": head_case(direction=PERMUTED_DIRECTION, channels=(0, 2), seed=2)[0]}
+    folder = write_raw_dataset(tmp_path, "Dataset002_Fp", cases)
+    fingerprint = extract_fingerprint(folder)
+    a, b = fingerprint.cases
+    assert a.present == [0, 1, 2] and b.present == [0, 2]
+    assert a.orientation_codes == "AIL"
+    assert np.allclose(a.ras_spacing, [2.0, 1.2, 1.0])   # (i, j, k) spacing (1.2, 1.0, 2.0) with k -> left, i -> anterior
+    assert all(0 <= lo < hi <= n for (lo, hi), n in zip(a.crop_box, Reorientation.from_direction(a.direction).ras_shape(a.shape)))
+    assert a.cropped_shape[0] < 28   # the head box is smaller than the volume
+    p05, p50, p995 = a.percentiles["0"]
+    assert p05 < p50 < p995 and 90 < p50 < 130
+    assert fingerprint.modality_counts() == {"T1": 2, "T2": 1, "FLAIR": 2}
+    reloaded = DatasetFingerprint.from_dict(json.loads(json.dumps(fingerprint.to_dict())))
+    assert reloaded.cases == fingerprint.cases
+
+
+def test_cli_plans_and_preprocesses_demo_dataset(tiny_demo_dataset, capsys):
+    from msgldm_auto.cli.plan_and_preprocess import main, plan_experiment_main, preprocess_main
+    from msgldm_auto.paths import preprocessed_root
+    from msgldm_auto.preprocessing.storage import list_cases, load_case
+
+    assert main(["-d", "901", "-pl", "cpu", "-np", "1", "-gpu_memory_target", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "per fold" in out and "five folds" in out
+    folder = preprocessed_root() / "Dataset901_Demo"
+    for name in ("dataset.json", "dataset_fingerprint.json", "MSGLDMPlans_cpu.json"):
+        assert (folder / name).is_file(), name
+    plans = Plans.load(folder / "MSGLDMPlans_cpu.json")
+    config = plans.configuration("2d")
+    cases = list_cases(folder / "MSGLDMPlans_cpu_2d")
+    assert len(cases) == 6
+    case = load_case(folder / "MSGLDMPlans_cpu_2d", "demo_003")
+    assert len(case.present) == 3 and case.data.shape == (3, case.data.shape[1], *config.image_size)
+    assert case.seg is not None and case.properties["foreground_slices"]
+    assert set(plans.intensity_p995) == {"T1", "T2", "FLAIR", "PD"}
+    assert plan_experiment_main(["-d", "901", "--gpu-memory-target", "2"]) == 0
+    assert (folder / "MSGLDMPlans.json").is_file()
+    assert preprocess_main(["-d", "Dataset901_Demo", "-p", "MSGLDMPlans_cpu", "-np", "1"]) == 0
+    assert "6 already done" in capsys.readouterr().out
+    assert main(["-d", "999"]) == 2
