@@ -17,3 +17,32 @@ def msgldm_roots(tmp_path, monkeypatch):
     for var in ("MSGLDM_RAW", "MSGLDM_PREPROCESSED", "MSGLDM_RESULTS"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+TINY_DEMO = dict(dataset_id=901, name="Demo", cases=6, test_cases=2, seed=0, resolution_mm=4.0)
+
+
+@pytest.fixture(scope="session")
+def _tiny_demo_dataset_master(tmp_path_factory):
+    """Built once per test session (it is deterministic); `tiny_demo_dataset` hands each test its own copy."""
+    from dataset_conversion.demo_dataset import make_demo_dataset
+
+    raw = tmp_path_factory.mktemp("tiny_demo_raw")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MSGLDM_RAW", str(raw))
+        return make_demo_dataset(**TINY_DEMO)
+
+
+@pytest.fixture
+def tiny_demo_dataset(msgldm_roots, _tiny_demo_dataset_master):
+    """A tiny demo dataset (ID 901: 6 training + 2 test cases at 4 mm, T1/T2/FLAIR/PD, lesion labels) in the test's raw root.
+
+    Returns its folder, `<raw root>/Dataset901_Demo`. Case demo_003 misses one contrast; imagesTs cases hold some out.
+    """
+    import shutil
+
+    from msgldm_auto.paths import raw_root
+
+    target = raw_root() / _tiny_demo_dataset_master.name
+    shutil.copytree(_tiny_demo_dataset_master, target)
+    return target
