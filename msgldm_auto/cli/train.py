@@ -1,7 +1,64 @@
-"""Entry point (not built yet)."""
-from msgldm_auto.cli._common import entry_point, not_built_yet
+"""`msgldm_train DATASET CONFIG FOLD`: train the three MSG-LDM stages of one fold (or `all`), resumable with --c.
+
+Multi-GPU / multi-node: `torchrun --nproc_per_node N -m msgldm_auto.cli.train DATASET CONFIG FOLD -device cuda`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.errors import MSGLDMError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msgldm_train", description="Train MSG-LDM (autoencoder, disentangler, latent diffusion) on one fold.")
+    parser.add_argument("dataset", help="dataset ID (e.g. 1) or name (Dataset001_Name)")
+    parser.add_argument("configuration", help="planned configuration, e.g. 2d")
+    parser.add_argument("fold", help="0..4, or 'all' to train on every case")
+    parser.add_argument("--stage", default="all", choices=["ae", "structure", "ldm", "all"], help="stage(s) to train (default: all, in order)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the plans' schedule)")
+    parser.add_argument("--iters-per-epoch", "--iters_per_epoch", dest="iters_per_epoch", type=int, default=None,
+                        help="iterations per epoch (default: the plans' schedule)")
+    parser.add_argument("--max-minutes", "--max_minutes", dest="max_minutes", type=float, default=None,
+                        help="wall-clock budget per stage; the stage ends cleanly at a checkpoint (default: the plans')")
+    parser.add_argument("--c", "--continue", "--continue_training", dest="resume", action="store_true",
+                        help="continue from the latest checkpoints (finished stages are skipped)")
+    parser.add_argument("--val", action="store_true", help="only run the fold validation of the trained model")
+    parser.add_argument("-device", "--device", dest="device", default="cuda", choices=["cpu", "cuda", "mps"], help="default: cuda")
+    parser.add_argument("-p", "--plans", dest="plans", default="MSGLDMPlans", help="plans name (default: MSGLDMPlans)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of model initialisation, batch order and augmentation")
+    parser.add_argument("--no-amp", "--no_amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks (CUDA only)")
+    parser.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false", help="no progress bars")
+    return parser
+
+
+def _check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for flag, value in (("--epochs", args.epochs), ("--iters-per-epoch", args.iters_per_epoch), ("--max-minutes", args.max_minutes)):
+        if value is not None and value <= 0:
+            raise MSGLDMError(f"{flag} must be positive, got {value}")
 
 
 @entry_point
-def main(argv=None):
-    return not_built_yet("msgldm_train_main")
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_positive(parser, args)
+    from msgldm_auto.training.fold_training import TrainingRequest, modest_torch_threads, train_fold
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_roots()
+    modest_torch_threads(int(os.environ.get("WORLD_SIZE", "1")))
+    request = TrainingRequest(
+        dataset=args.dataset, configuration=args.configuration, fold=args.fold, stage=args.stage, plans_name=args.plans,
+        epochs=args.epochs, iterations_per_epoch=args.iters_per_epoch, max_minutes=args.max_minutes, resume=args.resume,
+        validation_only=args.val, device=args.device, seed=args.seed, amp=args.amp, compile=args.compile,
+        show_progress=args.progress,
+    )
+    train_fold(request)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

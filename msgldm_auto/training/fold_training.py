@@ -1,0 +1,239 @@
+"""Train the stages of one fold: check everything first (nothing is written for bad input), then run
+ae -> structure -> ldm, each from its predecessor's final checkpoint, and the fold validation after the LDM stage.
+
+Results go to `MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>/fold_N/<stage>/` (documentation/internals.md).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
+from msgldm_auto.plans import STAGES, ConfigurationPlan, Plans, plans_file_name
+from msgldm_auto.training.checkpoint import checkpoint_path
+from msgldm_auto.training.data_loader import (StorageReader, build_slice_index, default_num_workers,
+                                              make_training_batches, validation_batches)
+from msgldm_auto.training.ddp import DistributedContext, init_distributed, shutdown
+from msgldm_auto.training.splits import FoldCases, fold_cases, load_splits, parse_fold, write_splits
+from msgldm_auto.training.trainer import StageResult, StageTrainer, TrainerSettings
+
+DEFAULT_PLANS = "MSGLDMPlans"
+VALIDATION_SLICES = 16
+CHECKPOINT_EVERY = 5
+
+
+@dataclass
+class TrainingRequest:
+    dataset: str
+    configuration: str
+    fold: str
+    stage: str = "all"                         # ae | structure | ldm | all
+    plans_name: str = DEFAULT_PLANS
+    epochs: int | None = None                  # overrides the plans' schedule for every stage run
+    iterations_per_epoch: int | None = None
+    max_minutes: float | None = None
+    resume: bool = False
+    validation_only: bool = False
+    device: str = "cuda"
+    seed: int = 0
+    num_workers: int | None = None             # None: MSGLDM_NUM_WORKERS or min(4, cores - 1)
+    amp: bool = True
+    compile: bool = False
+    show_progress: bool = True
+    stop_after_epochs: int | None = None       # tests: simulate an interrupt
+
+
+@dataclass
+class FoldSetup:
+    """Everything resolved and checked before anything is written."""
+    dataset_name: str
+    plans: Plans
+    plans_path: Path
+    config: ConfigurationPlan
+    data_folder: Path
+    preprocessed_folder: Path
+    splits: list[dict[str, list[str]]]
+    splits_are_new: bool
+    cases: FoldCases
+    output_folder: Path                        # <plans>__<config>
+    stages: list[str] = field(default_factory=list)
+
+    def stage_folder(self, stage: str) -> Path:
+        return self.output_folder / f"fold_{self.cases.fold}" / stage
+
+
+def _stages(request: TrainingRequest) -> list[str]:
+    if request.stage == "all":
+        return list(STAGES)
+    if request.stage not in STAGES:
+        raise MSGLDMError(f"--stage {request.stage}: choose one of {', '.join(STAGES)} or all")
+    return [request.stage]
+
+
+def prepare(request: TrainingRequest) -> FoldSetup:
+    dataset_name = resolve_dataset_name(request.dataset)
+    preprocessed_folder = preprocessed_root() / dataset_name
+    plans_path = preprocessed_folder / plans_file_name(request.plans_name)
+    if not plans_path.is_file():
+        raise MSGLDMError(f"{plans_path}: plans not found; run msgldm_plan_and_preprocess -d {request.dataset} (or pick -p)")
+    plans = Plans.load(plans_path)
+    config = plans.configuration(request.configuration)
+    fold = parse_fold(request.fold)
+    data_folder = preprocessed_folder / (config.data_identifier or f"{request.plans_name}_{request.configuration}")
+    from msgldm_auto.preprocessing.storage import list_cases
+
+    case_ids = list_cases(data_folder)
+    if not case_ids:
+        raise MSGLDMError(f"{data_folder}: no preprocessed cases; run msgldm_preprocess -d {request.dataset} -c {request.configuration}")
+    splits, new = load_splits(preprocessed_folder, case_ids)
+    cases = fold_cases(splits, fold, case_ids, preprocessed_folder / "splits_final.json")
+    output = results_root() / dataset_name / f"{request.plans_name}__{request.configuration}"
+    setup = FoldSetup(dataset_name, plans, plans_path, config, data_folder, preprocessed_folder, splits, new, cases,
+                      output, _stages(request))
+    _check_predecessor(setup, request)
+    return setup
+
+
+def _check_predecessor(setup: FoldSetup, request: TrainingRequest) -> None:
+    first = "ldm" if request.validation_only else setup.stages[0]
+    needed = STAGES[: STAGES.index(first)] if not request.validation_only else STAGES
+    for stage in needed:
+        path = checkpoint_path(setup.stage_folder(stage), "final")
+        if not path.is_file():
+            raise MSGLDMError(f"{path}: stage '{stage}' of fold {setup.cases.fold} is not trained; run msgldm_train "
+                              f"{request.dataset} {request.configuration} {setup.cases.fold} --stage {stage} first")
+
+
+def _write_model_files(setup: FoldSetup) -> None:
+    setup.output_folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(setup.plans_path, setup.output_folder / "plans.json")
+    for name in ("dataset.json", "dataset_fingerprint.json"):
+        if (setup.preprocessed_folder / name).is_file():
+            shutil.copyfile(setup.preprocessed_folder / name, setup.output_folder / name)
+    if setup.splits_are_new:
+        write_splits(setup.preprocessed_folder, setup.splits)
+
+
+def _settings(setup: FoldSetup, stage: str, request: TrainingRequest) -> TrainerSettings:
+    schedule = setup.config.schedule[stage]
+    epochs = request.epochs or schedule.epochs
+    return TrainerSettings(
+        epochs=epochs,
+        iterations_per_epoch=request.iterations_per_epoch or schedule.iterations_per_epoch,
+        max_minutes=request.max_minutes if request.max_minutes is not None else schedule.max_minutes,
+        checkpoint_every=max(1, min(CHECKPOINT_EVERY, epochs)),
+        resume=request.resume, amp=request.amp, compile=request.compile, show_progress=request.show_progress,
+        stop_after_epochs=request.stop_after_epochs,
+    )
+
+
+def _build_stage(stage: str, setup: FoldSetup, device: torch.device, learning_rate: float):
+    # Imported here so that planning-only tools never pay for the networks.
+    from msgldm_auto.networks.autoencoder import LatentAutoencoder
+    from msgldm_auto.networks.disentangler import StructureStyleDisentangler
+    from msgldm_auto.training.stages.ae import AutoencoderStage
+    from msgldm_auto.training.stages.common import load_frozen
+    from msgldm_auto.training.stages.ldm import LatentDiffusionStage
+    from msgldm_auto.training.stages.structure import StructureStage
+
+    plans, config = setup.plans, setup.config
+    if stage == "ae":
+        return AutoencoderStage(config, device, learning_rate)
+    if stage == "structure":
+        return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, learning_rate)
+    autoencoder = load_frozen(LatentAutoencoder(config), checkpoint_path(setup.stage_folder("ae"), "final"), device)
+    disentangler = load_frozen(StructureStyleDisentangler(config, plans.num_modalities, plans.num_label_classes),
+                               checkpoint_path(setup.stage_folder("structure"), "final"), device)
+    return LatentDiffusionStage(config, plans.num_modalities, autoencoder, disentangler, device, learning_rate)
+
+
+def _seed_everything(seed: int, rank: int) -> None:
+    # Same model initialisation on every rank (DDP also broadcasts rank 0's); per-rank augmentation streams.
+    torch.manual_seed(seed)
+    np.random.seed((seed + 1009 * rank) % 2**32)
+    import random
+
+    random.seed(seed + rank)
+
+
+def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context: DistributedContext) -> StageResult:
+    config, plans = setup.config, setup.plans
+    _seed_everything(request.seed, context.rank)
+    reader = StorageReader(setup.data_folder)
+    train_index = build_slice_index(reader, setup.cases.train, plans.num_modalities)
+    val_cases = setup.cases.val or setup.cases.train          # fold "all" watches its training cases
+    val_index = build_slice_index(reader, val_cases, plans.num_modalities)
+    validation = validation_batches(reader, val_index, plans.num_modalities, config.context_slices, config.batch_size,
+                                    VALIDATION_SLICES, request.seed)
+    workers = request.num_workers if request.num_workers is not None else default_num_workers()
+
+    def make_batches(start_batch: int):
+        return make_training_batches(reader, train_index, plans.num_modalities, config.context_slices, config.image_size,
+                                     config.batch_size, request.seed, rank=context.rank, world_size=context.world_size,
+                                     start_batch=start_batch, slice_axis=config.slice_axis, num_workers=workers)
+
+    settings = _settings(setup, stage, request)
+    network_stage = _build_stage(stage, setup, context.device, config.schedule[stage].learning_rate)
+    identity = {"plans_name": setup.plans.plans_name, "configuration": request.configuration, "fold": setup.cases.fold}
+    trainer = StageTrainer(network_stage, settings, setup.stage_folder(stage), context, identity)
+    trainer.log.line(f"[{stage}] {len(train_index)} training slices from {len(train_index.case_ids)} cases; "
+                     f"validation metric: {network_stage.metric_name}; world size {context.world_size}")
+    return trainer.fit(make_batches, validation)
+
+
+def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torch.device) -> Path | None:
+    """Case-level validation after the LDM stage (training/validation.py) on the fold's held-out raw cases.
+
+    Returns the summary path, or None when there is nothing to validate (fold `all`, or the raw images are gone).
+    """
+    from msgldm_auto.dataset.cases import training_cases
+    from msgldm_auto.training.validation import SUMMARY_FILE, validate_fold
+
+    raw_folder = raw_root() / setup.dataset_name
+    if not setup.cases.val or not (raw_folder / "dataset.json").is_file():
+        print(f"fold {setup.cases.fold}: no held-out raw cases under {raw_folder}; case-level validation skipped", file=sys.stderr)
+        return None
+    held_out = set(setup.cases.val)
+    cases = [case for case in training_cases(raw_folder) if case.case_id in held_out]
+    validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type)
+    return setup.output_folder / f"fold_{setup.cases.fold}" / "validation" / SUMMARY_FILE
+
+
+def train_fold(request: TrainingRequest) -> list[StageResult]:
+    setup = prepare(request)                       # raises MSGLDMError before anything is written
+    context = init_distributed(request.device)
+    try:
+        if context.is_main:
+            _write_model_files(setup)
+        results = []
+        if not request.validation_only:
+            for stage in setup.stages:
+                result = train_stage(stage, setup, request, context)
+                results.append(result)
+                if context.is_main:
+                    state = "done" if result.completed else ("ended by its time budget" if result.stopped_by_time else "stopped")
+                    print(f"stage {stage} of fold {setup.cases.fold} {state}: {result.checkpoint}")
+                if not checkpoint_path(setup.stage_folder(stage), "final").is_file():
+                    break   # interrupted: the next stage would have no predecessor
+        ldm_final = checkpoint_path(setup.stage_folder("ldm"), "final")
+        wants_validation = request.validation_only or (setup.stages[-1] == "ldm" and request.stop_after_epochs is None)
+        if context.is_main and wants_validation and ldm_final.is_file():
+            summary = run_fold_validation(setup, request, context.device)
+            if summary is not None:
+                print(f"fold {setup.cases.fold} validation summary: {summary}")
+        return results
+    finally:
+        shutdown(context)
+
+
+def modest_torch_threads(world_size: int = 1) -> None:
+    """Leave cores to the data-loader workers and to the other ranks, unless the user set OMP_NUM_THREADS."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(8, (os.cpu_count() or 1) // max(world_size, 1))))

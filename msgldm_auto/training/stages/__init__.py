@@ -1,0 +1,1 @@
+"""The three MSG-LDM training stages; each assembles networks and losses written elsewhere and states its metric."""

@@ -1,0 +1,82 @@
+"""What the generic trainer needs from a stage: its networks and optimisers, one training step, a validation metric
+(higher is better), the weights prediction uses, and any extra state (EMA, scale factor) to checkpoint."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager
+
+import torch
+
+from msgldm_auto.training.checkpoint import strip_wrappers
+from msgldm_auto.training.data_loader import SliceBatch
+from msgldm_auto.training.ddp import DistributedContext, wrap_module
+
+
+@dataclass
+class StepContext:
+    """Per-iteration services: mixed precision and the optimiser step with gradient scaling and clipping."""
+    iteration: int
+    total_iterations: int
+    device: torch.device
+    optimizers: dict[str, torch.optim.Optimizer]
+    scalers: dict[str, torch.amp.GradScaler]
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    max_grad_norm: float = 1.0
+    learning_rates: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the stage done, for warm-ups (e.g. when the adversarial loss switches on)."""
+        return self.iteration / max(self.total_iterations, 1)
+
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        optimizer, scaler = self.optimizers[name], self.scalers[name]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+
+
+class Stage:
+    """Subclasses fill `networks`/`optimizers` in __init__ and implement `train_step` and `validation_metric`."""
+
+    name = ""
+    metric_name = ""
+    main_network = ""
+
+    def __init__(self) -> None:
+        self.networks: dict[str, torch.nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.train_modules: dict[str, torch.nn.Module] = {}
+
+    def parallelize(self, context: DistributedContext, compile_networks: bool) -> None:
+        """The modules used for training: compiled (CUDA, when asked) and DDP-wrapped across ranks."""
+        for name, network in self.networks.items():
+            module = torch.compile(network) if compile_networks else network
+            self.train_modules[name] = wrap_module(module, context)
+
+    def module(self, name: str) -> torch.nn.Module:
+        return self.train_modules.get(name, self.networks[name])
+
+    def train_step(self, batch: SliceBatch, step: StepContext) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_metric(self, batches: list[SliceBatch], device: torch.device) -> float:
+        raise NotImplementedError
+
+    def inference_weights(self) -> dict[str, torch.Tensor]:
+        return strip_wrappers(self.networks[self.main_network].state_dict())
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, batches: Any, device: torch.device) -> None:
+        """Called once when the stage completes, before the final checkpoint (the AE sets its scale factor here)."""

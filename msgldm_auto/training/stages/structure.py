@@ -1,0 +1,66 @@
+"""Stage 2: the structure–style disentangler (per-modality structure encoders with HFIB, MMSF, MSSE, styles, decoders).
+
+Step: the disentangler sees the kept modalities and reconstructs every present one (structure-aware loss), with the
+style losses and the structure invariance between the kept subset and its complement (both non-empty by
+construction of the availability pattern), plus segmentation when labels exist.
+Metric: one-pass synthesis PSNR (dB) of the dropped-but-present modalities of the validation slices.
+"""
+from __future__ import annotations
+
+import torch
+
+from msgldm_auto.networks.disentangler import StructureStyleDisentangler
+from msgldm_auto.plans import ConfigurationPlan
+from msgldm_auto.training.data_loader import SliceBatch
+from msgldm_auto.training.losses import StyleContrastiveLoss, disentangler_loss
+from msgldm_auto.training.stages.base import Stage, StepContext
+from msgldm_auto.training.stages.common import as_float32, mean_psnr
+
+
+def dropped_pairs(synthesis: torch.Tensor, batch: SliceBatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(prediction, truth) (H, W) pairs for the modalities that exist but were not given as input."""
+    targets = batch.images[:, :, batch.images.shape[2] // 2]
+    sample, modality = torch.nonzero(batch.present & ~batch.kept, as_tuple=True)
+    return list(zip(synthesis[sample, modality], targets[sample, modality]))
+
+
+class StructureStage(Stage):
+    name, metric_name, main_network = "structure", "one-pass synthesis PSNR (dB)", "disentangler"
+
+    def __init__(self, config: ConfigurationPlan, num_modalities: int, num_label_classes: int, device: torch.device,
+                 learning_rate: float):
+        super().__init__()
+        self.config = config
+        self.networks = {
+            "disentangler": StructureStyleDisentangler(config, num_modalities, num_label_classes).to(device),
+            "style_contrastive": StyleContrastiveLoss().to(device),   # holds the learnable temperature
+        }
+        parameters = [p for net in self.networks.values() for p in net.parameters()]
+        self.optimizers = {"disentangler": torch.optim.Adam(parameters, lr=learning_rate)}
+
+    def parallelize(self, context, compile_networks: bool) -> None:
+        super().parallelize(context, compile_networks)
+        self.train_modules["style_contrastive"] = self.networks["style_contrastive"]  # a loss: no DDP wrapper needed
+
+    def train_step(self, batch: SliceBatch, step: StepContext) -> dict[str, float]:
+        disentangler = self.networks["disentangler"]
+        complement = batch.present & ~batch.kept
+        with step.autocast():
+            output = as_float32(self.module("disentangler")(batch.images, batch.kept))
+            other = as_float32(disentangler.fuse_structure(batch.images, complement)[0])
+        losses = disentangler_loss(output, batch.images[:, :, batch.images.shape[2] // 2], batch.present,
+                                   self.config.losses, self.config.ablations, self.networks["style_contrastive"],
+                                   seg_target=batch.seg, fused_other_subset=other)
+        step.optimize("disentangler", losses.total)
+        results = losses.as_floats()
+        results["loss"] = results.pop("total")
+        return results
+
+    @torch.no_grad()
+    def validation_metric(self, batches: list[SliceBatch], device: torch.device) -> float:
+        pairs = []
+        for batch in batches:
+            batch = batch.to(device)
+            output = self.networks["disentangler"](batch.images, batch.kept)
+            pairs.extend(dropped_pairs(output.synthesis, batch))
+        return mean_psnr(pairs)

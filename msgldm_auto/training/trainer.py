@@ -1,0 +1,221 @@
+"""The generic loop shared by the three stages: iterations grouped in epochs, poly learning-rate decay, AMP and
+torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkpoints and exact resume.
+
+Resume is exact with data-loader workers = 0: the batch order is a function of the iteration number (data_loader.py)
+and every other source of randomness (torch, numpy, Python) is checkpointed with the weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import sys
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from msgldm_auto.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, restore_rng_state,
+                                             save_checkpoint, strip_wrappers)
+from msgldm_auto.training.data_loader import SliceBatch, TrainingBatches
+from msgldm_auto.training.ddp import DistributedContext, any_rank, barrier
+from msgldm_auto.training.progress import History, ProgressLog
+from msgldm_auto.training.stages.base import Stage, StepContext
+
+POLY_EXPONENT = 0.9
+
+
+@dataclass
+class TrainerSettings:
+    epochs: int
+    iterations_per_epoch: int
+    max_minutes: float | None = None
+    checkpoint_every: int = 5           # epochs between "latest" checkpoints (and validations)
+    resume: bool = False
+    amp: bool = True                    # takes effect on CUDA only
+    compile: bool = False               # takes effect on CUDA only
+    show_progress: bool = True
+    stop_after_epochs: int | None = None  # end the run (no final checkpoint) after this many epochs: a simulated kill
+
+    @property
+    def total_iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+
+@dataclass
+class StageResult:
+    checkpoint: Path                    # the final checkpoint (or the latest one when the run was stopped early)
+    iterations_done: int
+    completed: bool                     # all planned iterations ran
+    stopped_by_time: bool
+
+
+@dataclass
+class _RunState:
+    iteration: int = 0
+    best_metric: float = -math.inf
+    history: History | None = None
+
+
+def _poly(total: int, iteration: int) -> float:
+    return max(0.0, 1.0 - iteration / max(total, 1)) ** POLY_EXPONENT
+
+
+def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
+    if not (enabled and device.type == "cuda"):
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return functools.partial(torch.autocast, device_type="cuda", dtype=dtype)
+
+
+class StageTrainer:
+    def __init__(self, stage: Stage, settings: TrainerSettings, folder: Path, context: DistributedContext,
+                 identity: dict[str, str]):
+        self.stage, self.settings, self.folder, self.context, self.identity = stage, settings, Path(folder), context, identity
+        device = context.device
+        use_fp16 = settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scalers = {n: torch.amp.GradScaler(device.type, enabled=use_fp16) for n in stage.optimizers}
+        total = settings.total_iterations
+        self.lr_schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, functools.partial(_poly, total))
+                              for n, o in stage.optimizers.items()}
+        self.autocast = _autocast_factory(device, settings.amp)
+        self.log = ProgressLog(self.folder, stage.name, stage.metric_name, enabled=context.is_main)
+        self.state = _RunState(history=self.log.history)
+
+    # -- checkpoints -------------------------------------------------------------------------------------------------
+    def _payload(self) -> dict[str, Any]:
+        stage = self.stage
+        return {
+            "stage": stage.name,
+            "epoch": self.state.iteration // self.settings.iterations_per_epoch,
+            "iteration": self.state.iteration,
+            "inference_weights": stage.inference_weights(),
+            "network_weights": {n: strip_wrappers(m.state_dict()) for n, m in stage.networks.items()},
+            "optimizer_state": {n: o.state_dict() for n, o in stage.optimizers.items()},
+            "lr_scheduler_state": {n: s.state_dict() for n, s in self.lr_schedulers.items()},
+            "grad_scaler_state": {n: s.state_dict() for n, s in self.scalers.items()},
+            "extra_state": stage.extra_state(),
+            "rng_state": capture_rng_state(),
+            "best_metric": self.state.best_metric,
+            "metric_name": stage.metric_name,
+            "history": self.log.history.to_dict(),
+            **self.identity,
+        }
+
+    def save(self, which: str) -> Path:
+        path = checkpoint_path(self.folder, which)
+        if self.context.is_main:
+            save_checkpoint(self._payload(), path)
+        return path
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint (or the final one); False when there is nothing to resume from."""
+        for which in ("latest", "final"):
+            path = checkpoint_path(self.folder, which)
+            if path.is_file():
+                break
+        else:
+            return False
+        checkpoint = load_checkpoint(path, map_location=self.context.device)
+        for name, network in self.stage.networks.items():
+            network.load_state_dict(checkpoint["network_weights"][name])
+        for group, objects in (("optimizer_state", self.stage.optimizers), ("lr_scheduler_state", self.lr_schedulers),
+                               ("grad_scaler_state", self.scalers)):
+            for name, obj in objects.items():
+                obj.load_state_dict(checkpoint[group][name])
+        self.stage.load_extra_state(checkpoint["extra_state"])
+        restore_rng_state(checkpoint["rng_state"])
+        self.state.iteration, self.state.best_metric = int(checkpoint["iteration"]), float(checkpoint["best_metric"])
+        self.log.history = History.from_dict(checkpoint["history"])
+        self.log.line(f"[{self.stage.name}] resumed from {path.name} at iteration {self.state.iteration}")
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+    def _step_context(self, iteration: int) -> StepContext:
+        return StepContext(iteration, self.settings.total_iterations, self.context.device, self.stage.optimizers,
+                           self.scalers, self.autocast,
+                           learning_rates={n: o.param_groups[0]["lr"] for n, o in self.stage.optimizers.items()})
+
+    def _validate(self, validation: list[SliceBatch]) -> float | None:
+        if not validation or not self.context.is_main:
+            return None
+        for network in self.stage.networks.values():
+            network.eval()
+        try:
+            return float(self.stage.validation_metric(validation, self.context.device))
+        finally:
+            for network in self.stage.networks.values():
+                network.train()
+
+    def _run_epoch(self, batches: TrainingBatches, epoch: int, deadline: float | None) -> tuple[list[float], bool]:
+        per_epoch = self.settings.iterations_per_epoch
+        first = self.state.iteration - epoch * per_epoch
+        losses: list[float] = []
+        bar = tqdm(range(first, per_epoch), desc=f"{self.stage.name} epoch {epoch}", file=sys.stderr, leave=False,
+                   disable=not (self.settings.show_progress and self.context.is_main))
+        for _ in bar:
+            batch = next(batches).to(self.context.device)
+            results = self.stage.train_step(batch, self._step_context(self.state.iteration))
+            with warnings.catch_warnings():
+                # An optimiser may legitimately skip a step (discriminator warm-up, fp16 overflow); the schedule goes on.
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                for scheduler in self.lr_schedulers.values():
+                    scheduler.step()
+            self.state.iteration += 1
+            losses.append(float(results["loss"]))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if deadline is not None and any_rank(time.monotonic() >= deadline, self.context):
+                return losses, True
+        return losses, False
+
+    def fit(self, make_batches: Callable[[int], TrainingBatches], validation: list[SliceBatch]) -> StageResult:
+        settings = self.settings
+        if settings.resume:
+            self.resume()
+        if self.state.iteration >= settings.total_iterations and checkpoint_path(self.folder, "final").is_file():
+            self.log.line(f"[{self.stage.name}] already trained ({self.state.iteration} iterations); nothing to do")
+            return StageResult(checkpoint_path(self.folder, "final"), self.state.iteration, True, False)
+        for network in self.stage.networks.values():
+            network.train()
+        self.stage.parallelize(self.context, settings.compile and self.context.device.type == "cuda")
+        deadline = None if not settings.max_minutes else time.monotonic() + 60.0 * settings.max_minutes
+        batches = make_batches(self.state.iteration)
+        try:
+            return self._loop(batches, validation, deadline)
+        finally:
+            batches.close()
+
+    def _loop(self, batches: TrainingBatches, validation: list[SliceBatch], deadline: float | None) -> StageResult:
+        settings, per_epoch = self.settings, self.settings.iterations_per_epoch
+        out_of_time, epochs_run = False, 0
+        while self.state.iteration < settings.total_iterations and not out_of_time:
+            epoch, started = self.state.iteration // per_epoch, time.monotonic()
+            losses, out_of_time = self._run_epoch(batches, epoch, deadline)
+            finished_all = self.state.iteration >= settings.total_iterations
+            periodic = (epoch + 1) % settings.checkpoint_every == 0
+            metric = self._validate(validation) if (periodic or finished_all or out_of_time) else None
+            learning_rate = next(iter(self.stage.optimizers.values())).param_groups[0]["lr"]
+            self.log.end_epoch(epoch, sum(losses) / max(len(losses), 1), learning_rate, metric, time.monotonic() - started)
+            if metric is not None and metric > self.state.best_metric:
+                self.state.best_metric = metric
+                self.save("best")
+            if periodic or finished_all or out_of_time:
+                self.save("latest")
+                self.log.plot()
+            barrier(self.context)
+            epochs_run += 1
+            if settings.stop_after_epochs is not None and epochs_run >= settings.stop_after_epochs and not finished_all:
+                return StageResult(checkpoint_path(self.folder, "latest"), self.state.iteration, False, False)
+        if out_of_time:
+            self.log.line(f"[{self.stage.name}] time budget of {settings.max_minutes} min spent at iteration {self.state.iteration}")
+        self.stage.finish(batches, self.context.device)
+        final = self.save("final")
+        self.save("latest")   # resuming after finish() must see the finished state (e.g. the AE scale factor)
+        barrier(self.context)
+        self.log.line(f"[{self.stage.name}] finished: {final}")
+        return StageResult(final, self.state.iteration, self.state.iteration >= settings.total_iterations, out_of_time)

@@ -1,0 +1,248 @@
+"""Training: splits, availability patterns, the slice loader, augmentation, checkpoints, exact resume, time budget
+and the msgldm_train CLI (tiny real networks end to end)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from training_standins import (MemoryReader, TinySynthesisStage, coded_case, smooth_case,  # noqa: E402
+                               write_preprocessed_dataset)
+
+from msgldm_auto.cli.train import main  # noqa: E402
+from msgldm_auto.errors import MSGLDMError  # noqa: E402
+from msgldm_auto.training.augmentation import IntensityOnKeptTransform, build_transforms  # noqa: E402
+from msgldm_auto.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint  # noqa: E402
+from msgldm_auto.training.data_loader import build_slice_index, make_training_batches, validation_batches  # noqa: E402
+from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
+from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
+from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
+from msgldm_auto.training.trainer import StageTrainer, TrainerSettings  # noqa: E402
+
+CPU = DistributedContext(0, 1, 0, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------------------------------- splits
+def test_splits_are_seeded_disjoint_and_cover_every_case():
+    cases = [f"c{i:02d}" for i in range(12)]
+    splits = make_splits(cases)
+    assert splits == make_splits(list(reversed(cases)))                      # seeded, order-independent
+    assert len(splits) == 5
+    vals = [set(s["val"]) for s in splits]
+    assert set().union(*vals) == set(cases) and sum(len(v) for v in vals) == 12
+    for split in splits:
+        assert not set(split["train"]) & set(split["val"])
+        assert set(split["train"]) | set(split["val"]) == set(cases)
+    assert fold_cases(splits, "all", cases, Path("x")).train == cases
+
+
+def test_user_splits_are_respected_and_checked(tmp_path):
+    cases = ["a", "b", "c"]
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["a", "b"], "val": ["c"]}]))
+    splits, new = load_splits(tmp_path, cases)
+    assert not new and fold_cases(splits, "0", cases, tmp_path).val == ["c"]
+    with pytest.raises(MSGLDMError, match="fold 1 does not exist"):
+        fold_cases(splits, "1", cases, tmp_path / "splits_final.json")
+    (tmp_path / "splits_final.json").write_text(json.dumps([{"train": ["a", "zz"], "val": ["c"]}]))
+    with pytest.raises(MSGLDMError, match="not preprocessed"):
+        load_splits(tmp_path, cases)
+    with pytest.raises(MSGLDMError, match="out of range"):
+        parse_fold("5")
+
+
+# ----------------------------------------------------------------------------------------------------- patterns
+@pytest.mark.parametrize("present", [[True, True, True, False], [True, False, True, False], [True] * 4])
+def test_patterns_are_uniform_over_the_valid_ones(present):
+    present = np.array(present)
+    rng = np.random.default_rng(0)
+    draws = 600 * count_valid_patterns(present)
+    counts: dict[int, int] = {}
+    for _ in range(draws):
+        kept = draw_kept(present, rng)
+        assert kept.any() and not (kept == present).all() and not (kept & ~present).any()
+        counts[pattern_code(kept)] = counts.get(pattern_code(kept), 0) + 1
+    assert len(counts) == 2 ** present.sum() - 2                               # every valid pattern occurs
+    assert max(abs(c - 600) for c in counts.values()) < 5 * np.sqrt(600)     # ... equally often (5 sigma)
+
+
+# ------------------------------------------------------------------------------------------------------- loader
+def _coded_reader():
+    cases = {"a": coded_case([0, 1, 2], num_slices=5, foreground=[1, 2, 3, 4], case_number=1),
+             "b": coded_case([0, 2], num_slices=5, foreground=[0, 1, 2, 3, 4], case_number=2),
+             "c": coded_case([1], num_slices=5, case_number=3)}                 # one modality: nothing to drop
+    return MemoryReader(cases)
+
+
+def test_loader_batches_follow_the_contract():
+    reader = _coded_reader()
+    index = build_slice_index(reader, ["a", "b", "c"], 3)
+    assert index.case_ids == ["a", "b"] and len(index) == 9                    # empty slice of "a" and case "c" skipped
+    batches = make_training_batches(reader, index, 3, 3, [8, 8], 6, seed=3, augment=False, num_workers=0)
+    for _ in range(3):
+        batch = next(batches)
+        assert batch.images.shape == (6, 3, 3, 8, 8) and batch.images.dtype == torch.float32
+        assert batch.images.min() >= -1 and batch.images.max() <= 1 and batch.seg is None
+        assert batch.kept.any(1).all() and not (batch.kept & ~batch.present).any()
+        assert ((batch.present & ~batch.kept).any(1)).all()                    # something to synthesise in every sample
+        for sample, (case_number, z) in enumerate(batch.slice_ids):
+            case = reader.cases[index.case_ids[case_number]]
+            assert z in case.properties["foreground_slices"]
+            assert batch.present[sample].tolist() == [m in case.present for m in range(3)]
+            for m in case.present:                                             # neighbours clamped at the edges
+                expected = [(m * 100 + min(max(zz, 0), 4) * 10 + case_number + 1) / 1000 for zz in (z - 1, z, z + 1)]
+                assert np.allclose(batch.images[sample, m, :, 0, 0].numpy(), expected)
+            for m in set(range(3)) - set(case.present):
+                assert (batch.images[sample, m] == -1).all()
+
+
+def test_batch_order_depends_only_on_seed_and_batch_number_and_ranks_are_disjoint():
+    rng = np.random.default_rng(0)
+    reader = MemoryReader({f"c{i}": smooth_case([0, 1, 2], rng, num_slices=4) for i in range(4)})   # 16 slices
+    index = build_slice_index(reader, list(reader.cases), 3)
+    one = make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, augment=False, num_workers=0)
+    single = [next(one) for _ in range(4)]                                     # one pass over the 16 slices
+    resumed = make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, augment=False, num_workers=0, start_batch=2)
+    assert torch.equal(next(resumed).images, single[2].images)
+    ranks = [make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, rank=r, world_size=2, augment=False, num_workers=0)
+             for r in range(2)]
+    seen = [set(), set()]
+    for k in range(4):
+        parts = [next(r) for r in ranks]
+        assert np.array_equal(np.concatenate([p.slice_ids for p in parts]), single[k].slice_ids)
+        assert torch.equal(torch.cat([p.kept for p in parts]), single[k].kept)
+        for r, part in enumerate(parts):
+            seen[r] |= {tuple(s) for s in part.slice_ids}
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 16
+
+
+def test_worker_processes_give_the_same_batches_in_the_same_order():
+    rng = np.random.default_rng(0)
+    reader = MemoryReader({f"c{i}": smooth_case([0, 1, 2], rng) for i in range(3)})
+    index = build_slice_index(reader, list(reader.cases), 3)
+    plain = make_training_batches(reader, index, 3, 1, [8, 8], 2, seed=5, augment=False, num_workers=0)
+    threaded = make_training_batches(reader, index, 3, 1, [8, 8], 2, seed=5, augment=False, num_workers=2)
+    try:
+        for _ in range(5):
+            assert np.array_equal(next(plain).slice_ids, next(threaded).slice_ids)
+    finally:
+        threaded.close()
+
+
+def test_spatial_augmentation_is_shared_and_intensity_touches_inputs_only():
+    np.random.seed(0)
+    base = np.random.uniform(-1, 1, size=(4, 1, 16, 16)).astype(np.float32)
+    base[:, :, :3] = -1.0
+    data = np.repeat(base, 3, axis=1)                                          # 3 identical modalities, C = 1
+    kept = np.array([[True, False, False]] * 4)
+    spatial_only = build_transforms([16, 16], 1, augment=True).transforms[:-2]
+    out = {"data": data.copy(), "kept": kept}
+    for transform in spatial_only:
+        out = transform(**out)
+    assert np.allclose(out["data"][:, 0], out["data"][:, 1]) and np.allclose(out["data"][:, 0], out["data"][:, 2])
+    intensity = IntensityOnKeptTransform(context_slices=1, p_per_sample=1.0)
+    before = data.copy()
+    after = intensity(data=data, kept=kept)["data"]
+    assert np.array_equal(after[:, 1:], before[:, 1:])                         # targets untouched
+    assert not np.allclose(after[:, 0], before[:, 0])                          # inputs changed ...
+    assert (after[:, 0][before[:, 0] == -1] == -1).all() and after.max() <= 1  # ... background and range kept
+
+
+# -------------------------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_is_atomic_plain_and_restores_rng(tmp_path):
+    path = tmp_path / "checkpoint_latest.pth"
+    save_checkpoint({"weights": {"w": torch.ones(2)}, "rng_state": capture_rng_state(), "epoch": 3}, path)
+    expected = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    loaded = load_checkpoint(path)                                              # weights_only=True inside
+    assert loaded["epoch"] == 3 and list(tmp_path.iterdir()) == [path]        # no temporary left behind
+    restore_rng_state(loaded["rng_state"])
+    again = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1]) and expected[2] == again[2]
+    path.write_bytes(b"truncated")
+    with pytest.raises(MSGLDMError, match="not a readable"):
+        load_checkpoint(path)
+
+
+def _tiny_run(folder: Path, **settings):
+    rng = np.random.default_rng(0)
+    reader = MemoryReader({f"c{i}": smooth_case([0, 1, 2], rng) for i in range(4)})
+    index = build_slice_index(reader, list(reader.cases), 3)
+
+    def make(start):
+        return make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=0, start_batch=start, num_workers=0)
+
+    torch.manual_seed(1)
+    np.random.seed(1)
+    stage = TinySynthesisStage(3, 1)
+    options = dict(epochs=2, iterations_per_epoch=3, checkpoint_every=1, show_progress=False)
+    options.update(settings)
+    result = StageTrainer(stage, TrainerSettings(**options), folder, CPU, {"fold": "0"}).fit(
+        make, validation_batches(reader, index, 3, 1, 4, 8, seed=0))
+    return stage.networks["net"].state_dict(), result
+
+
+def test_resume_gives_bit_identical_weights(tmp_path):
+    straight, result = _tiny_run(tmp_path / "straight")
+    assert result.completed and result.iterations_done == 6
+    halfway, stopped = _tiny_run(tmp_path / "resumed", stop_after_epochs=1)
+    assert not stopped.completed and not (tmp_path / "resumed" / "checkpoint_final.pth").exists()
+    assert not all(torch.equal(straight[k], halfway[k]) for k in straight)
+    torch.manual_seed(123)                                                     # the checkpoint must restore the RNGs
+    np.random.seed(123)
+    resumed, result = _tiny_run(tmp_path / "resumed", resume=True)
+    assert result.completed
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "progress.png", "training_log.txt"):
+        assert (tmp_path / "resumed" / name).is_file()
+    history = torch.load(tmp_path / "resumed" / "checkpoint_final.pth", weights_only=True)["history"]
+    assert history["epoch"] == [0, 1]
+
+
+def test_time_budget_ends_the_stage_cleanly_at_a_checkpoint(tmp_path):
+    _, result = _tiny_run(tmp_path, epochs=50, max_minutes=1e-6)
+    assert result.stopped_by_time and not result.completed and result.iterations_done == 1
+    final = load_checkpoint(tmp_path / "checkpoint_final.pth")
+    assert final["iteration"] == 1 and "inference_weights" in final
+    assert "time budget" in (tmp_path / "training_log.txt").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
+def test_cli_trains_three_stages_of_a_fold(msgldm_roots, capsys):
+    preprocessed = write_preprocessed_dataset(msgldm_roots / "preprocessed")
+    assert main(["1", "2d", "0", "-device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    model = msgldm_roots / "results" / "Dataset001_Toy" / "MSGLDMPlans__2d"
+    assert (model / "plans.json").is_file() and (model / "dataset.json").is_file()
+    splits = json.loads((preprocessed / "splits_final.json").read_text())
+    assert len(splits) == 5 and len(splits[0]["val"]) == 1
+    for stage in ("ae", "structure", "ldm"):
+        final = model / "fold_0" / stage / "checkpoint_final.pth"
+        assert str(final) in out
+        log = (model / "fold_0" / stage / "training_log.txt").read_text()
+        assert "from 4 cases" in log                                           # only the fold's training cases
+        assert (model / "fold_0" / stage / "progress.png").is_file()
+    ae = load_checkpoint(model / "fold_0" / "ae" / "checkpoint_final.pth")
+    assert ae["inference_weights"]["scale_factor"].item() != 1.0              # set from the latents' std
+    ldm = load_checkpoint(model / "fold_0" / "ldm" / "checkpoint_final.pth")
+    assert "ema" in ldm["extra_state"] and ldm["fold"] == "0"
+    assert main(["1", "2d", "0", "-device", "cpu", "--stage", "ldm", "--c", "--no-progress"]) == 0
+    assert "nothing to do" in (model / "fold_0" / "ldm" / "training_log.txt").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["7", "2d", "0"], "no dataset with ID 7"),
+    (["1", "3d", "0"], "configuration '3d' is not in plans"),
+    (["1", "2d", "5"], "fold '5' is out of range"),
+    (["1", "2d", "0", "--stage", "structure"], "stage 'ae' of fold 0 is not trained"),
+    (["1", "2d", "0", "--epochs", "0"], "--epochs must be positive"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(msgldm_roots, capsys, argv, message):
+    preprocessed = write_preprocessed_dataset(msgldm_roots / "preprocessed", num_cases=5)
+    assert main(argv + ["-device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not (msgldm_roots / "results").exists() and not (preprocessed / "splits_final.json").exists()
