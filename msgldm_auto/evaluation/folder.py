@@ -1,9 +1,6 @@
 """`evaluate_folder`: match `{CASE}_{CHANNEL:04d}` files of a reference and a prediction folder and score every pair."""
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.evaluation.metrics import PSNR_CAP_DB, evaluate_volumes, slice_axis_from_spacing
 from msgldm_auto.evaluation.predictions_json import PredictionsRecord, read_predictions_json
 from msgldm_auto.evaluation.table import aggregate, json_safe
+from msgldm_auto.atomic import write_json_atomic
 
 UNKNOWN_PATTERN = "unknown"
 
@@ -160,14 +158,3 @@ def _summary(ref_dir: Path, pred_dir: Path, records: list[dict], unmatched: list
                "psnr_cap_db": PSNR_CAP_DB, "missing_predictions": unmatched, "per_case": per_case}
     summary.update(aggregate(records))
     return json_safe(summary)
-
-
-def write_json_atomic(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -9,9 +9,7 @@ is rewritten (atomically) after every case, so an interrupted run keeps what it 
 from __future__ import annotations
 
 import json
-import os
 import traceback
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.case_input import InputCase, discover_input
 from msgldm_auto.inference.export import copy_atomic, write_output_image
+from msgldm_auto.atomic import write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
 UNCERTAINTY_FOLDER = "uncertainty"
@@ -62,7 +61,7 @@ def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | s
             record["cases"][case.case_id] = entry
             record["failed"].pop(case.case_id, None)
             report.predicted.append(case.case_id)
-        _write_json_atomic(record, output_folder / PREDICTIONS_FILE)
+        write_json_atomic(record, output_folder / PREDICTIONS_FILE)
     return report
 
 
@@ -169,13 +168,3 @@ def _refuse_output_inside_input(inputs, output_folder: Path) -> None:
     input_folders = {(p if p.is_dir() else p.parent).resolve() for p in paths}
     if output_folder.resolve() in input_folders:
         raise MSGLDMError(f"-o {output_folder}: the output folder must not be the input folder; choose another -o")
-
-
-def _write_json_atomic(data: Any, path: Path) -> None:
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

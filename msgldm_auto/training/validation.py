@@ -9,9 +9,6 @@ and preview PNGs (inputs | synthesis | truth | error, three planes) of the first
 """
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from msgldm_auto.evaluation.metrics import evaluate_volumes, slice_axis_from_spa
 from msgldm_auto.evaluation.previews import save_preview
 from msgldm_auto.evaluation.table import aggregate, json_safe
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+from msgldm_auto.atomic import write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FOLDER = "previews"
@@ -68,7 +66,7 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
         if one_pass is not None:
             one_pass_records += _validate_case(one_pass, case.case_id, images, label, None)
     summary = _summary(predictor, str(fold), checkpoint, records, one_pass_records if one_pass is not None else None)
-    _write_json_atomic(summary, output / SUMMARY_FILE)
+    write_json_atomic(summary, output / SUMMARY_FILE)
     return summary
 
 
@@ -106,14 +104,3 @@ def _summary(predictor: MSGLDMPredictor, fold: str, checkpoint: str, records: li
     if one_pass_records is not None:
         summary["one_pass"] = aggregate(one_pass_records) if one_pass_records else {}
     return json_safe(summary)
-
-
-def _write_json_atomic(data: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
