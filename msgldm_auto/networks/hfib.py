@@ -3,7 +3,7 @@
 `high = x − GaussianBlur_σ(x)` with one learnable σ per channel, σ = softplus(param) initialised at 1 and capped at
 `SIGMA_MAX`. The Gaussian is separable and built every forward from σ, so σ gets a gradient; its radius is fixed at
 ⌈3·σ_max⌉ (a fixed kernel size keeps shapes static), shrunk only when a feature map is too small for reflect padding.
-Reflect padding makes a constant region — including one touching the border — have an exactly flat blur, so the
+The blur is applied as a banded matrix product (see `blur_matrix`). Reflect padding makes a constant region — including one touching the border — have an exactly flat blur, so the
 high-pass is ~0 there and large only at edges. `[x, high]` is fused back to x's width by a 3×3 convolution.
 """
 from __future__ import annotations
@@ -50,9 +50,24 @@ class HighFrequencyInjection(nn.Module):
         if radius < 1:
             return x
         kernel = self.gaussian_kernel(radius)
-        x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-        x = F.conv2d(x, kernel[:, None, None, :], groups=self.channels)   # along W
-        return F.conv2d(x, kernel[:, None, :, None], groups=self.channels)  # along H
+        x = x @ self.blur_matrix(kernel, x.shape[-1]).transpose(-1, -2)   # along W
+        return self.blur_matrix(kernel, x.shape[-2]) @ x                  # along H
+
+    @staticmethod
+    def blur_matrix(kernel: torch.Tensor, size: int) -> torch.Tensor:
+        """(channels, size, size) matrices applying the 1-D kernels with reflect padding: out[i] = Σ_j A[i, j] in[j].
+
+        A matmul instead of a depthwise convolution: on CPU the depthwise weight gradient of a 19-tap kernel costs as
+        much as a full 3×3 convolution, a banded matmul a fraction of it, and the reflect padding folds into A.
+        """
+        radius = (kernel.shape[1] - 1) // 2
+        positions = torch.arange(size, device=kernel.device)[:, None] + torch.arange(-radius, radius + 1, device=kernel.device)
+        reflected = positions.abs()
+        reflected = torch.where(reflected > size - 1, 2 * (size - 1) - reflected, reflected)       # (size, taps)
+        channels = kernel.shape[0]
+        index = reflected[None].expand(channels, -1, -1)
+        values = kernel[:, None, :].expand(-1, size, -1)
+        return torch.zeros(channels, size, size, dtype=kernel.dtype, device=kernel.device).scatter_add(2, index, values)
 
     def high_pass(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.blur(x)
