@@ -35,3 +35,14 @@ def print_roots() -> None:
 def not_built_yet(command: str) -> int:
     print(f"{command}: not built yet", file=sys.stderr)
     return EXIT_USER_ERROR
+
+
+def resolve_device(requested: str | None) -> str:
+    """`-device` default: cuda when torch sees a GPU, else cpu (nnU-Net always defaults to cuda; we run anywhere)."""
+    if requested:
+        return requested
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"device: {device} (choose with -device cpu|cuda|mps)")
+    return device

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
 from msgldm_auto.inference.model_loading import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, find_model_folder
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-std", "--save_std", dest="save_std", action="store_true", help="write per-voxel std maps to OUTPUT/uncertainty/")
     parser.add_argument("--complete", action="store_true", help="also copy the present modalities into OUTPUT (a complete set for nnU-Net)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
-    parser.add_argument("-device", "--device", dest="device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+    parser.add_argument("-device", "--device", dest="device", default=None, help="cpu, cuda or mps (default: cuda when a GPU is visible, else cpu)")
     parser.add_argument("--continue_prediction", "--continue-prediction", "--c", dest="continue_prediction", action="store_true",
                         help="skip cases already finished in OUTPUT")
     parser.add_argument("--resample-mismatched", "--resample_mismatched", dest="resample_mismatched", action="store_true",
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     model_folder = find_model_folder(args.d, args.c, args.p)
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples, seed=args.seed, one_pass=args.one_pass,
                                 noise=args.noise, batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
-    predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.f, args.chk, args.device, options)
+    predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.f, args.chk, resolve_device(args.device), options)
     mode = f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)" if predictor.uses_diffusion else "one-pass decoder"
     print(f"model {model_folder}  folds {' '.join(predictor.folds)}  checkpoint {args.chk}  ({mode})")
     inputs = [Path(p) for p in args.i]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
 from msgldm_auto.errors import MSGLDMError
 
 
@@ -25,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--c", "--continue", "--continue_training", dest="resume", action="store_true",
                         help="continue from the latest checkpoints (finished stages are skipped)")
     parser.add_argument("--val", action="store_true", help="only run the fold validation of the trained model")
-    parser.add_argument("-device", "--device", dest="device", default="cuda", choices=["cpu", "cuda", "mps"], help="default: cuda")
+    parser.add_argument("--val-cases", "--val_cases", dest="val_cases", type=int, default=None,
+                        help="validate on at most this many held-out cases after training (default: all of the fold's)")
+    parser.add_argument("-device", "--device", dest="device", default=None, choices=["cpu", "cuda", "mps"],
+                        help="default: cuda when a GPU is visible, else cpu")
     parser.add_argument("-p", "--plans", dest="plans", default="MSGLDMPlans", help="plans name (default: MSGLDMPlans)")
     parser.add_argument("--seed", type=int, default=0, help="seed of model initialisation, batch order and augmentation")
     parser.add_argument("--no-amp", "--no_amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
@@ -35,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for flag, value in (("--epochs", args.epochs), ("--iters-per-epoch", args.iters_per_epoch), ("--max-minutes", args.max_minutes)):
+    for flag, value in (("--epochs", args.epochs), ("--iters-per-epoch", args.iters_per_epoch), ("--max-minutes", args.max_minutes),
+                        ("--val-cases", args.val_cases)):
         if value is not None and value <= 0:
             raise MSGLDMError(f"{flag} must be positive, got {value}")
 
@@ -53,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     request = TrainingRequest(
         dataset=args.dataset, configuration=args.configuration, fold=args.fold, stage=args.stage, plans_name=args.plans,
         epochs=args.epochs, iterations_per_epoch=args.iters_per_epoch, max_minutes=args.max_minutes, resume=args.resume,
-        validation_only=args.val, device=args.device, seed=args.seed, amp=args.amp, compile=args.compile,
-        show_progress=args.progress,
+        validation_only=args.val, device=resolve_device(args.device), seed=args.seed, amp=args.amp, compile=args.compile,
+        show_progress=args.progress, validation_cases=args.val_cases,
     )
     train_fold(request)
     return 0

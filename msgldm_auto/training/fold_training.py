@@ -48,6 +48,7 @@ class TrainingRequest:
     compile: bool = False
     show_progress: bool = True
     stop_after_epochs: int | None = None       # tests: simulate an interrupt
+    validation_cases: int | None = None        # at most this many held-out cases in the case-level validation
 
 
 @dataclass
@@ -202,7 +203,7 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
         return None
     held_out = set(setup.cases.val)
     cases = [case for case in training_cases(raw_folder) if case.case_id in held_out]
-    validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type)
+    validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type, max_cases=request.validation_cases)
     return setup.output_folder / f"fold_{setup.cases.fold}" / "validation" / SUMMARY_FILE
 
 
