@@ -6,7 +6,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from msgldm_auto.cli.verify_dataset import main as verify_main
 from msgldm_auto.dataset import verify as verify_module
