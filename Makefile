@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	MSGLDM_HOME=$(DEMO_HOME) $(PY) -m msgldm_auto.demo
+	MSGLDM_HOME=$(DEMO_HOME) $(PY) -m msgldm_auto.cli.run_demo
 
 clean-demo:
 	rm -rf $(DEMO_HOME)
