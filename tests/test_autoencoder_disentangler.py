@@ -141,6 +141,22 @@ def test_fusion_ignores_features_of_an_absent_modality():
     assert torch.equal(before.synthesis, after.synthesis)
 
 
+def test_other_subset_is_fused_from_the_same_encodings_without_changing_the_main_outputs():
+    config, model, modalities, _ = build("brats_like")
+    model.eval()
+    present = torch.tensor([[True, True, False, False], [False, True, True, True]])
+    other = torch.tensor([[False, False, True, True], [True, False, False, False]])
+    images = random_images(config, 2, modalities)
+    with torch.no_grad():
+        plain = model(images, present)
+        both = model(images, present, other_subset=other)
+        separate = model.fuse_structure(images, other)[0]
+    assert plain.fused_other is None
+    assert torch.equal(both.synthesis, plain.synthesis) and torch.equal(both.prior, plain.prior)
+    for joint, alone in zip(both.fused_other, separate):
+        torch.testing.assert_close(joint, alone)
+
+
 def test_absent_modality_takes_its_prototype_style():
     config, model, modalities, _ = build("tiny_cpu")
     present = all_patterns(modalities)

@@ -39,6 +39,7 @@ class DisentanglerOutput:
     present: torch.Tensor               # (B, M) bool, as given
     synthesis: torch.Tensor             # (B, M, H, W) one-pass image of every modality, in [−1, 1]
     seg_logits: torch.Tensor | None     # (B, K, H, W) or None without labels
+    fused_other: list[torch.Tensor] | None = None  # fused pyramid of `other_subset` (structure invariance), if asked
 
 
 def check_disentangler_plan(config: ConfigurationPlan) -> None:
@@ -93,16 +94,26 @@ class StructureStyleDisentangler(nn.Module):
             raise ValueError(f"present must be a bool tensor of shape {tuple(images.shape[:2])}")
         return torch.where(present[:, :, None, None, None], images, torch.zeros_like(images))
 
+    def _pyramids(self, images: torch.Tensor, encoded: torch.Tensor) -> list[list[torch.Tensor]]:
+        clean = self._clean(images, encoded)
+        return [encoder(clean[:, m]) for m, encoder in enumerate(self.structure_encoders)]
+
     def fuse_structure(
         self, images: torch.Tensor, present: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Encoders + MMSF only: the fused pyramid and its weights (used twice per step by the invariance loss)."""
-        clean = self._clean(images, present)
-        pyramids = [encoder(clean[:, m]) for m, encoder in enumerate(self.structure_encoders)]
-        return self.fusion(pyramids, present)
+        """Encoders + MMSF only: the fused pyramid and its weights."""
+        return self.fusion(self._pyramids(images, present), present)
 
-    def forward(self, images: torch.Tensor, present: torch.Tensor) -> DisentanglerOutput:
-        fused, weights = self.fuse_structure(images, present)
+    def forward(self, images: torch.Tensor, present: torch.Tensor,
+                other_subset: torch.Tensor | None = None) -> DisentanglerOutput:
+        """`other_subset` (B, M) bool, for the structure-invariance loss: also fuse that subset's structure, reusing
+        the per-modality encodings (an encoder sees only its own modality, so one encoding serves both fusions and
+        the step costs one encoder pass instead of two)."""
+        self._clean(images, present)                      # shape checks before anything runs
+        encoded = present if other_subset is None else present | other_subset
+        pyramids = self._pyramids(images, encoded)
+        fused, weights = self.fusion(pyramids, present)
+        fused_other = self.fusion(pyramids, other_subset)[0] if other_subset is not None else None
         prior = self.embedding(fused)
         stats = self.styles.encode(self._clean(images, present))
         styles = self.styles.styles(stats.codes, present)
@@ -120,4 +131,5 @@ class StructureStyleDisentangler(nn.Module):
             present=present,
             synthesis=synthesis,
             seg_logits=seg_logits,
+            fused_other=fused_other,
         )

@@ -43,14 +43,12 @@ class StructureStage(Stage):
         self.train_modules["style_contrastive"] = self.networks["style_contrastive"]  # a loss: no DDP wrapper needed
 
     def train_step(self, batch: SliceBatch, step: StepContext) -> dict[str, float]:
-        disentangler = self.networks["disentangler"]
         complement = batch.present & ~batch.kept
         with step.autocast():
-            output = as_float32(self.module("disentangler")(batch.images, batch.kept))
-            other = as_float32(disentangler.fuse_structure(batch.images, complement)[0])
+            output = as_float32(self.module("disentangler")(batch.images, batch.kept, other_subset=complement))
         losses = disentangler_loss(output, batch.images[:, :, batch.images.shape[2] // 2], batch.present,
                                    self.config.losses, self.config.ablations, self.networks["style_contrastive"],
-                                   seg_target=batch.seg, fused_other_subset=other)
+                                   seg_target=batch.seg, fused_other_subset=output.fused_other)
         step.optimize("disentangler", losses.total)
         results = losses.as_floats()
         results["loss"] = results.pop("total")
