@@ -57,7 +57,8 @@ class DiffusionPlan:
     prediction_type: str = "v_prediction"          # "epsilon" | "v_prediction"
     target: str = "residual"                       # "latent" (paper) | "residual" (target - one-pass latent)
     sampling_start: str = "one_pass"               # "noise" | "one_pass" (one-pass latent noised to t0)
-    t0: float = 0.5                                # fraction of the schedule used when sampling_start == "one_pass"
+    t0: float = 0.25                               # fraction of the schedule used when sampling_start == "one_pass"
+                                                   # (0.25: best of 0.25/0.5/0.75 in benchmarks/bench_quality.py)
     steps: int = 10                                # DDIM steps at inference
     ema_decay: float = 0.999
 

@@ -73,19 +73,32 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
     config = ConfigurationPlan(
         slice_axis=axis, spacing=spacing, image_size=image_size, latent_scale=f, context_slices=context, batch_size=2,
         diffusion=DiffusionPlan(steps=preset.ddim_steps),
-        ablations=Ablations(),
+        ablations=Ablations(diffusion=preset.diffusion),
         schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.learning_rate,
                                    preset.stage_minutes(s)) for s in STAGES},
     )
     config = fit_memory(config, preset, levels, len(fingerprint.modalities), fingerprint, gpu_memory_target_gb, device, why)
     config.estimated_minutes = estimate_stage_minutes(config, len(fingerprint.modalities), device, cpu_cores)
-    why["diffusion"] = (f"DDIM {preset.ddim_steps} steps ({preset.name} preset); target '{config.diffusion.target}' and start "
-                        f"'{config.diffusion.sampling_start}' as chosen by the benchmarks")
+    why["diffusion"] = _diffusion_rationale(config, preset)
     why["schedule"] = _schedule_rationale(config, preset)
-    why["ablations"] = "full MSG-LDM (HFIB, multiscale injection, style consistency, diffusion); set a switch to false to ablate it"
+    why["ablations"] = ("full MSG-LDM (HFIB, multiscale injection, style consistency, diffusion); set a switch to false to ablate it"
+                        if preset.diffusion else
+                        "HFIB, multiscale injection and style consistency on; diffusion OFF for this preset (prediction uses the "
+                        "one-pass decoder): set ablations.diffusion to true to sample with the trained LDM")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config
+
+
+def _diffusion_rationale(config: ConfigurationPlan, preset: Preset) -> str:
+    """Why the sampler is set up as it is; the choices come from benchmarks/bench_quality.py (documentation/benchmarks.md)."""
+    d = config.diffusion
+    text = (f"DDIM {d.steps} steps ({preset.name} preset); target '{d.target}', start '{d.sampling_start}' at t0 {d.t0:g} "
+            "as measured by benchmarks/bench_quality.py (documentation/benchmarks.md)")
+    if not preset.diffusion:
+        text += ("; at this preset's training budget no diffusion setting matched the one-pass decoder there, so "
+                 "prediction defaults to the one-pass decoder (ablations.diffusion false)")
+    return text
 
 
 def choose_slice_axis(fingerprint: DatasetFingerprint, why: dict[str, str]) -> int:

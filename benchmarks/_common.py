@@ -1,0 +1,126 @@
+"""Shared helpers of the benchmark scripts: the machine line, summary statistics, markdown tables, stored results and
+the marked sections of documentation/benchmarks.md that each script owns.
+
+A script stores its raw numbers in `benchmarks/results/<name>.json` (so a table can be re-rendered and reviewed
+without rerunning hours of CPU work) and writes its tables between `<!-- <section>:start -->` and
+`<!-- <section>:end -->` in the document, replacing only that block.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+DOCUMENT = REPO / "documentation" / "benchmarks.md"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(threads: int | None = None, device: str | None = None) -> str:
+    """One line naming the hardware and software a table was measured with."""
+    import torch
+
+    threads = threads if threads is not None else torch.get_num_threads()
+    where = device or f"{cpu_name()}, {os.cpu_count()} cores, torch using {threads} thread(s)"
+    load = f", load average {os.getloadavg()[0]:.1f} (shared machine)" if hasattr(os, "getloadavg") and not device else ""
+    return f"{where}{load}; torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for one value) and count of the finite values (NaN when none)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return math.nan, math.nan, 0
+    mean = sum(finite) / len(finite)
+    if len(finite) == 1:
+        return mean, 0.0, 1
+    variance = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+    return mean, math.sqrt(variance), len(finite)
+
+
+def fmt_mean_std(values: Iterable[float], digits: int = 2, signed: bool = False) -> str:
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return "–"
+    sign = "+" if signed else ""
+    return f"{mean:{sign}.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def provenance(command: str, machine: str, date: str | None = None, extra: str = "") -> str:
+    """The line under every table: machine, command and date (issue 8 asks for all three beside each table)."""
+    text = f"*Machine:* {machine}. *Command:* `{command}`. *Date:* {date or today()}."
+    return text + (f" {extra}" if extra else "")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_results(name: str, data: Any, folder: Path = RESULTS) -> Path:
+    path = Path(folder) / f"{name}.json"
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=_plain))
+    return path
+
+
+def load_results(name: str, folder: Path = RESULTS) -> Any:
+    path = Path(folder) / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no stored results; run the benchmark that produces them first")
+    return json.loads(path.read_text())
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and paths; NaN stays NaN (json writes it), callers filter it."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def markers(section: str) -> tuple[str, str]:
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+
+
+def replace_section(section: str, body: str, document: Path = DOCUMENT) -> None:
+    """Put `body` between the section's markers, replacing what was there (appended at the end the first time)."""
+    start, end = markers(section)
+    content = document.read_text() if document.exists() else "# Benchmarks\n"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in content and end in content and content.index(start) < content.index(end):
+        content = content[: content.index(start)] + block + content[content.index(end) + len(end):]
+    else:
+        content = content.rstrip() + "\n\n" + block + "\n"
+    write_atomic(document, content)

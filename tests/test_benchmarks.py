@@ -1,0 +1,186 @@
+"""Benchmarks (issue 8): document sections, statistics, the default-choosing rule, variant preparation, and the GPU
+script's dry run. The heavy benchmark runs themselves are not tests; these check the code that turns them into
+numbers and decisions."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import _common  # noqa: E402
+import quality_report  # noqa: E402
+import quality_tables  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------------- _common
+def test_replace_section_replaces_only_its_block_and_appends_new_ones(tmp_path):
+    document = tmp_path / "benchmarks.md"
+    document.write_text("# Benchmarks\n\nintro\n\n<!-- a:start -->\nold a\n<!-- a:end -->\n\ntail\n")
+    _common.replace_section("a", "new a", document)
+    _common.replace_section("b", "first b", document)
+    _common.replace_section("b", "second b", document)
+    text = document.read_text()
+    assert "old a" not in text and "new a" in text
+    assert text.index("intro") < text.index("new a") < text.index("tail")
+    assert "first b" not in text and text.count("<!-- b:start -->") == 1 and text.rstrip().endswith("<!-- b:end -->")
+
+
+def test_mean_std_is_the_sample_std_over_finite_values():
+    mean, std, n = _common.mean_std([1.0, 2.0, 3.0, math.nan, None])
+    assert (mean, n) == (2.0, 3) and std == pytest.approx(1.0)
+    assert _common.mean_std([5.0])[1] == 0.0
+    assert math.isnan(_common.mean_std([])[0])
+    assert _common.fmt_mean_std([1.0, 3.0], 1, signed=True) == "+2.0 ± 1.4"
+
+
+# --------------------------------------------------------------------------------------------------- quality tables
+def _metrics(**methods: list[float]) -> dict:
+    """metrics[method][case][target]: psnr from the list; ssim = psnr / 100; two cases x two targets."""
+    keys = [("c1", "T1"), ("c1", "T2"), ("c2", "T1"), ("c2", "T2")]
+    out = {}
+    for method, values in methods.items():
+        for (case, target), value in zip(keys, values):
+            out.setdefault(method, {}).setdefault(case, {})[target] = {"psnr": value, "ssim": value / 100, "mae": 1 / value,
+                                                                        "gradient_ratio": 1.0}
+    return out
+
+
+def test_paired_differences_pair_the_same_case_and_target():
+    metrics = _metrics(a=[20, 21, 22, 23], b=[19, 21, 25, 20])
+    assert sorted(quality_tables.paired_differences(metrics, "a", "b", "psnr")) == [-3, 0, 1, 3]
+    assert quality_tables.paired_differences(metrics, "a", "b", "psnr", target="T1") == [1, -3]
+
+
+@pytest.mark.parametrize("diffusion, keeps", [([21, 22, 23, 24], True), ([19, 20, 21, 22], False)])
+def test_choose_default_keeps_diffusion_only_when_not_worse_than_one_pass(diffusion, keeps):
+    metrics = _metrics(**{"DDIM 10, start noise": [10, 10, 10, 10], "DDIM 10, start one-pass t0=0.5": diffusion,
+                          "one-pass decoder": [20, 21, 22, 23]})
+    choice = quality_tables.choose_default(metrics, ["DDIM 10, start noise", "DDIM 10, start one-pass t0=0.5"], "one-pass decoder")
+    assert choice.best_setting == "DDIM 10, start one-pass t0=0.5"
+    assert choice.diffusion_default is keeps
+    assert choice.margin_db == pytest.approx(1.0 if keeps else -1.0)
+
+
+def test_gradient_verdict_uses_the_design_band():
+    metrics = _metrics(smooth=[20] * 4, striped=[20] * 4)
+    for case in metrics["striped"].values():
+        for values in case.values():
+            values["gradient_ratio"] = 1.6
+    verdict = quality_tables.gradient_verdict(metrics, ["smooth", "striped"])
+    assert verdict["smooth"] == (1.0, True) and verdict["striped"] == (pytest.approx(1.6), False)
+
+
+def test_minimum_steps_within_half_a_db_of_50():
+    metrics = _metrics(**{f"DDIM {n}, start noise": [v] * 4 for n, v in ((50, 20.0), (25, 19.9), (10, 19.6), (5, 18.0))})
+    fewest, by_steps = quality_report.minimum_steps_within(metrics, "start noise")
+    assert fewest == 10 and by_steps[5] == 18.0
+
+
+def test_sampling_section_renders_every_method_and_the_decision():
+    names = ["DDIM 10, start one-pass t0=0.5", "DDIM 10, start one-pass t0=0.5 ×4", "DDIM 50, start one-pass t0=0.5",
+             "DDIM 10, start one-pass t0=0.5, independent noise", "DDIM 50, start noise", "DDIM 10, start noise"]
+    metrics = _metrics(**{name: [20 + i, 21, 22, 23] for i, name in enumerate(names)},
+                       **{"one-pass decoder": [20, 21, 22, 23], "copy floor": [15, 15, 15, 15],
+                          "regression floor": [24, 24, 24, 24], "ceiling: autoencoder reconstruction": [30, 30, 30, 30]})
+    record = {"scores": {"metrics": metrics, "patterns": {"c1": "T2", "c2": "T1"}, "seconds": {}},
+              "model": {"plans": "MSGLDMPlans_cpu", "fold": "0", "iterations": {"ae": 600},
+                        "diffusion": {"steps": 10, "sampling_start": "one_pass", "t0": 0.5}},
+              "machine": "test machine", "date": "2026-01-01", "command": "bench_quality.py sampling", "test_cases": ["c1", "c2"]}
+    body, choice = quality_report.sampling_section(record)
+    for name in names + ["copy floor", "regression floor", "one-pass decoder"]:
+        assert name in body
+    assert "test machine" in body and "bench_quality.py sampling" in body and "2026-01-01" in body
+    assert choice.diffusion_default and "diffusion stays the default" in body
+    assert "regression floor" in body and "beats it on 0 of 4" in body
+
+
+# --------------------------------------------------------------------------------------------------- retrained variants
+def _fake_source(root: Path) -> Path:
+    pre = root / "preprocessed" / "Dataset901_Demo"
+    (pre / "MSGLDMPlans_cpu_2d").mkdir(parents=True)
+    for name in ("dataset.json", "dataset_fingerprint.json", "splits_final.json"):
+        (pre / name).write_text("{}")
+    plans = {"plans_name": "MSGLDMPlans_cpu", "configurations": {"2d": {
+        "data_identifier": "MSGLDMPlans_cpu_2d", "diffusion": {"target": "residual"},
+        "ablations": {"hfib": True, "multiscale_injection": True, "style_consistency": True}}}}
+    (pre / "MSGLDMPlans_cpu.json").write_text(json.dumps(plans))
+    for stage in ("ae", "structure", "ldm"):
+        folder = root / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "fold_0" / stage
+        folder.mkdir(parents=True)
+        (folder / "checkpoint_final.pth").write_text(stage)
+    return root
+
+
+def test_prepare_variant_edits_plans_reuses_data_and_copies_only_untouched_stages(tmp_path):
+    import bench_quality
+
+    source, home = _fake_source(tmp_path / "source"), tmp_path / "home"
+    stages = bench_quality.prepare_variant(source, home, "no_hfib")
+    assert stages == ["structure", "ldm"]
+    pre = home / "preprocessed" / "Dataset901_Demo"
+    plans = json.loads((pre / "MSGLDMPlans_cpu_no_hfib.json").read_text())
+    assert plans["plans_name"] == "MSGLDMPlans_cpu_no_hfib"
+    assert plans["configurations"]["2d"]["ablations"] == {"hfib": False, "multiscale_injection": True, "style_consistency": True}
+    assert (pre / "MSGLDMPlans_cpu_2d").is_symlink()
+    fold = home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu_no_hfib__2d" / "fold_0"
+    assert (fold / "ae" / "checkpoint_final.pth").read_text() == "ae"
+    assert not (fold / "structure").exists() and not (fold / "ldm").exists()
+    assert bench_quality.prepare_variant(source, home, "latent") == ["ldm"]
+    latent = json.loads((pre / "MSGLDMPlans_cpu_latent.json").read_text())
+    assert latent["configurations"]["2d"]["diffusion"]["target"] == "latent"
+    # the source is never modified
+    assert json.loads((source / "preprocessed" / "Dataset901_Demo" / "MSGLDMPlans_cpu.json").read_text())["plans_name"] == "MSGLDMPlans_cpu"
+
+
+# --------------------------------------------------------------------------------------------------- training batches
+def test_random_batches_have_a_valid_availability_pattern_per_row():
+    import torch
+    from msgldm_auto.plans import ConfigurationPlan
+    from stage_timing import random_batch
+
+    config = ConfigurationPlan(slice_axis=2, spacing=[1.0, 1.0], image_size=[16, 24], latent_scale=4, context_slices=3, batch_size=5)
+    batch = random_batch(config, 4, torch.device("cpu"))
+    assert batch.images.shape == (5, 4, 3, 16, 24)
+    assert batch.images.min() >= -1 and batch.images.max() <= 1
+    kept = batch.kept
+    assert bool((kept.sum(1) >= 1).all()) and bool(((batch.present & ~kept).sum(1) >= 1).all())
+
+
+# --------------------------------------------------------------------------------------------------- GPU script
+@pytest.mark.slow
+def test_gpu_script_dry_run_writes_a_json_the_table_writer_reads(tmp_path):
+    import bench_gpu
+    import write_gpu_table
+
+    out = tmp_path / "gpu.json"
+    assert bench_gpu.main(["--dry-run", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["dry_run"] and set(record["sampling"]["steps"]) == {"1", "2"}
+    assert set(record["training"]["stages"]) == {"ae", "structure", "ldm"}
+    assert all(s["iterations_per_second"] > 0 for s in record["training"]["stages"].values())
+    text = write_gpu_table.section(record)
+    assert "Dry run on CPU" in text and "DDIM 2" in text and "| ldm |" in text
+
+
+def test_gpu_table_from_a_recorded_json():
+    import write_gpu_table
+
+    stage = {"iterations_per_second": 4.0, "slices_per_second": 64.0, "batch_size": 16, "peak_allocated_gb": 3.5}
+    record = {"device": {"device": "cuda", "name": "NVIDIA H100", "memory_gb": 80.0, "torch": "2.11", "cuda": "12.8"},
+              "plans": {"preset": "default", "image_size": [160, 192], "latent_scale": 8, "batch_size": 16, "unet": [64, 128, 256]},
+              "case_shape": [155, 240, 240], "dry_run": False, "date": "2026-01-01", "command": "bash benchmarks/run_gpu.sh",
+              "total_seconds": 100.0,
+              "sampling": {"preprocessing_seconds": 5.0, "slices": 140, "one_pass": {"seconds": 0.7, "peak_allocated_gb": 1.0},
+                           "steps": {"50": {"seconds": 14.0, "peak_allocated_gb": 2.0}, "5": {"seconds": 1.4, "peak_allocated_gb": 2.0}},
+                           "end_to_end_10_steps": {"seconds": 12.0, "peak_allocated_gb": 2.1}},
+              "training": {"stages": {"ae": stage, "ldm": stage}}}
+    text = write_gpu_table.section(record)
+    assert "NVIDIA H100 (80 GB)" in text and "240 × 240 × 155" in text
+    assert text.index("| DDIM 5 |") < text.index("| DDIM 50 |")
+    assert "| DDIM 50 | 14.00 | 100.0 | 2.00 |" in text and "Dry run" not in text
