@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msgldm_auto.atomic import write_text_atomic
 from msgldm_auto.errors import MSGLDMError
 
 PLANS_VERSION = 1
@@ -155,11 +156,7 @@ class Plans:
         return _build(cls, data, "plans")
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: Path) -> "Plans":

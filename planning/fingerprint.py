@@ -9,8 +9,6 @@ derived from the cases, so a hand-made fingerprint needs only the case entries.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from msgldm_auto.preprocessing.normalization import head_percentiles
 from msgldm_auto.preprocessing.orientation import Reorientation
 from msgldm_auto.preprocessing.parallel import failure_summary, parallel_map
 from msgldm_auto.preprocessing.pipeline import read_raw_case
+from msgldm_auto.atomic import write_text_atomic
 
 FINGERPRINT_VERSION = 1
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -108,11 +107,7 @@ class DatasetFingerprint:
         return cls(data["dataset_name"], list(data["modalities"]), cases)
 
     def save(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> "DatasetFingerprint":

@@ -76,6 +76,17 @@ def _fingerprint(args: argparse.Namespace, dataset_name: str) -> None:
           f"{[round(s, 3) for s in summary['median_ras_spacing']]} mm; modalities {summary['modality_counts']}")
 
 
+def _verify_and_fingerprint(args: argparse.Namespace, identifier: str) -> str:
+    """The integrity check (unless --no-verify), then the fingerprint; returns the dataset's full name."""
+    from planning.workflow import verify_raw_dataset
+
+    dataset_name = resolve_dataset_name(identifier)
+    if args.verify:
+        verify_raw_dataset(dataset_name, args.resample_mismatched)
+    _fingerprint(args, dataset_name)
+    return dataset_name
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msgldm_plan_and_preprocess", description=
@@ -89,13 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_pp", "--no-pp", dest="preprocess", action="store_false", help="plan only, do not preprocess")
     args = parser.parse_args(argv)
     print_roots()
-    from planning.workflow import verify_raw_dataset
-
     for identifier in args.dataset:
-        dataset_name = resolve_dataset_name(identifier)
-        if args.verify:
-            verify_raw_dataset(dataset_name, args.resample_mismatched)
-        _fingerprint(args, dataset_name)
+        dataset_name = _verify_and_fingerprint(args, identifier)
         plans = _plan(args, dataset_name)
         if args.preprocess:
             _preprocess(args, dataset_name, plans)
@@ -112,13 +118,8 @@ def extract_fingerprint_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false", help="skip the dataset checks")
     args = parser.parse_args(argv)
     print_roots()
-    from planning.workflow import verify_raw_dataset
-
     for identifier in args.dataset:
-        dataset_name = resolve_dataset_name(identifier)
-        if args.verify:
-            verify_raw_dataset(dataset_name, args.resample_mismatched)
-        _fingerprint(args, dataset_name)
+        _verify_and_fingerprint(args, identifier)
     return 0
 
 
