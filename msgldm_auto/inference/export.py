@@ -6,14 +6,13 @@ to zero. Files are float32 on the exact grid of the case's input images and are 
 """
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.dataset.image_io import Image, write_image
 
 
@@ -54,11 +53,5 @@ def write_output_image(image: Image, path: Path) -> None:
 
 def copy_atomic(source: Path, target: Path) -> None:
     """Byte-for-byte copy under a temporary name, then rename (used for --complete)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
