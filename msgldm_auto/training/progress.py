@@ -41,6 +41,7 @@ class ProgressLog:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         with open(self.folder / LOG_NAME, "a") as handle:
             handle.write(f"{stamp}  {text}\n")
+        print(f"{stamp}  {text}", flush=True)   # the same line on stdout, as nnU-Net does: readable in SLURM logs
 
     def end_epoch(self, epoch: int, train_loss: float, learning_rate: float, val_metric: float | None, seconds: float) -> None:
         for name, value in (("epoch", epoch), ("train_loss", train_loss), ("learning_rate", learning_rate),

@@ -157,7 +157,8 @@ class StageTrainer:
         first = self.state.iteration - epoch * per_epoch
         losses: list[float] = []
         bar = tqdm(range(first, per_epoch), desc=f"{self.stage.name} epoch {epoch}", file=sys.stderr, leave=False,
-                   disable=not (self.settings.show_progress and self.context.is_main))
+                   # None: shown on a terminal only, so logs and CI output stay readable
+                   disable=None if self.settings.show_progress and self.context.is_main else True)
         for _ in bar:
             batch = next(batches).to(self.context.device)
             results = self.stage.train_step(batch, self._step_context(self.state.iteration))
