@@ -6,9 +6,7 @@ the plans (`<plans_name>.json`) and one folder per configuration (`<plans_name>_
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import preprocessed_root, raw_root
 from msgldm_auto.plans import Plans, plans_file_name
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.preprocessing.run import PreprocessReport, preprocess_dataset
 from planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment
@@ -108,9 +107,5 @@ def preprocess(dataset_name: str, plans: Plans, configuration: str = "2d", num_p
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

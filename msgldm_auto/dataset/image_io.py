@@ -8,14 +8,13 @@ then a rename, so an interrupted write never leaves a half-written image under t
 """
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.errors import MSGLDMError
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -87,12 +86,6 @@ def to_sitk(image: Image) -> sitk.Image:
 
 def write_image(image: Image, path: Path | str, compress: bool = True) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ending = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{ending}"
-    try:
+    with atomic_path(path, suffix=ending) as tmp:     # SimpleITK picks the format from the ending
         sitk.WriteImage(to_sitk(image), str(tmp), useCompression=compress)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -6,8 +6,6 @@ Matplotlib is used through its object API with the Agg canvas: no global pyplot 
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Mapping
 
@@ -15,6 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.evaluation.normalization import HIGH_PERCENTILE, LOW_PERCENTILE
 
 PLANE_TITLES = ("axis 0 fixed", "axis 1 fixed", "axis 2 fixed")
@@ -113,12 +112,6 @@ def _draw_plane(ax, volume: np.ndarray, axis: int, centre: tuple[int, ...], voxe
 
 
 def _save_atomic(figure: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png"
-    try:
+    with atomic_path(path, suffix=".png") as tmp:   # matplotlib picks the format from the ending
         figure.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

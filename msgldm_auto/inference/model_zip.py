@@ -12,12 +12,12 @@ import io
 import os
 import shutil
 import tempfile
-import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import torch
 
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.model_loading import (
     ALL_STAGES, ONE_PASS_STAGES, checkpoint_path, load_trained_model, resolve_folds,
@@ -35,9 +35,7 @@ def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | 
     stages = ALL_STAGES if model.configuration.ablations.diffusion else ONE_PASS_STAGES
     chosen = resolve_folds(model_folder, folds, checkpoint, stages)
     prefix = PurePosixPath(model_folder.parent.name, model_folder.name)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with atomic_path(output) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             _add_model_files(archive, model_folder, prefix)
             for fold in chosen:
@@ -46,10 +44,6 @@ def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | 
                     member = prefix / f"fold_{fold}" / stage / source.name
                     archive.writestr(str(member), _stripped_checkpoint(source))
             names = archive.namelist()
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return names
 
 

@@ -8,8 +8,6 @@ complete: an interrupted run never leaves a half-written case that a later run w
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import blosc2
 import numpy as np
 
+from msgldm_auto.atomic import atomic_path, write_text_atomic
 from msgldm_auto.errors import MSGLDMError
 
 DATA_SUFFIX = ".b2nd"
@@ -48,7 +47,7 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, present: list[int], 
         _write_array(seg_path, np.ascontiguousarray(seg, dtype=np.uint8))
     else:
         seg_path.unlink(missing_ok=True)
-    _write_text(folder / f"{case_id}{PROPERTIES_SUFFIX}", json.dumps(properties, indent=1))
+    write_text_atomic(folder / f"{case_id}{PROPERTIES_SUFFIX}", json.dumps(properties, indent=1))
 
 
 def load_case(folder: Path, case_id: str, lazy: bool = True) -> PreprocessedCase:
@@ -80,13 +79,9 @@ def remove_case(folder: Path, case_id: str) -> None:
 def _write_array(path: Path, array: np.ndarray) -> None:
     # One slice per chunk: a loader that wants slice z (and its 2.5D neighbours) decompresses only those.
     chunks = (*array.shape[:-3], 1, *array.shape[-2:]) if array.ndim >= 3 else array.shape
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{DATA_SUFFIX}")  # blosc2 needs the .b2nd ending
-    try:
+    with atomic_path(path, suffix=DATA_SUFFIX) as tmp:  # blosc2 needs the .b2nd ending
         blosc2.asarray(array, urlpath=str(tmp), mode="w", chunks=chunks, blocks=chunks,
                        cparams={"codec": blosc2.Codec.ZSTD, "clevel": 5, "filters": [blosc2.Filter.SHUFFLE]})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_array(path: Path, lazy: bool) -> Any:
@@ -95,11 +90,3 @@ def _read_array(path: Path, lazy: bool) -> Any:
     array = blosc2.open(str(path), mode="r")
     return array if lazy else array[...]
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

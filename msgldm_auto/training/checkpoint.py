@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.errors import MSGLDMError
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pth", "best": "checkpoint_best.pth", "final": "checkpoint_final.pth"}
@@ -26,13 +27,10 @@ def checkpoint_path(stage_folder: Path, which: str) -> Path:
 def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
     """Write to a temporary name in the same folder, flush to disk, then rename: a kill leaves the old file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.save(payload, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    tmp.replace(path)
     return path
 
 

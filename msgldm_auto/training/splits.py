@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.errors import MSGLDMError
 
 SPLITS_FILE = "splits_final.json"
@@ -70,9 +71,7 @@ def load_splits(preprocessed_folder: Path, case_ids: list[str]) -> tuple[list[di
 
 def write_splits(preprocessed_folder: Path, splits: list[dict[str, list[str]]]) -> Path:
     path = Path(preprocessed_folder) / SPLITS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(splits, indent=2))
-    tmp.replace(path)
+    write_json_atomic(splits, path)
     return path
 
 
