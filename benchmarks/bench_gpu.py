@@ -75,7 +75,7 @@ def time_sampling(plans, device, steps: list[int], case_shape, deadline: float) 
     networks = random_networks(plans, device)
     predictor = MSGLDMPredictor(trained_model_stub(plans, Path("/nonexistent")), [networks], device, PredictionOptions())
     started = time.perf_counter()
-    data, present, _, properties = preprocess_case(images, config)
+    data, present, _, properties = preprocess_case(images, config, whole_head=True)
     preprocessing = time.perf_counter() - started
     volume = make_volume_input(np.asarray(data), list(present), plans.num_modalities, properties.get("foreground_slices"))
     targets = [3]

@@ -40,7 +40,7 @@ def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: i
     images = {ch: read_image(p) for ch, p in case.images.items()}
     model = source / "results" / DATASET / f"{PLANS}__2d"
     predictor = MSGLDMPredictor.from_trained_folder(model, folds=[FOLD], device="cpu", options=PredictionOptions(steps=1))
-    slices = len(preprocess_case(images, predictor.model.configuration)[3].get("foreground_slices") or [])
+    slices = len(preprocess_case(images, predictor.model.configuration, whole_head=True)[3].get("foreground_slices") or [])
     predictor.predict_case(images)                              # warm-up: first calls allocate
     rows = {}
     for label, options in [("one-pass decoder", PredictionOptions(one_pass=True))] + \

@@ -107,7 +107,7 @@ def pattern_name(case: TestCase, modalities: list[str]) -> str:
 
 def prepare_case(predictor: MSGLDMPredictor, case: TestCase) -> PreparedCase:
     config = predictor.model.configuration
-    data, present, _, properties = preprocess_case(case.images, config, case_id=case.case_id)
+    data, present, _, properties = preprocess_case(case.images, config, case_id=case.case_id, whole_head=True)
     volume_input = make_volume_input(np.asarray(data), list(present), len(predictor.modalities), properties.get("foreground_slices"))
     grid = case.images[min(case.images)]
     return PreparedCase(case, volume_input, properties, grid, export.head_mask_on_input_grid(properties, grid))
@@ -153,7 +153,7 @@ def autoencoder_ceiling(predictor: MSGLDMPredictor, case: TestCase) -> np.ndarra
     autoencoder = predictor.networks[0].autoencoder
     device = next(autoencoder.parameters()).device
     everything = {**case.images, **case.references}
-    data, present, _, properties = preprocess_case(everything, config, case_id=case.case_id)
+    data, present, _, properties = preprocess_case(everything, config, case_id=case.case_id, whole_head=True)
     grid = case.images[min(case.images)]
     head_mask = export.head_mask_on_input_grid(properties, grid)
     prepared = PreparedCase(case, None, properties, grid, head_mask)

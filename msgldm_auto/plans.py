@@ -120,6 +120,16 @@ class ConfigurationPlan:
     def latent_size(self) -> list[int]:
         return [s // self.latent_scale for s in self.image_size]
 
+    @property
+    def trained_stages(self) -> tuple[str, ...]:
+        """Stages a model of these plans needs: without diffusion the LDM is never used, so it is not trained."""
+        return STAGES if self.ablations.diffusion else STAGES[:2]
+
+    @property
+    def size_multiple(self) -> int:
+        """Total down-sampling (autoencoder f x UNet levels): every slice size the networks take is a multiple of it."""
+        return self.latent_scale * 2 ** (len(self.unet.channels) - 1)
+
 
 @dataclass
 class Plans:

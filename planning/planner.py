@@ -182,7 +182,7 @@ def pad_image_size(raw_size: list[int], f: int, levels: int, why: dict[str, str]
     multiple = f * 2 ** (levels - 1)
     size = [int(math.ceil(n / multiple) * multiple) for n in raw_size]
     why["image_size"] = (f"{SIZE_PERCENTILE}th percentile of the cropped slices {raw_size} px, padded to a multiple of the "
-                         f"total down-sampling {multiple} (f {f} x UNet {2 ** (levels - 1)}); larger slices are centre-cropped")
+                         f"total down-sampling {multiple} (f {f} x UNet {2 ** (levels - 1)}); larger slices are centre-cropped for training (prediction grows its canvas to hold the whole head)")
     return size
 
 

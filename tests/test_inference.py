@@ -249,6 +249,22 @@ def test_python_api_is_reproducible_per_seed_and_the_seed_matters(model_folder):
     np.testing.assert_allclose(one_at_a_time.predict_case(images, [2])[2].array, first[2].array, rtol=1e-4, atol=1e-2)
 
 
+@pytest.mark.parametrize("one_pass", [False, True])
+def test_a_head_wider_than_the_planned_canvas_is_synthesized_to_its_rim(model_folder, one_pass):
+    """The plans' 16 x 16 canvas is cropped for training; prediction grows it, so no head row comes back as a flat fill."""
+    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+
+    head = head_volume((6, 44, 40))                     # at 1.5 mm the head box is ~33 x 28 px
+    images = {0: Image((300.0 * head).astype(np.float32), (1.5, 1.5, 1.5), (0.0, 0.0, 0.0), LPS_DIRECTION)}
+    predictor = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(one_pass=one_pass))
+    output = predictor.predict_case(images, [1])[1].array
+    assert output.shape == head.shape and np.isfinite(output).all()
+    rim = (head > 0) & (np.abs(np.arange(44) - 21.5)[None, :, None] > 12)   # rows a 16-px canvas would have cut away
+    assert rim.sum() > 50
+    values, counts = np.unique(output[rim], return_counts=True)
+    assert counts.max() < 0.05 * rim.sum(), f"{counts.max()} of {rim.sum()} rim voxels share the value {values[counts.argmax()]}"
+
+
 def test_independent_noise_differs_from_shared_noise(model_folder):
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 

@@ -104,6 +104,27 @@ def test_round_trip_restores_exact_grid_and_intensities(direction, slice_axis, f
         assert np.corrcoef(intensity[mask], original.array[mask])[0, 1] > min_correlation
 
 
+def test_prediction_canvas_grows_to_hold_a_head_wider_than_image_size():
+    """Training crops a too-wide head to image_size; prediction (`whole_head`) must keep every head row."""
+    images, head = head_case(shape_kji=(24, 30, 28), spacing=(1.2, 1.0, 2.0))
+    config = make_config(slice_axis=2, spacing=(1.0, 1.0), image_size=(16, 16))   # the head box is ~28 x 30 px
+    cropped, _, _, cropped_props = preprocess_case(images, config)
+    assert cropped.shape[2:] == (16, 16)
+    data, present, _, properties = preprocess_case(images, config, whole_head=True)
+    multiple = config.size_multiple
+    resampled = properties["resampled_shape"][1:]
+    assert all(n % multiple == 0 and n >= r and n - r < multiple for n, r in zip(data.shape[2:], resampled))
+    assert list(data.shape[2:]) == properties["image_size"]
+    mask = head_mask_original(properties)
+    scheme = get_scheme(properties["normalization"])
+    for row, channel in enumerate(present):
+        intensity = scheme.invert(restore_original(data[row], properties), properties["scale"][str(channel)])
+        assert np.corrcoef(intensity[mask], images[channel].array[mask])[0, 1] > 0.99
+        # the centre-cropped training canvas loses the rim: its restore is far worse there
+        lossy = scheme.invert(restore_original(cropped[row], cropped_props), cropped_props["scale"][str(channel)])
+        assert np.abs(lossy - images[channel].array)[mask].mean() > 3 * np.abs(intensity - images[channel].array)[mask].mean()
+
+
 def test_background_is_exactly_minus_one_and_head_inside_range():
     images, _ = head_case()
     data, _, _, properties = preprocess_case(images, make_config(image_size=(40, 40)))

@@ -87,9 +87,11 @@ def synthesize_volume(networks: FoldNetworks, scheduler, config: ConfigurationPl
     device = next(networks.disentangler.parameters()).device
     result = np.full((len(targets), depth, height, width), BACKGROUND, dtype=np.float32)
     diffusion = settings.use_diffusion and networks.denoiser is not None
-    latent_shape = (m, config.autoencoder.latent_channels, *config.latent_size)
+    # The slice size is the volume's own: prediction may grow the canvas past the plans' image_size (whole head).
+    latent_size = [height // config.latent_scale, width // config.latent_scale]
+    latent_shape = (m, config.autoencoder.latent_channels, *latent_size)
     if diffusion:
-        present_latents = encode_present(networks.autoencoder, volume_input, latent_shape[1], config.latent_size, settings.batch_size)
+        present_latents = encode_present(networks.autoencoder, volume_input, latent_shape[1], latent_size, settings.batch_size)
         noise = make_noise(latent_shape, depth, settings.noise, seed)
     slices = torch.as_tensor(volume_input.slices, dtype=torch.long)
     for batch in torch.split(slices, settings.batch_size):

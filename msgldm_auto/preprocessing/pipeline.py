@@ -2,7 +2,9 @@
 
 read present modalities -> grid check -> reorient to RAS (permutation and flips only) -> one head mask -> crop to its
 box -> slices across `slice_axis` (Z, H, W) -> in-plane resampling (order 3 images, 0 labels) -> normalisation
-(background exactly -1) -> centred pad (with -1) or crop to the plans' `image_size`.
+(background exactly -1) -> centred pad (with -1) or crop to the plans' `image_size`. With `whole_head` (prediction) the
+canvas instead grows past `image_size` to the next size the networks take, so no head row is ever cropped away (the
+networks are convolutional; only training needs one fixed size).
 
 `properties` records every step (JSON-able), so `restore_original` maps a (Z, H, W) volume in preprocessed space back
 onto the case's original (k, j, i) grid and `head_mask_original` gives the head mask there; prediction export uses both.
@@ -33,8 +35,11 @@ def read_raw_case(case: Case) -> tuple[dict[int, Image], Image | None]:
 
 
 def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Image | None = None, *,
-                    resample_mismatched: bool = False, case_id: str = "") -> tuple[np.ndarray, list[int], np.ndarray | None, dict[str, Any]]:
-    """-> (data (P, Z, H, W) float32, present channel ids, seg (Z, H, W) uint8 or None, properties)."""
+                    resample_mismatched: bool = False, case_id: str = "", whole_head: bool = False
+                    ) -> tuple[np.ndarray, list[int], np.ndarray | None, dict[str, Any]]:
+    """-> (data (P, Z, H, W) float32, present channel ids, seg (Z, H, W) uint8 or None, properties).
+
+    H, W is the plans' `image_size`, or with `whole_head` at least the resampled head box (see the module docstring)."""
     images, seg, resampled_channels = harmonise_grids(images, seg, resample_mismatched, case_id)
     present = sorted(images)
     reference = images[present[0]]
@@ -45,7 +50,7 @@ def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Im
         raise MSGLDMError(f"case {case_id}: no head voxels found (the images are empty or constant); check or remove its files")
     box = bounding_box(head.mask)
     crop = tuple(slice(start, stop) for start, stop in box)
-    geometry = _SliceGeometry.plan(reorientation.ras_spacing(reference.spacing), head.mask[crop].shape, config)
+    geometry = _SliceGeometry.plan(reorientation.ras_spacing(reference.spacing), head.mask[crop].shape, config, whole_head)
 
     mask_resampled = resample_in_plane(to_slices(head.mask[crop], config.slice_axis), geometry.resampled_hw, order=0)
     mask_stack = geometry.place(mask_resampled, False)
@@ -107,14 +112,19 @@ class _SliceGeometry:
         self.offset = [(target - n) // 2 if target >= n else -((n - target) // 2) for n, target in zip(resampled_hw, image_size)]
 
     @classmethod
-    def plan(cls, ras_spacing: list[float], cropped_ras_shape: tuple[int, ...], config: ConfigurationPlan) -> "_SliceGeometry":
+    def plan(cls, ras_spacing: list[float], cropped_ras_shape: tuple[int, ...], config: ConfigurationPlan,
+             whole_head: bool = False) -> "_SliceGeometry":
         layout = slice_layout(config.slice_axis)
         cropped = [int(cropped_ras_shape[a]) for a in layout]
         in_plane_spacing = [ras_spacing[layout[1]], ras_spacing[layout[2]]]
         resampled = [resampled_size(n, s, t) for n, s, t in zip(cropped[1:], in_plane_spacing, config.spacing)]
         # The stored spacing is the exact one that keeps the field of view (n * s / n'), not the rounded target.
         effective = [n * s / m for n, s, m in zip(cropped[1:], in_plane_spacing, resampled)]
-        return cls(config.slice_axis, cropped, resampled, list(config.image_size), [float(ras_spacing[layout[0]]), *effective])
+        canvas = list(config.image_size)
+        if whole_head:
+            multiple = config.size_multiple
+            canvas = [max(size, -(-n // multiple) * multiple) for size, n in zip(canvas, resampled)]
+        return cls(config.slice_axis, cropped, resampled, canvas, [float(ras_spacing[layout[0]]), *effective])
 
     @classmethod
     def from_properties(cls, properties: dict[str, Any]) -> "_SliceGeometry":
