@@ -95,6 +95,8 @@ def estimate_stage_minutes(config: ConfigurationPlan, modalities: int, device: s
     speed = throughput(device, cpu_cores)
     out = {}
     for stage, (flops, _) in stage_costs(config, modalities).items():
+        if stage not in config.trained_stages:
+            continue
         schedule = config.schedule[stage]
         seconds = config.batch_size * flops / speed + OVERHEAD_SECONDS.get(device, 0.03)
         minutes = schedule.epochs * schedule.iterations_per_epoch * seconds / 60.0

@@ -27,8 +27,9 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
     assert train.main(["901", "2d", "0", "-p", "MSGLDMPlans_cpu", "-device", "cpu", "--epochs", "1",
                        "--iters-per-epoch", "2", "--val-cases", "1", "--no-progress"]) == 0
     fold = msgldm_roots / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "fold_0"
-    for stage in ("ae", "structure", "ldm"):
+    for stage in ("ae", "structure"):
         assert (fold / stage / "checkpoint_final.pth").is_file()
+    assert not (fold / "ldm").exists()          # the cpu plans switch diffusion off: no LDM to train
     assert json.loads((fold / "validation" / "summary.json").read_text())["num_cases"] == 1
 
     inputs = tmp_path / "in"
@@ -44,6 +45,7 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
     assert {p.name: p.read_bytes() for p in inputs.iterdir()} == before        # inputs untouched
     record = json.loads((out / "predictions.json").read_text())
     for case_id, entry in record["cases"].items():
+        assert entry["mode"] == "one_pass"
         source = read_image(next(inputs.glob(f"{case_id}_*.nii.gz")))
         assert not set(entry["files"]) & set(before), "a present modality was written to the output"
         for file_name in entry["files"]:

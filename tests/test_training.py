@@ -233,6 +233,23 @@ def test_cli_trains_three_stages_of_a_fold(msgldm_roots, capsys):
     assert "nothing to do" in (model / "fold_0" / "ldm" / "training_log.txt").read_text()
 
 
+def test_plans_without_diffusion_train_no_ldm_and_validate_after_the_structure_stage(msgldm_roots, capsys):
+    from msgldm_auto.plans import Plans
+
+    preprocessed = write_preprocessed_dataset(msgldm_roots / "preprocessed")
+    plans = Plans.load(preprocessed / "MSGLDMPlans.json")
+    plans.configuration("2d").ablations.diffusion = False
+    plans.save(preprocessed / "MSGLDMPlans.json")
+    assert main(["1", "2d", "0", "-device", "cpu", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    fold = msgldm_roots / "results" / "Dataset001_Toy" / "MSGLDMPlans__2d" / "fold_0"
+    assert (fold / "structure" / "checkpoint_final.pth").is_file() and not (fold / "ldm").exists()
+    assert "stage ldm skipped" in captured.out
+    assert "case-level validation skipped" in captured.err       # validation was reached (no raw cases here)
+    assert main(["1", "2d", "0", "-device", "cpu", "--stage", "ldm", "--no-progress"]) == 0
+    assert (fold / "ldm" / "checkpoint_final.pth").is_file()   # asked for explicitly, it still trains
+
+
 @pytest.mark.parametrize("argv, message", [
     (["7", "2d", "0"], "no dataset with ID 7"),
     (["1", "3d", "0"], "configuration '3d' is not in plans"),

@@ -1,7 +1,7 @@
 """`make demo`: the whole main job on the embedded demo dataset with the `cpu` plans, end to end.
 
-demo dataset -> plan and preprocess -> train fold 0 (the plans' time budget) -> predict imagesTs (MSG-LDM and its
-one-pass decoder) -> the two floors fitted on fold 0's training cases -> evaluate everything against referenceTs ->
+demo dataset -> plan and preprocess -> train fold 0 (the plans' time budget) -> predict imagesTs (MSG-LDM and, when
+the plans sample with diffusion, its one-pass decoder too) -> the two floors fitted on fold 0's training cases -> evaluate everything against referenceTs ->
 comparison table. Exits 1 when MSG-LDM does not beat the copy floor on every target. Each step calls the same entry
 point a user would, in-process, and a rerun reuses what earlier runs finished.
 """
@@ -58,8 +58,15 @@ def run_pipeline(args: argparse.Namespace) -> Path:
     out = results_root() / name / "demo_predictions"
     common = ["-i", str(raw_root() / name / "imagesTs"), "-d", str(args.dataset_id), "-p", PLANS, "-f", "0", "--seed", str(args.seed), "-device", "cpu"]
     _step("predict (MSG-LDM)", predict.main(common + ["-o", str(out / "msgldm"), "--preview"]))
-    _step("predict (one-pass decoder)", predict.main(common + ["-o", str(out / "one_pass"), "--one-pass"]))
+    if _plans_use_diffusion(name):      # otherwise MSG-LDM already ran its one-pass decoder: nothing to compare
+        _step("predict (one-pass decoder)", predict.main(common + ["-o", str(out / "one_pass"), "--one-pass"]))
     return out
+
+
+def _plans_use_diffusion(dataset_name: str) -> bool:
+    from msgldm_auto.plans import Plans, plans_file_name
+
+    return Plans.load(preprocessed_root() / dataset_name / plans_file_name(PLANS)).configuration("2d").ablations.diffusion
 
 
 def run_floors(dataset_id: int, out: Path) -> None:
@@ -85,7 +92,9 @@ def evaluate_all(dataset_id: int, out: Path) -> int:
     name = make_dataset_name(dataset_id, "Demo")
     raw = raw_root() / name
     dataset = DatasetJson.load(raw / "dataset.json")
-    methods = {"MSG-LDM": "msgldm", "one-pass": "one_pass", "copy floor": "floor_copy", "regression floor": "floor_regression"}
+    methods = {"MSG-LDM": "msgldm", "copy floor": "floor_copy", "regression floor": "floor_regression"}
+    if _plans_use_diffusion(name):
+        methods = {"MSG-LDM": "msgldm", "one-pass": "one_pass", **{k: v for k, v in methods.items() if k != "MSG-LDM"}}
     summaries = {label: evaluate_folder(raw / "referenceTs", out / folder, dataset=dataset, labels_dir=raw / "labelsTs",
                                         output_file=out / folder / "summary.json") for label, folder in methods.items()}
     modes = {c.get("mode") for c in json.loads((out / "msgldm" / "predictions.json").read_text())["cases"].values()}

@@ -1,5 +1,6 @@
 """Train the stages of one fold: check everything first (nothing is written for bad input), then run
-ae -> structure -> ldm, each from its predecessor's final checkpoint, and the fold validation after the LDM stage.
+ae -> structure -> ldm, each from its predecessor's final checkpoint, and the fold validation after the last stage.
+Plans with diffusion switched off (`ablations.diffusion: false`, the `cpu` default) need no LDM: it is skipped.
 
 Results go to `MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>/fold_N/<stage>/` (documentation/internals.md).
 """
@@ -70,9 +71,11 @@ class FoldSetup:
         return self.output_folder / f"fold_{self.cases.fold}" / stage
 
 
-def _stages(request: TrainingRequest) -> list[str]:
+def _stages(request: TrainingRequest, config: ConfigurationPlan) -> list[str]:
+    """`all` means the stages the plans use: with `ablations.diffusion` off the LDM is skipped (`--stage ldm` still
+    trains it, e.g. to compare the two)."""
     if request.stage == "all":
-        return list(STAGES)
+        return list(config.trained_stages)
     if request.stage not in STAGES:
         raise MSGLDMError(f"--stage {request.stage}: choose one of {', '.join(STAGES)} or all")
     return [request.stage]
@@ -97,14 +100,13 @@ def prepare(request: TrainingRequest) -> FoldSetup:
     cases = fold_cases(splits, fold, case_ids, preprocessed_folder / "splits_final.json")
     output = results_root() / dataset_name / f"{request.plans_name}__{request.configuration}"
     setup = FoldSetup(dataset_name, plans, plans_path, config, data_folder, preprocessed_folder, splits, new, cases,
-                      output, _stages(request))
+                      output, _stages(request, config))
     _check_predecessor(setup, request)
     return setup
 
 
 def _check_predecessor(setup: FoldSetup, request: TrainingRequest) -> None:
-    first = "ldm" if request.validation_only else setup.stages[0]
-    needed = STAGES[: STAGES.index(first)] if not request.validation_only else STAGES
+    needed = setup.config.trained_stages if request.validation_only else STAGES[: STAGES.index(setup.stages[0])]
     for stage in needed:
         path = checkpoint_path(setup.stage_folder(stage), "final")
         if not path.is_file():
@@ -214,6 +216,9 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
         if context.is_main:
             _write_model_files(setup)
         results = []
+        if context.is_main and request.stage == "all" and "ldm" not in setup.stages:
+            print("stage ldm skipped: these plans switch diffusion off (ablations.diffusion: false), so prediction uses "
+                  "the one-pass decoder; --stage ldm trains it anyway")
         if not request.validation_only:
             for stage in setup.stages:
                 result = train_stage(stage, setup, request, context)
@@ -223,9 +228,10 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
                     print(f"stage {stage} of fold {setup.cases.fold} {state}: {result.checkpoint}")
                 if not checkpoint_path(setup.stage_folder(stage), "final").is_file():
                     break   # interrupted: the next stage would have no predecessor
-        ldm_final = checkpoint_path(setup.stage_folder("ldm"), "final")
-        wants_validation = request.validation_only or (setup.stages[-1] == "ldm" and request.stop_after_epochs is None)
-        if context.is_main and wants_validation and ldm_final.is_file():
+        last_stage = setup.config.trained_stages[-1]
+        model_final = checkpoint_path(setup.stage_folder(last_stage), "final")
+        wants_validation = request.validation_only or (setup.stages[-1] == last_stage and request.stop_after_epochs is None)
+        if context.is_main and wants_validation and model_final.is_file():
             summary = run_fold_validation(setup, request, context.device)
             if summary is not None:
                 print(f"fold {setup.cases.fold} validation summary: {summary}")
