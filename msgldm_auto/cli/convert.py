@@ -6,6 +6,7 @@ Exit status 0 when the new dataset passes the integrity check, 1 when it was wri
 from __future__ import annotations
 
 import argparse
+import sys
 
 from dataset_conversion.convert import FolderOptions, convert_dataset
 from dataset_conversion.folder import parse_modality_options
@@ -70,3 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"converted, but the integrity check found problems (above); {conversion.result.dataset_folder} was kept")
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

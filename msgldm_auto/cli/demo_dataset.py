@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from msgldm_auto.cli._common import entry_point, print_roots
@@ -35,3 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo dataset written to {folder} ({args.cases} training + {args.test_cases} test cases, "
           f"{time.perf_counter() - start:.0f} s)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

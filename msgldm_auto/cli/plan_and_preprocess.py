@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from msgldm_auto.cli._common import entry_point, print_roots
 from msgldm_auto.paths import resolve_dataset_name
@@ -152,3 +153,7 @@ def preprocess_main(argv: list[str] | None = None) -> int:
         dataset_name = resolve_dataset_name(identifier)
         _preprocess(args, dataset_name, load_plans(dataset_name, args.plans_name))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

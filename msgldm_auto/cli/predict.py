@@ -57,3 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for case_id, message in report.failed.items():
         print(f"FAILED {case_id}: {message}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

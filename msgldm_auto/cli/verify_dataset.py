@@ -5,6 +5,7 @@ Exit status 0 when the dataset is usable (warnings allowed), 1 when anything is 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from msgldm_auto.cli._common import entry_point, print_roots
 from msgldm_auto.dataset.verify import verify_dataset
@@ -28,3 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.format())
     print(report.summary())
     return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
