@@ -84,9 +84,9 @@ def sampling_section(record: dict[str, Any], max_steps: int = 10) -> tuple[str, 
         f"{cases}, each missing contrast scored against `referenceTs` like `msgldm_evaluate` (BraSyn normalisation, "
         "head mask = reference > 0). Floors fitted on fold 0's training cases. *n* counts synthesized volumes; "
         "± is the standard deviation over them; Δ is paired (same case and target) against the full model "
-        f"(**{full}**, the plans' setting when measured). \"×K\" averages K samples in image space. s / case is the wall "
-        "time of one sample of one case (the whole synthesis) on the machine below, which other jobs shared: compare "
-        "times with bench_speed's table, not here.",
+        f"(**{full}**, the plans' diffusion setting, used when `ablations.diffusion` is switched on). \"×K\" averages K "
+        "samples in image space. s / case is the wall time of one sample of one case (the whole synthesis) on the "
+        "machine below; bench_speed's table is the timing to quote.",
         "",
         overview_table(metrics, ordered, full, seconds=per_sample_seconds(metrics, seconds)),
         "",
@@ -123,7 +123,7 @@ def decision_text(metrics: dict, choice: Choice, full: str, best_avg: str | None
             if diffs:
                 wins = sum(d > 0 for d in diffs)
                 lines.append(f"- {method} vs {floor}: {mean_std(diffs)[0]:+.2f} dB (beats it on {wins} of {len(diffs)} volumes).")
-    for start_text in ("start noise", "t0=0.5"):
+    for start_text in ("start noise", f"t0={_parts_of(full)[2]:g}"):
         fewest, by_steps = minimum_steps_within(metrics, start_text)
         if fewest is not None:
             steps = ", ".join(f"{n}: {v:.2f}" for n, v in sorted(by_steps.items(), reverse=True))
