@@ -34,3 +34,12 @@ def test_console_script_prints_usage(command):
     result = subprocess.run([str(executable), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "usage" in result.stdout.lower()
+
+
+def test_help_of_the_inference_commands_loads_no_torch():
+    """`msgldm_predict --help` must be instant: the CLI modules import torch/MONAI only once arguments are parsed."""
+    code = ("import sys, msgldm_auto.cli.predict, msgldm_auto.cli.model_zip, msgldm_auto.cli.evaluate; "
+            "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

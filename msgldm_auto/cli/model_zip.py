@@ -5,8 +5,7 @@ import argparse
 from pathlib import Path
 
 from msgldm_auto.cli._common import entry_point, print_roots
-from msgldm_auto.inference.model_loading import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, find_model_folder
-from msgldm_auto.inference.model_zip import export_model_zip, install_model_zip
+from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS
 
 
 @entry_point
@@ -19,6 +18,9 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("-f", nargs="+", default=None, metavar="FOLD", help="folds to include (default: every trained fold)")
     parser.add_argument("-chk", default="final", choices=CHECKPOINT_CHOICES, help="checkpoint of every stage (default: final)")
     args = parser.parse_args(argv)
+    from msgldm_auto.inference.model_loading import find_model_folder   # torch loads only now: instant --help
+    from msgldm_auto.inference.model_zip import export_model_zip
+
     print_roots()
     names = export_model_zip(find_model_folder(args.d, args.c, args.p), Path(args.o), args.f, args.chk)
     checkpoints = [n for n in names if n.endswith(".pth")]
@@ -33,6 +35,8 @@ def install_main(argv: list[str] | None = None) -> int:
     parser.add_argument("zip", metavar="ZIP", help="file written by msgldm_export_model_to_zip")
     parser.add_argument("--overwrite", action="store_true", help="replace a model folder that is already installed")
     args = parser.parse_args(argv)
+    from msgldm_auto.inference.model_zip import install_model_zip
+
     print_roots()
     for folder in install_model_zip(Path(args.zip), overwrite=args.overwrite):
         print(f"installed {folder}")

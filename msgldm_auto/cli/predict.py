@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
-from msgldm_auto.inference.model_loading import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, find_model_folder
-from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
-from msgldm_auto.inference.synthesis import NOISE_STRATEGIES
+from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, NOISE_STRATEGIES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # torch and MONAI load only now, so that `--help` and argument errors are instant.
+    from msgldm_auto.inference.model_loading import find_model_folder
+    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+
     print_roots()
     model_folder = find_model_folder(args.d, args.c, args.p)
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples, seed=args.seed, one_pass=args.one_pass,

@@ -15,9 +15,7 @@ from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import resolve_dataset_name, results_root
 from msgldm_auto.plans import ConfigurationPlan, Plans
 
-DEFAULT_PLANS = "MSGLDMPlans"
-DEFAULT_CONFIGURATION = "2d"
-CHECKPOINT_CHOICES = ("final", "best", "latest")
+from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS  # noqa: F401 (re-exported)
 ONE_PASS_STAGES = ("ae", "structure")
 ALL_STAGES = ("ae", "structure", "ldm")
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from msgldm_auto.inference.choices import NOISE_STRATEGIES
 from msgldm_auto.inference.model_loading import FoldNetworks
 from msgldm_auto.plans import ConfigurationPlan
 
-NOISE_STRATEGIES = ("shared", "independent")
 BACKGROUND = -1.0   # normalised background; a missing modality's entries are arbitrary, this keeps them tidy
 
 
