@@ -372,6 +372,19 @@ def test_validation_patterns_hold_out_each_modality_and_keep_each_alone():
     assert validation_patterns([1]) == []
 
 
+def test_mode_comparison_says_when_the_one_pass_decoder_wins():
+    from msgldm_auto.training.validation import mode_comparison
+
+    def summary(diffusion, one_pass, mode="diffusion"):
+        return {"mode": mode, "mean": {"psnr": {"mean": diffusion}}, "one_pass": {"mean": {"psnr": {"mean": one_pass}}}}
+
+    worse = mode_comparison(summary(16.7, 21.9))
+    assert "diffusion 16.70 dB, one-pass decoder 21.90 dB" in worse and "--one-pass" in worse
+    assert "--one-pass" not in mode_comparison(summary(22.0, 21.9))
+    assert mode_comparison(summary(20.0, 20.0, mode="one_pass")) is None
+    assert mode_comparison({"mode": "diffusion", "mean": {}}) is None
+
+
 def test_validate_fold_writes_summary_and_previews(model_folder, tmp_path):
     from msgldm_auto.dataset.cases import Case
     from msgldm_auto.inference.predictor import PredictionOptions

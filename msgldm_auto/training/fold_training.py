@@ -197,7 +197,7 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
     Returns the summary path, or None when there is nothing to validate (fold `all`, or the raw images are gone).
     """
     from msgldm_auto.dataset.cases import training_cases
-    from msgldm_auto.training.validation import SUMMARY_FILE, validate_fold
+    from msgldm_auto.training.validation import SUMMARY_FILE, mode_comparison, validate_fold
 
     raw_folder = raw_root() / setup.dataset_name
     if not setup.cases.val or not (raw_folder / "dataset.json").is_file():
@@ -205,7 +205,10 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
         return None
     held_out = set(setup.cases.val)
     cases = [case for case in training_cases(raw_folder) if case.case_id in held_out]
-    validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type, max_cases=request.validation_cases)
+    summary = validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type, max_cases=request.validation_cases)
+    comparison = mode_comparison(summary)
+    if comparison:
+        print(f"fold {setup.cases.fold} {comparison}")
     return setup.output_folder / f"fold_{setup.cases.fold}" / "validation" / SUMMARY_FILE
 
 

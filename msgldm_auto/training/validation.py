@@ -70,6 +70,20 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
     return summary
 
 
+def mode_comparison(summary: dict[str, Any]) -> str | None:
+    """One line comparing diffusion with the one-pass decoder on the held-out cases (mean PSNR), with what to do when
+    the one-pass decoder wins; None when validation ran one mode only."""
+    diffusion = (summary.get("mean", {}).get("psnr") or {}).get("mean")
+    one_pass = ((summary.get("one_pass") or {}).get("mean", {}).get("psnr") or {}).get("mean")
+    if summary.get("mode") != "diffusion" or diffusion is None or one_pass is None:
+        return None
+    line = f"validation PSNR: diffusion {diffusion:.2f} dB, one-pass decoder {one_pass:.2f} dB"
+    if one_pass > diffusion:
+        line += ("; the one-pass decoder is better for this model: predict with --one-pass, or set "
+                 "ablations.diffusion to false in the plans")
+    return line
+
+
 def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, Image], label, preview_folder: Path | None) -> list[dict[str, Any]]:
     names = predictor.modalities
     records = []
