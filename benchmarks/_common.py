@@ -42,7 +42,8 @@ def machine_line(threads: int | None = None, device: str | None = None) -> str:
 
     threads = threads if threads is not None else torch.get_num_threads()
     where = device or f"{cpu_name()}, {os.cpu_count()} cores, torch using {threads} thread(s)"
-    load = f", load average {os.getloadavg()[0]:.1f} (shared machine)" if hasattr(os, "getloadavg") and not device else ""
+    # The 1-minute load when the record was made (the benchmark's own threads included): above them, others shared it.
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") and not device else ""
     return f"{where}{load}; torch {torch.__version__}, Python {platform.python_version()}"
 
 

@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/bench_preprocessing.py [--resolutions 2 1] [--cases 24] [-np 2]
         [--nnunet-python /path/to/nnunet-venv/bin/python] [--write]
+    .venv/bin/python benchmarks/bench_preprocessing.py --write-only      # re-render from results/preprocessing.json
+
+A venv for nnU-Net next to ours, on the same CPU torch:
+    python3 -m venv /tmp/nnunet_venv && /tmp/nnunet_venv/bin/pip install torch==2.13.0 && \
+        /tmp/nnunet_venv/bin/pip install nnunetv2 torch==2.13.0
 
 For each resolution: builds the demo dataset (complete cases only, with lesion labels, so nnU-Net can read the very
 same files), runs `msgldm_plan_and_preprocess -d ID -np N --clean` in a fresh process and records wall time, the
@@ -19,11 +24,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-START, END = "<!-- preprocessing-benchmark:start -->", "<!-- preprocessing-benchmark:end -->"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import load_results, machine_line, provenance, replace_section, save_results, today  # noqa: E402
 
 
 def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -100,15 +106,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_table(text: str) -> None:
-    page = REPO / "documentation" / "benchmarks.md"
-    content = page.read_text() if page.exists() else "# Benchmarks\n"
-    block = f"{START}\n## Planning and preprocessing speed\n\n{text}\n{END}"
-    if START in content and END in content:
-        content = content[: content.index(START)] + block + content[content.index(END) + len(END):]
-    else:
-        content = content.rstrip() + "\n\n" + block + "\n"
-    page.write_text(content)
+def section(record: dict) -> str:
+    return "\n".join([
+        "## Planning and preprocessing speed",
+        "",
+        "Demo datasets built for the purpose (complete training cases only, with lesion labels, so nnU-Net reads the "
+        "very same files); each tool in a fresh process from its raw dataset to its preprocessed 2D data: "
+        "fingerprint, plans and preprocessing (nnU-Net plans all its configurations and preprocesses `2d` only). "
+        "Peak memory is the largest process's resident set.",
+        "",
+        table(record["rows"]),
+        "",
+        provenance(record["command"], record["machine"], record["date"], f"-np {record['processes']}"
+                   + (f"; nnunetv2 {record['nnunet_version']}." if record.get("nnunet_version") else ".")),
+    ])
 
 
 def main() -> None:
@@ -118,7 +129,11 @@ def main() -> None:
     parser.add_argument("-np", dest="processes", type=int, default=2)
     parser.add_argument("--nnunet-python", type=Path, default=None)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--write-only", action="store_true", help="re-render from benchmarks/results/preprocessing.json")
     args = parser.parse_args()
+    if args.write_only:
+        replace_section("preprocessing-benchmark", section(load_results("preprocessing")))
+        return
     rows = []
     for index, resolution in enumerate(args.resolutions):
         home = Path(tempfile.mkdtemp(prefix="msgldm_bench_"))
@@ -135,9 +150,15 @@ def main() -> None:
         finally:
             shutil.rmtree(home, ignore_errors=True)
     print(table(rows))
+    command = (f"benchmarks/bench_preprocessing.py --resolutions {' '.join(f'{r:g}' for r in args.resolutions)}"
+               + (" --nnunet-python <nnU-Net venv>/bin/python" if args.nnunet_python else ""))
+    record = {"rows": rows, "processes": args.processes, "machine": machine_line(1), "date": today(), "command": command}
+    if args.nnunet_python:
+        record["nnunet_version"] = subprocess.run([str(args.nnunet_python), "-c", "import importlib.metadata as m; "
+                                                   "print(m.version('nnunetv2'))"], capture_output=True, text=True).stdout.strip()
+    print("stored", save_results("preprocessing", record))
     if args.write:
-        write_table(table(rows) + f"\n\n{os.cpu_count()} CPU cores, -np {args.processes}; "
-                    f"measured {time.strftime('%Y-%m-%d')}.")
+        replace_section("preprocessing-benchmark", section(record))
 
 
 if __name__ == "__main__":

@@ -66,15 +66,9 @@ def sampling_grid(steps: list[int], t0s: list[float], sweep_steps: list[int], sa
 
 
 def load_model(model_folder: Path):
-    """Fold 0 with its denoiser: the cpu plans switch diffusion off, and this benchmark measures both paths."""
-    import torch
-    from msgldm_auto.inference.model_loading import load_fold_networks, load_trained_model
-    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+    from quality_runs import load_fold_with_denoiser
 
-    model = load_trained_model(model_folder)
-    model.configuration.ablations.diffusion = True
-    networks = [load_fold_networks(model, FOLD, "final", torch.device("cpu"), with_denoiser=True)]
-    return MSGLDMPredictor(model, networks, torch.device("cpu"), PredictionOptions(seed=0))
+    return load_fold_with_denoiser(model_folder, FOLD)
 
 
 def test_set(raw_dataset: Path):

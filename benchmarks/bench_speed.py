@@ -30,17 +30,20 @@ LOADER_MARGIN = 3.0
 def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: int) -> dict:
     from msgldm_auto.dataset.cases import discover_cases
     from msgldm_auto.dataset.dataset_json import DatasetJson
-    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+    from msgldm_auto.inference.predictor import PredictionOptions
     from msgldm_auto.preprocessing.pipeline import preprocess_case
     from msgldm_auto.dataset.image_io import read_image
+    from quality_runs import load_fold_with_denoiser
 
     raw = source / "raw" / DATASET
     dataset = DatasetJson.load(raw / "dataset.json")
     case = next(c for c in discover_cases(raw / "imagesTs", dataset)[0] if c.case_id == case_id)
     images = {ch: read_image(p) for ch, p in case.images.items()}
     model = source / "results" / DATASET / f"{PLANS}__2d"
-    predictor = MSGLDMPredictor.from_trained_folder(model, folds=[FOLD], device="cpu", options=PredictionOptions(steps=1))
-    slices = len(preprocess_case(images, predictor.model.configuration, whole_head=True)[3].get("foreground_slices") or [])
+    predictor = load_fold_with_denoiser(model, FOLD)
+    config = predictor.model.configuration
+    data, _, _, properties = preprocess_case(images, config, whole_head=True)
+    slices = len(properties.get("foreground_slices") or [])
     predictor.predict_case(images)                              # warm-up: first calls allocate
     rows = {}
     for label, options in [("one-pass decoder", PredictionOptions(one_pass=True))] + \
@@ -54,7 +57,8 @@ def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: i
         rows[label] = {"seconds_per_volume": min(times), "seconds_per_slice": min(times) / slices,
                        "targets": len(case.missing), "slices": slices}
         print(label, f"{min(times):.2f} s", flush=True)
-    return {"case": case_id, "pattern": [dataset.channel_names[c] for c in case.present], "rows": rows}
+    return {"case": case_id, "pattern": [dataset.channel_names[c] for c in case.present], "rows": rows,
+            "grid": list(data.shape[2:]), "t0": config.diffusion.t0}
 
 
 def time_training(source: Path, threads: int) -> dict:
@@ -88,7 +92,8 @@ def fewest_steps() -> str:
 
     metrics = record["scores"]["metrics"]
     parts = []
-    for start in ("start noise", "t0=0.5"):
+    t0 = record.get("model", {}).get("diffusion", {}).get("t0", 0.5)
+    for start in ("start noise", f"t0={t0:g}"):
         steps, by_steps = minimum_steps_within(metrics, start)
         if steps is not None:
             psnr = ", ".join(f"{n}: {v:.2f}" for n, v in sorted(by_steps.items(), reverse=True))
@@ -98,8 +103,11 @@ def fewest_steps() -> str:
 
 def section(record: dict) -> str:
     sampling, training = record["sampling"], record["training"]
+    def order(label: str) -> int:           # one-pass first, then many steps to few (JSON does not keep the order)
+        return 0 if not label.startswith("DDIM") else 10_000 - int(label.split()[1])
+
     rows = [(label, f"{r['seconds_per_volume']:.2f}", f"{1000 * r['seconds_per_slice']:.1f}")
-            for label, r in sampling["rows"].items()]
+            for label, r in sorted(sampling["rows"].items(), key=lambda kv: order(kv[0]))]
     stage_rows = [(name, f"{s['iterations_per_second']:.2f}", f"{s['slices_per_second']:.1f}", s["batch_size"])
                   for name, s in training["stages"].items()]
     ldm = training["stages"]["ldm"]["slices_per_second"]
@@ -113,7 +121,8 @@ def section(record: dict) -> str:
         "",
         f"Sampling one demo volume (case {sampling['case']}, {'+'.join(sampling['pattern'])} present, "
         f"{next(iter(sampling['rows'].values()))['targets']} contrast synthesized, "
-        f"{next(iter(sampling['rows'].values()))['slices']} slices of the `cpu` plans' 56 × 64 grid), trained fold 0 model, "
+        f"{next(iter(sampling['rows'].values()))['slices']} slices of {' × '.join(map(str, sampling.get('grid', ['?', '?'])))} "
+        "pixels, `cpu` plans), trained fold 0 model, "
         "best of the repeats, everything `predict_case` does (preprocessing, networks, restoring to the input grid):",
         "",
         markdown_table(["method", "s / volume", "ms / slice"], rows),

@@ -84,6 +84,18 @@ class Scores:
         return {"metrics": self.metrics, "patterns": self.patterns, "seconds": self.seconds}
 
 
+def load_fold_with_denoiser(model_folder: Path, fold: str) -> MSGLDMPredictor:
+    """One fold with its denoiser, whatever the plans say: the `cpu` plans switch diffusion off (prediction then
+    skips the LDM), and the benchmarks measure both paths. The LDM must have been trained (`--stage ldm`)."""
+    from msgldm_auto.inference.model_loading import load_fold_networks, load_trained_model
+    from msgldm_auto.inference.predictor import PredictionOptions
+
+    model = load_trained_model(model_folder)
+    model.configuration.ablations.diffusion = True
+    networks = [load_fold_networks(model, fold, "final", torch.device("cpu"), with_denoiser=True)]
+    return MSGLDMPredictor(model, networks, torch.device("cpu"), PredictionOptions(seed=0))
+
+
 def load_test_cases(dataset_folder: Path, dataset: DatasetJson) -> list[TestCase]:
     """imagesTs with the held-out truth from referenceTs and lesion labels from labelsTs (the demo's layout)."""
     cases, _ = discover_cases(dataset_folder / "imagesTs", dataset)
