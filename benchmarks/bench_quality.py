@@ -1,7 +1,7 @@
 """Quality of MSG-LDM on the demo test set against its one-pass decoder, the copy and regression floors and the
 autoencoder ceiling; sampling settings; retrained variants (diffusion target, ablations). Issue 8.
 
-    # 1. sampling settings, one-pass decoder, floors, ceiling (fold 0 of a trained demo model; ~15 min on 2 cores)
+    # 1. sampling settings, one-pass decoder, floors, ceiling (fold 0 of a trained demo model; ~30 min on 2 cores)
     .venv/bin/python benchmarks/bench_quality.py sampling --source /tmp/demo_full
     # 2. retrain what changes, at the same number of iterations per stage as the source model
     .venv/bin/python benchmarks/bench_quality.py train --source /tmp/demo_full --home /tmp/bench_quality control latent no_multiscale no_hfib no_style
@@ -51,14 +51,15 @@ VARIANTS = {
 
 # ----------------------------------------------------------------------------------------------- sampling benchmark
 def sampling_grid(steps: list[int], t0s: list[float], sweep_steps: list[int], samples: int) -> list:
-    """Noise start and one-pass start at the plans' t0 at every step count, with `samples` averaged at 10 steps or
-    fewer; the other t0 values (one sample) only at `sweep_steps`; independent slice noise at the plans' setting."""
+    """Noise start and one-pass start at the plans' t0 at every step count, each with `samples` averaged (sample 0
+    alone is scored too); the other t0 values (one sample) only at `sweep_steps`; independent slice noise at the
+    plans' setting."""
     from quality_runs import Setting
 
     grid = []
     for n in steps:
-        k = samples if n <= 10 else 1
-        grid += [Setting(steps=n, start="noise", samples=k), Setting(steps=n, start="one_pass", t0=FULL_SETTING["t0"], samples=k)]
+        grid += [Setting(steps=n, start="noise", samples=samples),
+                 Setting(steps=n, start="one_pass", t0=FULL_SETTING["t0"], samples=samples)]
         if n in sweep_steps:
             grid += [Setting(steps=n, start="one_pass", t0=t0, samples=1) for t0 in t0s if t0 != FULL_SETTING["t0"]]
     grid.append(Setting(**FULL_SETTING, samples=1, noise="independent"))
@@ -204,6 +205,7 @@ def run_variants(args: argparse.Namespace) -> None:
         iterations[variant] = stage_iterations(folder)
         print(f"[{variant}] scored", flush=True)
     record = {"scores": scores.to_dict(), "setting": chosen.__dict__, "iterations": iterations, "machine": machine_line(),
+              "source_iterations": stage_iterations(source / "results" / DATASET / f"{PLANS}__2d"),
               "date": today(), "command": f"benchmarks/bench_quality.py variants --source <demo home> --home <bench home> --samples {args.samples}"}
     if args.merge:
         record = merge_variant_records(load_results("quality_variants"), record)
@@ -234,6 +236,10 @@ def run_write(args: argparse.Namespace) -> None:
     except SystemExit:
         variants = None
     if variants is not None:
+        from quality_report import same_source
+
+        if not same_source(sampling, variants):
+            print("WARNING: the stored variants were retrained from another model than the sampling table's: re-run them")
         replace_section("quality-variants", variants_section(sampling, variants))
     print("documentation/benchmarks.md updated")
 
@@ -246,7 +252,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     sampling.add_argument("--steps", type=int, nargs="+", default=[50, 25, 10, 5])
     sampling.add_argument("--t0", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     sampling.add_argument("--sweep-steps", type=int, nargs="+", default=[10, 5], help="step counts with the whole t0 sweep")
-    sampling.add_argument("--samples", type=int, default=4, help="samples averaged at 10 steps or fewer")
+    sampling.add_argument("--samples", type=int, default=4, help="samples averaged at every step count")
     train = commands.add_parser("train", help="retrain the variants")
     train.add_argument("--source", required=True)
     train.add_argument("--home", default="/tmp/bench_quality")

@@ -80,7 +80,7 @@ def sampling_section(record: dict[str, Any], max_steps: int = 10) -> tuple[str, 
         "## Quality: sampling settings, one-pass decoder, floors and ceiling",
         "",
         f"Fixed split: fold {record['model']['fold']}'s model of `{record['model']['plans']}` (iterations trained per "
-        f"stage: {', '.join(f'{k} {v}' for k, v in iterations.items())}); test set: the demo's 4 `imagesTs` cases, "
+        f"stage: {_iterations_text(iterations)}, ae/structure/ldm); test set: the demo's 4 `imagesTs` cases, "
         f"{cases}, each missing contrast scored against `referenceTs` like `msgldm_evaluate` (BraSyn normalisation, "
         "head mask = reference > 0). Floors fitted on fold 0's training cases. *n* counts synthesized volumes; "
         "± is the standard deviation over them; Δ is paired (same case and target) against the full model "
@@ -146,6 +146,11 @@ def _parts_of(name: str) -> tuple[int, str, float]:
     return int(steps), "noise" if start == "noise" else "one_pass", float(t0 or 0.5)
 
 
+def same_source(sampling: dict[str, Any], variants: dict[str, Any]) -> bool:
+    """Were the variants retrained from the model the sampling table measured? (Else their Δ compare two models.)"""
+    return variants.get("source_iterations") == sampling["model"].get("iterations")
+
+
 def variants_section(sampling: dict[str, Any], variants: dict[str, Any]) -> str:
     setting = variants["setting"]
     chosen = setting_name(setting["steps"], setting["start"], setting["t0"])
@@ -171,6 +176,10 @@ def variants_section(sampling: dict[str, Any], variants: dict[str, Any]) -> str:
     parts = [
         "## Quality: diffusion target and ablations (retrained)",
         "",
+        *([] if same_source(sampling, variants) else [
+            "**Stale:** these variants were retrained from another demo model than the one the table above measured "
+            "(its iterations differ), so the demo-model rows and the Δ against them compare two models. Re-run "
+            "`bench_quality.py train` and `variants`.", ""]),
         "Each variant copies the demo model's fold 0 and retrains only what its change touches (`msgldm_train --stage`, "
         "edited plans under another plans name, the same preprocessed data), for whole epochs covering the iterations "
         "the demo model reached in its time budget, so every variant gets the same budget however busy the shared CPU "

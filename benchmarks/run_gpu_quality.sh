@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quality of the `default` (GPU) preset on the demo dataset, one command for a lent H100/H200 (repository root):
-#     bash benchmarks/run_gpu_quality.sh [AE_MIN STRUCTURE_MIN LDM_MIN]      (default 1.5 2.5 2.5 minutes)
+#     bash benchmarks/run_gpu_quality.sh [AE_MIN STRUCTURE_MIN LDM_MIN]      (default 1.5 2.5 2 minutes)
 # Needs the demo's raw dataset at .gpu_data/raw/Dataset901_Demo (copied from a `make demo` run: the machine cannot
 # build it, nilearn's template is not there), and the wheels in .whl/ where MONAI etc. are not installed.
 # Plans the dataset with the default preset, trains fold 0 with each stage ended by its wall-clock budget, predicts
@@ -13,7 +13,7 @@ OUT="${OUT:-$PWD/gpu_quality_out}"
 DEVICE="${DEVICE:-cuda}"
 PREDICT_FLAGS="${PREDICT_FLAGS:-}"
 PYTHON="${PYTHON:-python3}"
-AE_MIN="${1:-1.5}" STRUCTURE_MIN="${2:-2.5}" LDM_MIN="${3:-2.5}"
+AE_MIN="${1:-1.5}" STRUCTURE_MIN="${2:-2.5}" LDM_MIN="${3:-2}"
 mkdir -p "$OUT"
 if ! "$PYTHON" -c "import monai, batchgenerators, SimpleITK, blosc2, nibabel" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
     "$PYTHON" -m pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl

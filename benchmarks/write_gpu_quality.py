@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import load_results, provenance, replace_section, save_results, today  # noqa: E402
 
-DEMO_METHODS = {"cpu plans (one-pass), make demo": "msgldm", "copy floor": "floor_copy",
-                "regression floor": "floor_regression"}
+DEMO_METHODS = {"msgldm": "msgldm", "copy floor": "floor_copy", "regression floor": "floor_regression"}
 
 
 def collect(folder: Path, demo_home: Path) -> dict:
@@ -27,7 +26,11 @@ def collect(folder: Path, demo_home: Path) -> dict:
     predictions = demo_home / "results" / "Dataset901_Demo" / "demo_predictions"
     summaries = {"default preset, diffusion": _load(folder / "summary_msgldm.json"),
                  "default preset, one-pass decoder": _load(folder / "summary_one_pass.json")}
-    summaries.update({label: _load(predictions / name / "summary.json") for label, name in DEMO_METHODS.items()})
+    demo_plans = json.loads((demo_home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "plans.json").read_text())
+    demo_mode = "diffusion" if demo_plans["configurations"]["2d"]["ablations"]["diffusion"] else "one-pass"
+    for label, name in DEMO_METHODS.items():
+        label = f"cpu plans ({demo_mode}), make demo" if name == "msgldm" else label
+        summaries[label] = _load(predictions / name / "summary.json")
     return {"run": run, "summaries": summaries, "date": today(),
             "plans": {"image_size": plans["image_size"], "latent_scale": plans["latent_scale"],
                       "batch_size": plans["batch_size"], "unet": plans["unet"]["channels"],

@@ -84,7 +84,8 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
     why["ablations"] = ("full MSG-LDM (HFIB, multiscale injection, style consistency, diffusion); set a switch to false to ablate it"
                         if preset.diffusion else
                         "HFIB, multiscale injection and style consistency on; diffusion OFF for this preset (prediction uses the "
-                        "one-pass decoder): set ablations.diffusion to true to sample with the trained LDM")
+                        "one-pass decoder, and training skips the LDM): set ablations.diffusion to true and train the LDM "
+                        "(msgldm_train ... --stage ldm) to sample with it")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config
@@ -265,7 +266,8 @@ def _schedule_rationale(config: ConfigurationPlan, preset: Preset) -> str:
     for stage in STAGES:
         s = config.schedule[stage]
         budget = f", at most {s.max_minutes:g} min" if s.max_minutes is not None else ""
-        parts.append(f"{stage} {s.epochs}x{s.iterations_per_epoch} it{budget}")
+        skipped = "" if stage in config.trained_stages else " (not trained while diffusion is off)"
+        parts.append(f"{stage} {s.epochs}x{s.iterations_per_epoch} it{budget}{skipped}")
     return f"{preset.name} preset: " + "; ".join(parts) + " (--max-minutes overrides at training time)"
 
 

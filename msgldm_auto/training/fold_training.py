@@ -192,7 +192,8 @@ def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context:
 
 
 def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torch.device) -> Path | None:
-    """Case-level validation after the LDM stage (training/validation.py) on the fold's held-out raw cases.
+    """Case-level validation after the last stage the plans train (training/validation.py) on the fold's held-out
+    raw cases.
 
     Returns the summary path, or None when there is nothing to validate (fold `all`, or the raw images are gone).
     """
@@ -219,7 +220,7 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
         if context.is_main:
             _write_model_files(setup)
         results = []
-        if context.is_main and request.stage == "all" and "ldm" not in setup.stages:
+        if context.is_main and request.stage == "all" and "ldm" not in setup.stages and not request.validation_only:
             print("stage ldm skipped: these plans switch diffusion off (ablations.diffusion: false), so prediction uses "
                   "the one-pass decoder; --stage ldm trains it anyway")
         if not request.validation_only:
