@@ -1,9 +1,10 @@
 """`make demo`: the whole main job on the embedded demo dataset with the `cpu` plans, end to end.
 
 demo dataset -> plan and preprocess -> train fold 0 (the plans' time budget) -> predict imagesTs (MSG-LDM and, when
-the plans sample with diffusion, its one-pass decoder too) -> the two floors fitted on fold 0's training cases -> evaluate everything against referenceTs ->
-comparison table. Exits 1 when MSG-LDM does not beat the copy floor on every target. Each step calls the same entry
-point a user would, in-process, and a rerun reuses what earlier runs finished.
+the plans sample with diffusion, its one-pass decoder too) -> the two floors fitted on fold 0's training cases ->
+evaluate everything against referenceTs -> comparison table. Exits 1 when MSG-LDM does not beat the copy floor on
+every target. Each step calls the same entry point a user would, in-process, and a rerun reuses what earlier runs
+finished.
 """
 from __future__ import annotations
 
@@ -92,9 +93,9 @@ def evaluate_all(dataset_id: int, out: Path) -> int:
     name = make_dataset_name(dataset_id, "Demo")
     raw = raw_root() / name
     dataset = DatasetJson.load(raw / "dataset.json")
-    methods = {"MSG-LDM": "msgldm", "copy floor": "floor_copy", "regression floor": "floor_regression"}
-    if _plans_use_diffusion(name):
-        methods = {"MSG-LDM": "msgldm", "one-pass": "one_pass", **{k: v for k, v in methods.items() if k != "MSG-LDM"}}
+    methods = {"MSG-LDM": "msgldm", "one-pass": "one_pass", "copy floor": "floor_copy", "regression floor": "floor_regression"}
+    if not _plans_use_diffusion(name):
+        del methods["one-pass"]            # MSG-LDM itself ran the one-pass decoder
     summaries = {label: evaluate_folder(raw / "referenceTs", out / folder, dataset=dataset, labels_dir=raw / "labelsTs",
                                         output_file=out / folder / "summary.json") for label, folder in methods.items()}
     modes = {c.get("mode") for c in json.loads((out / "msgldm" / "predictions.json").read_text())["cases"].values()}
