@@ -73,6 +73,12 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def load_summary_means(path: Path) -> dict:
+    """What the comparison tables need of an `msgldm_evaluate` summary.json: the per-modality and overall means."""
+    summary = json.loads(Path(path).read_text())
+    return {"per_modality": summary["per_modality"], "mean": summary["mean"]}
+
+
 def provenance(command: str, machine: str, date: str | None = None, extra: str = "") -> str:
     """The line under every table: machine, command and date (issue 8 asks for all three beside each table)."""
     text = f"*Machine:* {machine}. *Command:* `{command}`. *Date:* {date or today()}."

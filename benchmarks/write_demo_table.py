@@ -17,7 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import cpu_name, load_results, machine_line, provenance, replace_section, save_results, today  # noqa: E402
+from _common import (cpu_name, load_results, load_summary_means, machine_line, provenance, replace_section,  # noqa: E402
+                     save_results, today)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
 METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "copy floor": "floor_copy",
@@ -41,8 +42,7 @@ def collect(home: Path, seconds: float | None) -> dict:
         if folder == "one_pass" and not config["ablations"]["diffusion"]:
             continue        # make demo no longer writes it; a folder left by an older run is not this run's
         if path.is_file():
-            summary = json.loads(path.read_text())
-            summaries[label] = {"per_modality": summary["per_modality"], "mean": summary["mean"]}
+            summaries[label] = load_summary_means(path)
     # The load now says nothing about the run being described: name the machine, and run make demo alone.
     machine = machine_line(device=f"{cpu_name()}, {os.cpu_count()} cores, make demo running alone")
     return {"summaries": summaries, "iterations": iterations, "seconds": seconds, "machine": machine,

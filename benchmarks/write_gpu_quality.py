@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import load_results, provenance, replace_section, save_results, today  # noqa: E402
+from _common import load_results, load_summary_means, provenance, replace_section, save_results, today  # noqa: E402
 
 DEMO_METHODS = {"msgldm": "msgldm", "copy floor": "floor_copy", "regression floor": "floor_regression"}
 
@@ -24,13 +24,13 @@ def collect(folder: Path, demo_home: Path) -> dict:
     run = json.loads((folder / "run.json").read_text())
     plans = json.loads((folder / "plans.json").read_text())["configurations"]["2d"]
     predictions = demo_home / "results" / "Dataset901_Demo" / "demo_predictions"
-    summaries = {"default preset, diffusion": _load(folder / "summary_msgldm.json"),
-                 "default preset, one-pass decoder": _load(folder / "summary_one_pass.json")}
+    summaries = {"default preset, diffusion": load_summary_means(folder / "summary_msgldm.json"),
+                 "default preset, one-pass decoder": load_summary_means(folder / "summary_one_pass.json")}
     demo_plans = json.loads((demo_home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "plans.json").read_text())
     demo_mode = "diffusion" if demo_plans["configurations"]["2d"]["ablations"]["diffusion"] else "one-pass"
     for label, name in DEMO_METHODS.items():
         label = f"cpu plans ({demo_mode}), make demo" if name == "msgldm" else label
-        summaries[label] = _load(predictions / name / "summary.json")
+        summaries[label] = load_summary_means(predictions / name / "summary.json")
     return {"run": run, "summaries": summaries, "date": today(),
             "plans": {"image_size": plans["image_size"], "latent_scale": plans["latent_scale"],
                       "batch_size": plans["batch_size"], "unet": plans["unet"]["channels"],
@@ -39,11 +39,6 @@ def collect(folder: Path, demo_home: Path) -> dict:
                       "schedule": {s: [v["epochs"], v["iterations_per_epoch"]] for s, v in plans["schedule"].items()}},
             "command": f"bash benchmarks/run_gpu_quality.sh {' '.join(f'{m:g}' for m in run['budget_minutes'].values())} "
                        "(GPU machine), then benchmarks/write_gpu_quality.py <its files> --demo <make demo home>"}
-
-
-def _load(path: Path) -> dict:
-    summary = json.loads(path.read_text())
-    return {"per_modality": summary["per_modality"], "mean": summary["mean"]}
 
 
 def section(record: dict) -> str:
