@@ -92,7 +92,7 @@ def load_fold_with_denoiser(model_folder: Path, fold: str) -> MSGLDMPredictor:
 
     model = load_trained_model(model_folder)
     model.configuration.ablations.diffusion = True
-    networks = [load_fold_networks(model, fold, "final", torch.device("cpu"), with_denoiser=True)]
+    networks = [load_fold_networks(model, fold, "final", torch.device("cpu"), ("ae", "structure", "ldm"))]
     return MSGLDMPredictor(model, networks, torch.device("cpu"), PredictionOptions(seed=0))
 
 

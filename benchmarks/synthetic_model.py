@@ -45,9 +45,9 @@ def brats_plans(preset: str = "default", device: str = "cuda") -> Plans:
 
 def random_networks(plans: Plans, device: torch.device | str, seed: int = 0, fold: str = "0") -> FoldNetworks:
     torch.manual_seed(seed)
-    autoencoder, disentangler, denoiser = build_networks(plans, plans.configuration("2d"), with_denoiser=True)
-    device = torch.device(device)
-    return FoldNetworks(fold, autoencoder.to(device).eval(), disentangler.to(device).eval(), denoiser.to(device).eval())
+    networks = build_networks(plans, plans.configuration("2d"), ("ae", "structure", "ldm"))
+    ae, disentangler, denoiser = (networks[s].to(torch.device(device)).eval() for s in ("ae", "structure", "ldm"))
+    return FoldNetworks(fold, autoencoder=ae, disentangler=disentangler, denoiser=denoiser)
 
 
 def trained_model_stub(plans: Plans, folder: Path) -> TrainedModel:

@@ -18,7 +18,11 @@ from msgldm_auto.atomic import write_text_atomic
 from msgldm_auto.errors import MSGLDMError
 
 PLANS_VERSION = 1
-STAGES = ("ae", "structure", "ldm")
+STAGES = ("ae", "structure", "ldm")          # MSG-LDM's stages, in training order
+CONTROL_STAGE = "unet"                       # the plain UNet control (one stage, its own method)
+METHODS = ("msgldm", "unet")
+# What each stage trains on top of: the disentangler learns from images alone, the LDM needs both earlier stages.
+STAGE_NEEDS = {"ae": (), "structure": (), "ldm": ("ae", "structure"), CONTROL_STAGE: ()}
 
 
 @dataclass
@@ -50,6 +54,14 @@ class UNetPlan:
 
 
 @dataclass
+class ControlPlan:
+    """The plain UNet control (networks/plain_unet.py): trained by `msgldm_train ... --method unet` on the same data
+    and wall-clock budget as MSG-LDM, to tell whether the structure-style machinery pays."""
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])   # 2**(len-1) divides size_multiple
+    num_res_units: int = 2
+
+
+@dataclass
 class DiffusionPlan:
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear_beta"      # the paper's square-root-linear schedule
@@ -73,6 +85,7 @@ class LossWeights:
     ae_kl: float = 1e-6
     ae_adversarial_warmup_fraction: float = 0.5   # fraction of the AE stage before the discriminator switches on
     reconstruction: float = 1.0                   # structure-aware: L1 + SSIM of DCT magnitudes
+    reconstruction_kept: float = 1.0              # weight of the kept (input) modalities' reconstruction vs dropped
     segmentation: float = 2.0
     style_kl: float = 0.05
     style_contrastive: float = 0.1
@@ -110,6 +123,7 @@ class ConfigurationPlan:
     diffusion: DiffusionPlan = field(default_factory=DiffusionPlan)
     losses: LossWeights = field(default_factory=LossWeights)
     ablations: Ablations = field(default_factory=Ablations)
+    control: ControlPlan = field(default_factory=ControlPlan)
     schedule: dict[str, StageSchedule] = field(default_factory=lambda: {s: StageSchedule() for s in STAGES})
     data_identifier: str = ""                    # name of the preprocessed folder of this configuration
     normalization: str = "p995"                  # intensity scheme (msgldm_auto.preprocessing.normalization)
@@ -122,8 +136,22 @@ class ConfigurationPlan:
 
     @property
     def trained_stages(self) -> tuple[str, ...]:
-        """Stages a model of these plans needs: without diffusion the LDM is never used, so it is not trained."""
-        return STAGES if self.ablations.diffusion else STAGES[:2]
+        """Stages a model of these plans needs: without diffusion prediction runs the disentangler's one-pass decoder,
+        which never touches the latent space, so neither the autoencoder nor the LDM is trained."""
+        return STAGES if self.ablations.diffusion else ("structure",)
+
+    def stage_schedule(self, stage: str) -> StageSchedule:
+        """A stage's schedule; the control's is MSG-LDM's whole budget (its trained stages' epochs and minutes added
+        up), so that the two are compared at equal cost."""
+        if stage != CONTROL_STAGE:
+            return self.schedule[stage]
+        trained = [self.schedule[s] for s in self.trained_stages]
+        minutes = [s.max_minutes for s in trained]
+        main = self.schedule["structure"]
+        return StageSchedule(
+            epochs=sum(s.epochs for s in trained), iterations_per_epoch=main.iterations_per_epoch,
+            learning_rate=main.learning_rate, max_minutes=None if None in minutes else float(sum(minutes)),
+        )
 
     @property
     def size_multiple(self) -> int:
@@ -170,7 +198,7 @@ class Plans:
 
     @classmethod
     def load(cls, path: Path) -> "Plans":
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.is_file():
             raise MSGLDMError(f"{path}: plans file not found; run msgldm_plan_and_preprocess (or msgldm_plan_experiment) first")
         try:

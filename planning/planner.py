@@ -14,8 +14,8 @@ import numpy as np
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import (STAGES, Ablations, AutoencoderPlan, ConfigurationPlan, DiffusionPlan, DisentanglerPlan,
-                               Plans, StageSchedule, UNetPlan)
+from msgldm_auto.plans import (STAGES, Ablations, AutoencoderPlan, ConfigurationPlan, ControlPlan, DiffusionPlan,
+                               DisentanglerPlan, Plans, StageSchedule, UNetPlan)
 from msgldm_auto.preprocessing.orientation import slice_layout
 from msgldm_auto.preprocessing.resampling import resampled_size
 from planning.cost import activation_bytes_per_sample, estimate_stage_minutes, fold_summary, usable_memory_bytes
@@ -74,7 +74,7 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
         slice_axis=axis, spacing=spacing, image_size=image_size, latent_scale=f, context_slices=context, batch_size=2,
         diffusion=DiffusionPlan(steps=preset.ddim_steps),
         ablations=Ablations(diffusion=preset.diffusion),
-        schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.learning_rate,
+        schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.stage_learning_rate(s),
                                    preset.stage_minutes(s)) for s in STAGES},
     )
     config = fit_memory(config, preset, levels, len(fingerprint.modalities), fingerprint, gpu_memory_target_gb, device, why)
@@ -84,8 +84,8 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
     why["ablations"] = ("full MSG-LDM (HFIB, multiscale injection, style consistency, diffusion); set a switch to false to ablate it"
                         if preset.diffusion else
                         "HFIB, multiscale injection and style consistency on; diffusion OFF for this preset (prediction uses the "
-                        "one-pass decoder, and training skips the LDM): set ablations.diffusion to true and train the LDM "
-                        "(msgldm_train ... --stage ldm) to sample with it")
+                        "one-pass decoder, and training skips the autoencoder and the LDM): set ablations.diffusion to "
+                        "true and train them (msgldm_train ... --stage ae, then --stage ldm) to sample with it")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config
@@ -216,6 +216,9 @@ def build_networks(config: ConfigurationPlan, preset: Preset, levels: int, divis
     attention = list(preset.unet_attention[:levels])
     head_channels = math.gcd(32, *[c for c, a in zip(unet, attention) if a]) if any(attention) else 32
     prior = max(preset.min_width, preset.prior_channels // divisor)
+    # The control down-samples 2**(levels-1) times, which must divide every slice size (a multiple of size_multiple).
+    control_levels = min(len(preset.control_channels), int(math.log2(config.latent_scale)) + levels)
+    control = _widths(preset.control_channels, control_levels, divisor, preset.min_width)
     return replace(
         config,
         autoencoder=AutoencoderPlan(channels=ae, num_res_blocks=preset.ae_res_blocks, latent_channels=4,
@@ -226,6 +229,7 @@ def build_networks(config: ConfigurationPlan, preset: Preset, levels: int, divis
                                       prior_channels=prior, msse_heads=math.gcd(4, prior)),
         unet=UNetPlan(channels=unet, attention_levels=attention, num_res_blocks=1, num_head_channels=head_channels,
                       norm_num_groups=_groups(unet, preset.norm_groups)),
+        control=ControlPlan(channels=control),
     )
 
 
@@ -257,6 +261,9 @@ def fit_memory(config: ConfigurationPlan, preset: Preset, levels: int, modalitie
     width_note = "" if divisor == 1 else f", preset widths divided by {divisor} to fit the {target}"
     why["autoencoder"] = f"{len(candidate.autoencoder.channels)} stages = log2(f)+1, widths {candidate.autoencoder.channels}{width_note}"
     why["disentangler"] = f"structure encoders with log2(f)+1 = {len(candidate.disentangler.structure_channels)} stages, widths {candidate.disentangler.structure_channels}"
+    why["control"] = (f"plain UNet control (msgldm_train ... --method unet), widths {candidate.control.channels}: "
+                      f"{len(candidate.control.channels) - 1} down-samplings divide the slice size multiple "
+                      f"{candidate.size_multiple}; trained with MSG-LDM's whole budget")
     candidate.batch_size = batch
     return candidate
 
@@ -267,7 +274,7 @@ def _schedule_rationale(config: ConfigurationPlan, preset: Preset) -> str:
         s = config.schedule[stage]
         budget = f", at most {s.max_minutes:g} min" if s.max_minutes is not None else ""
         skipped = "" if stage in config.trained_stages else " (not trained while diffusion is off)"
-        parts.append(f"{stage} {s.epochs}x{s.iterations_per_epoch} it{budget}{skipped}")
+        parts.append(f"{stage} {s.epochs}x{s.iterations_per_epoch} it, lr {s.learning_rate:g}{budget}{skipped}")
     return f"{preset.name} preset: " + "; ".join(parts) + " (--max-minutes overrides at training time)"
 
 

@@ -1,4 +1,4 @@
-"""Stage-1/2 networks: the latent autoencoder and the structure–style disentangler (HFIB, MMSF, MSSE, AdaIN decoders)."""
+"""Stage-1/2 networks: the latent autoencoder and the structure–style disentangler (HFIB, MMSF, MSSE, style decoders)."""
 from __future__ import annotations
 
 import itertools
@@ -222,6 +222,30 @@ def test_hfib_runs_on_maps_smaller_than_its_kernel():
     assert block(torch.randn(2, 1, 4, 4)).shape == (2, 1, 4, 4)
 
 
+def test_hfib_keeps_the_absolute_level_of_its_input():
+    """The fuse conv's instance norm maps flat slices of any positive level to the same features, so only the residual
+    keeps two slices that differ in level apart, by exactly that difference (without it they would be identical)."""
+    block = HighFrequencyInjection(3)
+    low, high = block(torch.full((2, 3, 12, 12), 2.0)), block(torch.full((2, 3, 12, 12), 5.0))
+    torch.testing.assert_close(high - low, torch.full_like(low, 3.0), atol=1e-3, rtol=0)   # (norm eps aside)
+    edge = step_image(channels=3)
+    assert not torch.allclose(block(edge), edge)        # at an edge the injection adds something
+
+
+def test_decoding_a_subset_gives_exactly_the_full_decoders_images_there():
+    config, model, modalities, _ = build("brats_like")
+    model.eval()
+    present = torch.ones(3, modalities, dtype=torch.bool)
+    images = random_images(config, 3, modalities)
+    decode = torch.zeros_like(present)
+    decode[0, 1] = decode[2, 1] = decode[1, 3] = True
+    decode[:, 0] = True                                       # a whole column takes the unindexed path
+    full = model(images, present).synthesis
+    part = model(images, present, decode=decode).synthesis
+    torch.testing.assert_close(part[decode], full[decode])
+    assert torch.all(part[~decode] == -1)
+
+
 def test_hfib_ablation_really_changes_the_computation():
     config, with_hfib, modalities, _ = build("tiny_cpu")
     _, without, _, _ = build("tiny_cpu", hfib=False)
@@ -275,3 +299,26 @@ def test_discriminator_gives_a_patch_map(name):
     config = make_config(**PLANS[name][0])
     logits = build_discriminator(config)(torch.rand(2, 1, *config.image_size))[-1]
     assert logits.shape[:2] == (2, 1) and min(logits.shape[-2:]) >= 2
+
+
+# ------------------------------------------------------------------------------------------------ plain UNet control
+@pytest.mark.parametrize("name", ["brats_like", "wmh_like"])
+def test_plain_unet_control_synthesizes_every_modality_and_ignores_absent_ones(name):
+    from msgldm_auto.networks.plain_unet import PlainUNet
+    from msgldm_auto.plans import ControlPlan
+
+    kwargs, modalities, _ = PLANS[name]
+    config = make_config(**kwargs)
+    config.control = ControlPlan(channels=[4, 8, 8], num_res_units=1)
+    torch.manual_seed(0)
+    network = PlainUNet(config, modalities).eval()
+    images = random_images(config, 2, modalities)
+    present = torch.ones(2, modalities, dtype=torch.bool)
+    present[:, 0] = False
+    output = network(images, present)
+    assert output.shape == (2, modalities, *config.image_size) and output.abs().max() <= 1
+    changed = images.clone()
+    changed[:, 0] = torch.nan                       # whatever an absent modality holds, it must not matter
+    assert torch.equal(network(changed, present), output)
+    present[:, 0] = True                            # present, the same channel does matter
+    assert not torch.allclose(network(images, present), output)

@@ -8,7 +8,7 @@ import numpy as np
 from msgldm_auto.dataset.cases import discover_cases, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import read_image
-from msgldm_auto.evaluation.comparison import beats, comparison_table
+from msgldm_auto.evaluation.comparison import beats, comparison_table, mean_over_targets, quality_gate
 from msgldm_auto.evaluation.folder import evaluate_folder
 from msgldm_auto.inference.baseline_prediction import predict_floor_folders
 
@@ -23,6 +23,16 @@ def test_beats_compares_per_target_and_treats_missing_as_a_loss():
     assert beats(model, floor) == {"T2": True, "FLAIR": False, "PD": False}
     table = comparison_table({"model": model, "floor": floor}, metrics=("psnr",))
     assert "25.00" in table and "21.00" in table and table.splitlines()[0].split()[:2] == ["target", "metric"]
+
+
+def test_the_demo_gate_needs_every_target_over_copy_and_the_mean_over_regression():
+    copy = _summary({"T1": 15.0, "T2": 8.0})
+    regression = _summary({"T1": 20.0, "T2": 10.0})                 # mean over targets 15.0
+    assert mean_over_targets(regression) == 15.0
+    assert quality_gate(_summary({"T1": 19.0, "T2": 11.5}), copy, regression) == []     # T1 below, the mean above
+    assert quality_gate(_summary({"T1": 19.0, "T2": 10.0}), copy, regression) == [
+        "the regression floor on the mean over targets"]
+    assert quality_gate(_summary({"T1": 14.0, "T2": 17.0}), copy, regression) == ["the copy floor on T1"]
 
 
 def test_floors_fill_every_missing_contrast_on_the_input_grid(tiny_demo_dataset, tmp_path):

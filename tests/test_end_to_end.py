@@ -27,9 +27,8 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
     assert train.main(["901", "2d", "0", "-p", "MSGLDMPlans_cpu", "-device", "cpu", "--epochs", "1",
                        "--iters-per-epoch", "2", "--val-cases", "1", "--no-progress"]) == 0
     fold = msgldm_roots / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "fold_0"
-    for stage in ("ae", "structure"):
-        assert (fold / stage / "checkpoint_final.pth").is_file()
-    assert not (fold / "ldm").exists()          # the cpu plans switch diffusion off: no LDM to train
+    assert (fold / "structure" / "checkpoint_final.pth").is_file()
+    assert not (fold / "ae").exists() and not (fold / "ldm").exists()   # cpu plans: the one-pass decoder only
     assert json.loads((fold / "validation" / "summary.json").read_text())["num_cases"] == 1
 
     inputs = tmp_path / "in"
@@ -66,3 +65,14 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
     summary = json.loads(summary_file.read_text())
     assert summary["mean"]["psnr"]["n"] >= 1 and summary["mean"]["psnr"]["mean"] > 0
     assert 0 < summary["mean"]["ssim"]["mean"] <= 1
+
+    # The plain UNet control: same plans, same folds, its own stage and validation; predicts the same files.
+    assert train.main(["901", "2d", "0", "-p", "MSGLDMPlans_cpu", "-device", "cpu", "--epochs", "1", "-m", "unet",
+                       "--iters-per-epoch", "2", "--val-cases", "1", "--no-progress"]) == 0
+    assert json.loads((fold / "validation_unet" / "summary.json").read_text())["mode"] == "unet"
+    control = tmp_path / "control"
+    assert predict.main(["-i", str(inputs), "-o", str(control), "-d", "901", "-p", "MSGLDMPlans_cpu", "-f", "0",
+                         "-device", "cpu", "-m", "unet"]) == 0
+    control_record = json.loads((control / "predictions.json").read_text())
+    assert {c: e["files"] for c, e in control_record["cases"].items()} == {c: e["files"] for c, e in record["cases"].items()}
+    assert {e["mode"] for e in control_record["cases"].values()} == {"unet"}

@@ -61,8 +61,8 @@ def write_fake_model(results: Path, folds=("0",), diffusion: bool = True) -> Pat
     (folder / "dataset_fingerprint.json").write_text("{}")
     for index, fold in enumerate(folds):
         torch.manual_seed(100 + index)
-        networks = build_networks(plans, plans.configurations["2d"], with_denoiser=True)
-        for stage, network in zip(("ae", "structure", "ldm"), networks):
+        networks = build_networks(plans, plans.configurations["2d"], ("ae", "structure", "ldm"))
+        for stage, network in networks.items():
             if stage == "ae":
                 network.scale_factor.fill_(0.7)   # a non-default buffer must travel with the weights
             state = network.state_dict()
@@ -312,14 +312,25 @@ def test_missing_checkpoint_names_the_file(model_folder):
     assert MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(one_pass=True)).folds == ["0"]
 
 
-def test_plans_without_diffusion_need_no_ldm_stage(msgldm_roots):
+def test_plans_without_diffusion_need_neither_the_autoencoder_nor_the_ldm(msgldm_roots):
     from msgldm_auto.inference.predictor import MSGLDMPredictor
 
     folder = write_fake_model(msgldm_roots / "results", diffusion=False)
-    for path in (folder / "fold_0" / "ldm").iterdir():
-        path.unlink()
+    for stage in ("ae", "ldm"):
+        for path in (folder / "fold_0" / stage).iterdir():
+            path.unlink()
     predictor = MSGLDMPredictor.from_trained_folder(folder)
     assert (predictor.uses_diffusion, predictor.steps, predictor.samples, predictor.folds) == (False, 0, 1, ["0"])
+    assert predictor.mode == "one_pass" and predictor.networks[0].autoencoder is None
+
+
+def test_the_python_api_expands_a_home_path(model_folder, monkeypatch):
+    from msgldm_auto.inference.predictor import MSGLDMPredictor
+
+    monkeypatch.setenv("HOME", str(model_folder.parents[2]))
+    tilde = "~/" + str(model_folder.relative_to(model_folder.parents[2]))
+    predictor = MSGLDMPredictor.from_trained_folder(tilde, [0])
+    assert predictor.model.folder == model_folder
 
 
 # ------------------------------------------------------------------------------------------------ model zips

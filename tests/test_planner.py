@@ -124,10 +124,12 @@ def test_cpu_preset_is_small_and_time_boxed():
     assert plans.plans_name == "MSGLDMPlans_cpu" and config.data_identifier == "MSGLDMPlans_cpu_2d"
     assert max(config.image_size) <= 64 and config.diffusion.steps == 5
     assert config.unet.channels == [32, 64] and config.autoencoder.channels[:3] == [16, 32, 32]
-    assert config.trained_stages == ("ae", "structure")          # diffusion off: the LDM is neither trained nor estimated
+    assert config.trained_stages == ("structure",)    # diffusion off: neither the AE nor the LDM is trained or estimated
     budget = sum(config.schedule[s].max_minutes for s in config.trained_stages)
-    assert budget <= 10 and sum(config.estimated_minutes.values()) <= 10 and "ldm" not in config.estimated_minutes
+    assert budget <= 10 and sum(config.estimated_minutes.values()) <= 10 and set(config.estimated_minutes) == {"structure"}
     assert config.batch_size <= 8
+    assert config.stage_schedule("unet").max_minutes == budget                # the control: the same budget
+    assert config.size_multiple % 2 ** (len(config.control.channels) - 1) == 0  # every slice size fits the control
 
 
 def test_plans_round_trip_through_json_and_keep_extra_configurations(tmp_path):

@@ -133,6 +133,51 @@ def test_worker_processes_give_the_same_batches_in_the_same_order():
         threaded.close()
 
 
+_KILLED_TRAINER = """
+import os, sys, time
+import numpy as np
+from training_standins import MemoryReader, smooth_case
+from msgldm_auto.training.data_loader import build_slice_index, make_training_batches
+rng = np.random.default_rng(0)
+reader = MemoryReader({f"c{i}": smooth_case([0, 1, 2], rng) for i in range(3)})
+index = build_slice_index(reader, list(reader.cases), 3)
+batches = make_training_batches(reader, index, 3, 1, [8, 8], 2, seed=5, augment=False, num_workers=2)
+next(batches)
+time.sleep(1.0)                     # the workers fill their queues and wait
+print(" ".join(str(p.pid) for p in batches.augmenter._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def test_data_loader_workers_exit_when_the_trainer_is_killed():
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    trainer = subprocess.Popen([sys.executable, "-c", _KILLED_TRAINER], stdout=subprocess.PIPE, text=True, env=env)
+    workers = [int(pid) for pid in trainer.stdout.readline().split()]
+    assert len(workers) == 2
+    os.kill(trainer.pid, signal.SIGKILL)
+    trainer.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a data-loader worker outlived its killed trainer"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:            # a zombie has exited; nobody reaped it yet
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
 def test_spatial_augmentation_is_shared_and_intensity_touches_inputs_only():
     np.random.seed(0)
     base = np.random.uniform(-1, 1, size=(4, 1, 16, 16)).astype(np.float32)
@@ -202,6 +247,21 @@ def test_resume_gives_bit_identical_weights(tmp_path):
     assert history["epoch"] == [0, 1]
 
 
+def test_latest_checkpoint_is_also_written_by_the_clock_so_a_kill_loses_little(tmp_path):
+    # Epochs between periodic checkpoints far apart: only the clock (every ~0 minutes here) can write `latest`.
+    _, stopped = _tiny_run(tmp_path / "clock", epochs=4, checkpoint_every=100, stop_after_epochs=1,
+                           latest_every_minutes=0.0)
+    assert load_checkpoint(tmp_path / "clock" / "checkpoint_latest.pth")["iteration"] == 3
+    _, stopped = _tiny_run(tmp_path / "epochs", epochs=4, checkpoint_every=100, stop_after_epochs=1)
+    assert not (tmp_path / "epochs" / "checkpoint_latest.pth").exists()     # the default clock has not struck yet
+
+
+def test_continue_without_a_checkpoint_says_so_and_starts_from_scratch(tmp_path):
+    _, result = _tiny_run(tmp_path, resume=True)
+    assert result.completed
+    assert "no checkpoint to continue from" in (tmp_path / "training_log.txt").read_text()
+
+
 def test_time_budget_ends_the_stage_cleanly_at_a_checkpoint(tmp_path):
     _, result = _tiny_run(tmp_path, epochs=50, max_minutes=1e-6)
     assert result.stopped_by_time and not result.completed and result.iterations_done == 1
@@ -233,7 +293,7 @@ def test_cli_trains_three_stages_of_a_fold(msgldm_roots, capsys):
     assert "nothing to do" in (model / "fold_0" / "ldm" / "training_log.txt").read_text()
 
 
-def test_plans_without_diffusion_train_no_ldm_and_validate_after_the_structure_stage(msgldm_roots, capsys):
+def test_plans_without_diffusion_train_only_the_structure_stage_and_validate_after_it(msgldm_roots, capsys):
     from msgldm_auto.plans import Plans
 
     preprocessed = write_preprocessed_dataset(msgldm_roots / "preprocessed")
@@ -243,18 +303,43 @@ def test_plans_without_diffusion_train_no_ldm_and_validate_after_the_structure_s
     assert main(["1", "2d", "0", "-device", "cpu", "--no-progress"]) == 0
     captured = capsys.readouterr()
     fold = msgldm_roots / "results" / "Dataset001_Toy" / "MSGLDMPlans__2d" / "fold_0"
-    assert (fold / "structure" / "checkpoint_final.pth").is_file() and not (fold / "ldm").exists()
-    assert "stage ldm skipped" in captured.out
+    assert (fold / "structure" / "checkpoint_final.pth").is_file()
+    assert not (fold / "ae").exists() and not (fold / "ldm").exists()    # the one-pass decoder needs neither
+    assert "stages ae and ldm skipped" in captured.out
     assert "case-level validation skipped" in captured.err       # validation was reached (no raw cases here)
-    assert main(["1", "2d", "0", "-device", "cpu", "--stage", "ldm", "--no-progress"]) == 0
-    assert (fold / "ldm" / "checkpoint_final.pth").is_file()   # asked for explicitly, it still trains
+    assert main(["1", "2d", "0", "-device", "cpu", "--stage", "ldm", "--no-progress"]) == 2
+    assert "stage 'ae' of fold 0 is not trained" in capsys.readouterr().err
+    for stage in ("ae", "ldm"):                                   # asked for explicitly, they still train
+        assert main(["1", "2d", "0", "-device", "cpu", "--stage", stage, "--no-progress"]) == 0
+        assert (fold / stage / "checkpoint_final.pth").is_file()
+
+
+def test_the_plain_unet_control_trains_one_stage_with_msgldms_whole_budget(msgldm_roots, capsys):
+    from msgldm_auto.plans import Plans
+
+    preprocessed = write_preprocessed_dataset(msgldm_roots / "preprocessed")
+    plans = Plans.load(preprocessed / "MSGLDMPlans.json")
+    config = plans.configuration("2d")
+    for stage, minutes in (("ae", 1.0), ("structure", 2.0), ("ldm", 4.0)):
+        config.schedule[stage].max_minutes = minutes
+    assert config.stage_schedule("unet").max_minutes == 7.0
+    assert config.stage_schedule("unet").epochs == sum(config.schedule[s].epochs for s in config.trained_stages)
+    config.ablations.diffusion = False
+    assert config.stage_schedule("unet").max_minutes == 2.0          # only what MSG-LDM actually trains
+    assert main(["1", "2d", "0", "-device", "cpu", "--no-progress", "--method", "unet"]) == 0
+    model = msgldm_roots / "results" / "Dataset001_Toy" / "MSGLDMPlans__2d"
+    assert [p.name for p in (model / "fold_0").iterdir() if p.is_dir()] == ["unet"]
+    log = (model / "fold_0" / "unet" / "training_log.txt").read_text()
+    assert "synthesis PSNR (dB)" in log and "it/s" in log
+    assert main(["1", "2d", "0", "-device", "cpu", "--method", "unet", "--stage", "ae"]) == 2
+    assert "--stage ae applies to MSG-LDM" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["7", "2d", "0"], "no dataset with ID 7"),
     (["1", "3d", "0"], "configuration '3d' is not in plans"),
     (["1", "2d", "5"], "fold '5' is out of range"),
-    (["1", "2d", "0", "--stage", "structure"], "stage 'ae' of fold 0 is not trained"),
+    (["1", "2d", "0", "--stage", "ldm"], "stage 'ae' of fold 0 is not trained"),
     (["1", "2d", "0", "--epochs", "0"], "--epochs must be positive"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(msgldm_roots, capsys, argv, message):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgldm_auto.cli._common import entry_point
+from msgldm_auto.cli._common import entry_point, print_roots
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.evaluation import evaluate_folder, format_table
@@ -43,6 +43,7 @@ def _dataset_json(identifier: str | None) -> DatasetJson | None:
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    print_roots()
     output = args.output or args.pred / "summary.json"
     summary = evaluate_folder(args.ref, args.pred, dataset=_dataset_json(args.dataset), mask_dir=args.mask,
                               labels_dir=args.labels, file_ending=args.file_ending, slice_axis=args.slice_axis,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, NOISE_STRATEGIES
+from msgldm_auto.plans import METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", action="store_true", help="write OUTPUT/previews/{CASE}.png (three orthogonal planes)")
     parser.add_argument("--one-pass", "--one_pass", "--no-diffusion", "--no_diffusion", dest="one_pass", action="store_true",
                         help="fast mode: the disentangler's one-pass decoder, no diffusion")
+    parser.add_argument("-m", "--method", default="msgldm", choices=METHODS,
+                        help="msgldm (default) or unet: the plain UNet control trained by msgldm_train ... --method unet")
     parser.add_argument("--noise", default="shared", choices=NOISE_STRATEGIES, help="one noise draw for all slices (shared) or one per slice")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None, help="slices per forward pass")
     return parser
@@ -47,9 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     print_roots()
     model_folder = find_model_folder(args.d, args.c, args.p)
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples, seed=args.seed, one_pass=args.one_pass,
+                                method=args.method,
                                 noise=args.noise, batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
     predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.f, args.chk, resolve_device(args.device), options)
-    mode = f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)" if predictor.uses_diffusion else "one-pass decoder"
+    modes = {"diffusion": f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)",
+             "one_pass": "one-pass decoder", "unet": "plain UNet control"}
+    mode = modes[predictor.mode]
     print(f"model {model_folder}  folds {' '.join(predictor.folds)}  checkpoint {args.chk}  ({mode})")
     inputs = [Path(p) for p in args.i]
     report = predictor.predict_folder(inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else inputs, Path(args.o),

@@ -9,6 +9,7 @@ import os
 
 from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.plans import METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("configuration", help="planned configuration, e.g. 2d")
     parser.add_argument("fold", help="0..4, or 'all' to train on every case")
     parser.add_argument("--stage", default="all", choices=["ae", "structure", "ldm", "all"], help="stage(s) to train (default: all, in order)")
+    parser.add_argument("-m", "--method", default="msgldm", choices=METHODS,
+                        help="msgldm (default), or unet: the plain UNet control, one stage with MSG-LDM's whole budget")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per stage (default: the plans' schedule)")
     parser.add_argument("--iters-per-epoch", "--iters_per_epoch", dest="iters_per_epoch", type=int, default=None,
                         help="iterations per epoch (default: the plans' schedule)")
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print_roots()
     modest_torch_threads(int(os.environ.get("WORLD_SIZE", "1")))
     request = TrainingRequest(
-        dataset=args.dataset, configuration=args.configuration, fold=args.fold, stage=args.stage, plans_name=args.plans,
+        dataset=args.dataset, configuration=args.configuration, fold=args.fold, stage=args.stage, method=args.method,
+        plans_name=args.plans,
         epochs=args.epochs, iterations_per_epoch=args.iters_per_epoch, max_minutes=args.max_minutes, resume=args.resume,
         validation_only=args.val, device=resolve_device(args.device), seed=args.seed, amp=args.amp, compile=args.compile,
         show_progress=args.progress, validation_cases=args.val_cases,

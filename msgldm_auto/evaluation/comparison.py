@@ -36,3 +36,20 @@ def beats(model: dict[str, Any], baseline: dict[str, Any], metric: str = "psnr")
         a, b = _mean(model, target, metric), _mean(baseline, target, metric)
         verdict[target] = a is not None and b is not None and (a > b if better else a < b)
     return verdict
+
+
+def mean_over_targets(summary: dict[str, Any], metric: str = "psnr") -> float | None:
+    """The unweighted mean of the per-target means (each target counts once, however many volumes it has)."""
+    values = [_mean(summary, t, metric) for t in summary.get("per_modality", {})]
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def quality_gate(model: dict[str, Any], copy_floor: dict[str, Any], regression_floor: dict[str, Any]) -> list[str]:
+    """What the model fails of `make demo`'s bar (PSNR): beat the copy floor on every target and the regression floor
+    on the mean over targets. Empty when it passes."""
+    failed = [f"the copy floor on {t}" for t, ok in beats(model, copy_floor).items() if not ok]
+    ours, floor = mean_over_targets(model), mean_over_targets(regression_floor)
+    if ours is None or floor is None or ours <= floor:
+        failed.append("the regression floor on the mean over targets")
+    return failed

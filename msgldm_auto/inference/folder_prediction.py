@@ -99,7 +99,7 @@ def _case_entry(predictor, result, files: list[str]) -> dict[str, Any]:
         "files": files,
         "folds": predictor.folds,
         "checkpoint": predictor.checkpoint,
-        "mode": "diffusion" if predictor.uses_diffusion else "one_pass",
+        "mode": predictor.mode,
         "steps": predictor.steps,
         "samples": predictor.samples,
         "noise": predictor.options.noise,

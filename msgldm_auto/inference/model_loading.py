@@ -1,7 +1,8 @@
 """Find a trained model in MSGLDM_RESULTS and rebuild its networks from the plans and the stage checkpoints.
 
 Prediction needs only `inference_weights` of each stage's checkpoint (EMA weights where the stage keeps an EMA):
-`fold_N/ae/`, `fold_N/structure/` and, unless diffusion is switched off, `fold_N/ldm/`.
+`fold_N/structure/` for the one-pass decoder; `fold_N/ae/` and `fold_N/ldm/` too for diffusion; `fold_N/unet/` alone
+for the plain UNet control (`method="unet"`).
 """
 from __future__ import annotations
 
@@ -16,17 +17,29 @@ from msgldm_auto.paths import resolve_dataset_name, results_root
 from msgldm_auto.plans import ConfigurationPlan, Plans
 
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS  # noqa: F401 (re-exported)
-ONE_PASS_STAGES = ("ae", "structure")
+ONE_PASS_STAGES = ("structure",)
 ALL_STAGES = ("ae", "structure", "ldm")
+CONTROL_STAGES = ("unet",)
+
+
+def prediction_stages(config: ConfigurationPlan, method: str = "msgldm", one_pass: bool = False) -> tuple[str, ...]:
+    """The stage checkpoints a prediction loads: the control's alone, or MSG-LDM's for diffusion or the one-pass decoder."""
+    if method == "unet":
+        return CONTROL_STAGES
+    if method != "msgldm":
+        raise MSGLDMError(f"--method {method}: choose msgldm or unet")
+    return ALL_STAGES if config.ablations.diffusion and not one_pass else ONE_PASS_STAGES
 
 
 @dataclass
 class FoldNetworks:
-    """The three networks of one fold, in eval mode. `denoiser` is None when prediction runs the one-pass decoder."""
+    """The networks of one fold that prediction runs, in eval mode: the disentangler alone for the one-pass decoder,
+    with the autoencoder and the denoiser for diffusion; for the plain UNet control, `control` alone."""
     fold: str
-    autoencoder: torch.nn.Module
-    disentangler: torch.nn.Module
-    denoiser: torch.nn.Module | None
+    autoencoder: torch.nn.Module | None = None
+    disentangler: torch.nn.Module | None = None
+    denoiser: torch.nn.Module | None = None
+    control: torch.nn.Module | None = None
 
 
 @dataclass
@@ -113,34 +126,35 @@ def load_inference_weights(path: Path) -> dict[str, torch.Tensor]:
     return checkpoint["inference_weights"]
 
 
-def build_networks(plans: Plans, config: ConfigurationPlan, with_denoiser: bool) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module | None]:
-    """Untrained networks with the plan's shapes (weights are loaded afterwards)."""
+def build_networks(plans: Plans, config: ConfigurationPlan, stages: tuple[str, ...]) -> dict[str, torch.nn.Module]:
+    """Untrained networks with the plan's shapes for the given stages (weights are loaded afterwards)."""
     from msgldm_auto.networks.autoencoder import LatentAutoencoder
+    from msgldm_auto.networks.denoiser import GuidedDenoiser
     from msgldm_auto.networks.disentangler import StructureStyleDisentangler
+    from msgldm_auto.networks.plain_unet import PlainUNet
 
-    autoencoder = LatentAutoencoder(config)
-    disentangler = StructureStyleDisentangler(config, plans.num_modalities, plans.num_label_classes)
-    denoiser = None
-    if with_denoiser:
-        from msgldm_auto.networks.denoiser import GuidedDenoiser
+    builders = {
+        "ae": lambda: LatentAutoencoder(config),
+        "structure": lambda: StructureStyleDisentangler(config, plans.num_modalities, plans.num_label_classes),
+        "ldm": lambda: GuidedDenoiser(config, plans.num_modalities),
+        "unet": lambda: PlainUNet(config, plans.num_modalities),
+    }
+    return {stage: builders[stage]() for stage in stages}
 
-        denoiser = GuidedDenoiser(config, plans.num_modalities)
-    return autoencoder, disentangler, denoiser
 
-
-def load_fold_networks(model: TrainedModel, fold: str, checkpoint: str, device: torch.device, with_denoiser: bool) -> FoldNetworks:
-    autoencoder, disentangler, denoiser = build_networks(model.plans, model.configuration, with_denoiser)
-    stages = {"ae": autoencoder, "structure": disentangler, "ldm": denoiser}
-    for stage, network in stages.items():
-        if network is None:
-            continue
+def load_fold_networks(model: TrainedModel, fold: str, checkpoint: str, device: torch.device,
+                       stages: tuple[str, ...]) -> FoldNetworks:
+    networks = build_networks(model.plans, model.configuration, stages)
+    for stage, network in networks.items():
         path = checkpoint_path(model.folder, fold, stage, checkpoint)
         try:
             network.load_state_dict(load_inference_weights(path))
         except RuntimeError as err:
-            raise MSGLDMError(f"{path}: weights do not fit the networks of plans.json ({str(err).splitlines()[0]}); the plans were changed after training") from None
+            raise MSGLDMError(f"{path}: weights do not fit the networks of plans.json ({str(err).splitlines()[0]}); "
+                              "the plans were changed after training") from None
         network.to(device).eval()
-    return FoldNetworks(fold, autoencoder, disentangler, denoiser)
+    return FoldNetworks(fold, autoencoder=networks.get("ae"), disentangler=networks.get("structure"),
+                        denoiser=networks.get("ldm"), control=networks.get("unet"))
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

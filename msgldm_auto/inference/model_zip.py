@@ -20,7 +20,7 @@ import torch
 from msgldm_auto.atomic import atomic_path
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.model_loading import (
-    ALL_STAGES, ONE_PASS_STAGES, checkpoint_path, load_trained_model, resolve_folds,
+    CONTROL_STAGES, checkpoint_path, load_trained_model, prediction_stages, resolve_folds,
 )
 from msgldm_auto.paths import DATASET_NAME_PATTERN, results_root
 
@@ -32,8 +32,10 @@ def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | 
     """Write the zip atomically; return its member names."""
     model_folder, output = Path(model_folder), Path(output)
     model = load_trained_model(model_folder)
-    stages = ALL_STAGES if model.configuration.ablations.diffusion else ONE_PASS_STAGES
+    stages = prediction_stages(model.configuration)
     chosen = resolve_folds(model_folder, folds, checkpoint, stages)
+    # The plain UNet control travels too where it was trained (`--method unet`), so the zip predicts both ways.
+    stages += tuple(s for s in CONTROL_STAGES if all(checkpoint_path(model_folder, f, s, checkpoint).is_file() for f in chosen))
     prefix = PurePosixPath(model_folder.parent.name, model_folder.name)
     with atomic_path(output) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:

@@ -19,11 +19,11 @@ import torch
 
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.plans import METHODS
 from msgldm_auto.inference import export
 from msgldm_auto.inference.case_input import load_images
 from msgldm_auto.inference.model_loading import (
-    ALL_STAGES, ONE_PASS_STAGES, FoldNetworks, TrainedModel, load_fold_networks, load_trained_model, resolve_device,
-    resolve_folds,
+    FoldNetworks, TrainedModel, load_fold_networks, load_trained_model, prediction_stages, resolve_device, resolve_folds,
 )
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES, SynthesisSettings, make_volume_input, synthesize_volume
 
@@ -34,6 +34,7 @@ class PredictionOptions:
     num_samples: int = 1                # samples averaged per fold
     seed: int = 0
     one_pass: bool = False              # True: the disentangler's one-pass decoder (fast mode), no diffusion
+    method: str = "msgldm"              # "msgldm" | "unet" (the plain UNet control, `msgldm_train ... --method unet`)
     noise: str = "shared"               # "shared" (one draw for all slices) | "independent" (one per slice)
     batch_size: int | None = None       # slices per forward pass; None: the plans' batch size
     resample_mismatched: bool = False
@@ -41,6 +42,8 @@ class PredictionOptions:
     def validate(self) -> None:
         if self.steps is not None and self.steps < 1:
             raise MSGLDMError(f"--steps {self.steps}: use at least 1 step")
+        if self.method not in METHODS:
+            raise MSGLDMError(f"--method {self.method}: choose one of {', '.join(METHODS)}")
         if self.num_samples < 1:
             raise MSGLDMError(f"--num-samples {self.num_samples}: use at least 1 sample")
         if self.noise not in NOISE_STRATEGIES:
@@ -74,12 +77,11 @@ class MSGLDMPredictor:
         """Load the chosen folds (default: every trained numbered fold, else `all`) of a results model folder."""
         options = options or PredictionOptions()
         options.validate()
-        model = load_trained_model(Path(model_folder))
-        with_denoiser = model.configuration.ablations.diffusion and not options.one_pass
-        stages = ALL_STAGES if with_denoiser else ONE_PASS_STAGES
+        model = load_trained_model(Path(model_folder).expanduser())
+        stages = prediction_stages(model.configuration, options.method, options.one_pass)
         fold_names = resolve_folds(model.folder, folds, checkpoint, stages)
         torch_device = resolve_device(device)
-        networks = [load_fold_networks(model, fold, checkpoint, torch_device, with_denoiser) for fold in fold_names]
+        networks = [load_fold_networks(model, fold, checkpoint, torch_device, stages) for fold in fold_names]
         return cls(model, networks, torch_device, options, checkpoint)
 
     # ----------------------------------------------------------------------------------------------- properties
@@ -94,6 +96,13 @@ class MSGLDMPredictor:
     @property
     def uses_diffusion(self) -> bool:
         return all(n.denoiser is not None for n in self.networks) and not self.options.one_pass
+
+    @property
+    def mode(self) -> str:
+        """What produced the images: `diffusion`, `one_pass` (MSG-LDM's decoder) or `unet` (the plain UNet control)."""
+        if self.options.method == "unet":
+            return "unet"
+        return "diffusion" if self.uses_diffusion else "one_pass"
 
     @property
     def steps(self) -> int:
@@ -125,7 +134,7 @@ class MSGLDMPredictor:
 
     def predict_case_full(self, images: dict[int, Path | str | Image], targets: list[int | str] | None = None,
                           case_id: str = "case", with_std: bool = False) -> CasePrediction:
-        images = {int(ch): Path(p) if isinstance(p, str) else p for ch, p in images.items()}
+        images = {int(ch): Path(p).expanduser() if isinstance(p, (str, Path)) else p for ch, p in images.items()}
         self._check_channels(images, case_id)
         loaded = load_images(images, case_id)
         present = sorted(loaded)
@@ -141,7 +150,8 @@ class MSGLDMPredictor:
         """Predict every case of a folder (or one case given as files); see `folder_prediction.predict_folder`."""
         from msgldm_auto.inference.folder_prediction import predict_folder
 
-        return predict_folder(self, inputs, Path(output_folder), **kwargs)
+        inputs = [Path(p).expanduser() for p in inputs] if isinstance(inputs, (list, tuple)) else Path(inputs).expanduser()
+        return predict_folder(self, inputs, Path(output_folder).expanduser(), **kwargs)
 
     # ----------------------------------------------------------------------------------------------- internals
     def _ensemble(self, images: dict[int, Image], targets: list[int], with_std: bool, case_id: str):

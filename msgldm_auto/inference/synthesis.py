@@ -84,7 +84,8 @@ def synthesize_volume(networks: FoldNetworks, scheduler, config: ConfigurationPl
     """(T, Z, H, W) synthesis in [-1, 1] of the `targets` channels, in the model's preprocessed space."""
     volume, present = volume_input.volume, volume_input.present
     m, depth, height, width = volume.shape
-    device = next(networks.disentangler.parameters()).device
+    first_network = networks.control if networks.control is not None else networks.disentangler
+    device = next(first_network.parameters()).device
     result = np.full((len(targets), depth, height, width), BACKGROUND, dtype=np.float32)
     diffusion = settings.use_diffusion and networks.denoiser is not None
     # The slice size is the volume's own: prediction may grow the canvas past the plans' image_size (whole head).
@@ -98,14 +99,22 @@ def synthesize_volume(networks: FoldNetworks, scheduler, config: ConfigurationPl
         context = context_indices(batch, config.context_slices, depth)                       # (B, C)
         images = volume[:, context].permute(1, 0, 2, 3, 4).to(device)                        # (B, M, C, H, W)
         kept = present[None].expand(len(batch), m).to(device)
+        if networks.control is not None:
+            result[:, batch.numpy()] = _as_numpy(networks.control(images, kept)[:, targets])
+            continue
         guidance = networks.disentangler(images, kept)
         if diffusion:
             latents = _sample_batch(networks, scheduler, config, settings, guidance, kept, present_latents, context, noise[batch])
             decoded = _decode_targets(networks.autoencoder, latents, targets)
         else:
             decoded = guidance.synthesis[:, targets]
-        result[:, batch.numpy()] = decoded.clamp(-1, 1).permute(1, 0, 2, 3).float().cpu().numpy()
+        result[:, batch.numpy()] = _as_numpy(decoded)
     return result
+
+
+def _as_numpy(images: torch.Tensor) -> np.ndarray:
+    """(B, T, H, W) → (T, B, H, W) float32 in [−1, 1]."""
+    return images.clamp(-1, 1).permute(1, 0, 2, 3).float().cpu().numpy()
 
 
 def _sample_batch(networks: FoldNetworks, scheduler, config: ConfigurationPlan, settings: SynthesisSettings, guidance,

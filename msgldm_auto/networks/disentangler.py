@@ -4,7 +4,7 @@ images (B, M, C, H, W) + present (B, M)
   → per-modality structure encoders (HFIB at every stage) → MMSF (masked attention over present modalities) → fused
     pyramid, scale 1 … 1/f → MSSE → structure prior (B, P, H/f, W/f)
   → per-modality style encoders → style codes; absent modalities take their learned prototype
-  → per-modality AdaIN decoders → one-pass synthesis of all M modalities; optional segmentation head.
+  → per-modality style-modulated decoders → one-pass synthesis of all M modalities; optional segmentation head.
 
 A modality with present=False has exactly zero influence on every output: its input is replaced by zeros before any
 network sees it (so even NaNs there are harmless), its fusion weight is exactly 0, and its style is its prototype.
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.networks.decoder import AdaINDecoder, SegmentationHead
+from msgldm_auto.networks.decoder import SegmentationHead, StyleDecoder
 from msgldm_auto.networks.style import ModalityStyles, StyleCodes
 from msgldm_auto.networks.structure import (
     MultiModalStructureFusion,
@@ -63,6 +63,8 @@ def check_disentangler_plan(config: ConfigurationPlan) -> None:
 
 
 class StructureStyleDisentangler(nn.Module):
+    """See the module docstring; `forward` returns a `DisentanglerOutput`."""
+
     def __init__(self, config: ConfigurationPlan, num_modalities: int, num_label_classes: int = 0):
         super().__init__()
         check_disentangler_plan(config)
@@ -80,7 +82,7 @@ class StructureStyleDisentangler(nn.Module):
         )
         self.styles = ModalityStyles(num_modalities, config.context_slices, plan.style_channels, plan.style_dim)
         self.decoders = nn.ModuleList(
-            AdaINDecoder(channels, plan.prior_channels, plan.decoder_channels, plan.style_dim)
+            StyleDecoder(channels, plan.prior_channels, plan.decoder_channels, plan.style_dim)
             for _ in range(num_modalities)
         )
         self.segmentation = SegmentationHead(channels[0], num_label_classes) if num_label_classes > 0 else None
@@ -98,6 +100,25 @@ class StructureStyleDisentangler(nn.Module):
         clean = self._clean(images, encoded)
         return [encoder(clean[:, m]) for m, encoder in enumerate(self.structure_encoders)]
 
+    def _decode(self, prior: torch.Tensor, fused: list[torch.Tensor], styles: torch.Tensor,
+                decode: torch.Tensor | None) -> torch.Tensor:
+        """(B, M, H, W) one-pass images; a decoder runs only on the samples that ask for its modality (its norms are
+        per sample, so a subset of the batch gives exactly the same images)."""
+        if decode is None:
+            return torch.cat([decoder(prior, fused, styles[:, m]) for m, decoder in enumerate(self.decoders)], dim=1)
+        batch, height, width = prior.shape[0], *fused[0].shape[-2:]
+        columns = []
+        for m, decoder in enumerate(self.decoders):
+            if bool(decode[:, m].all()):
+                columns.append(decoder(prior, fused, styles[:, m]))
+                continue
+            rows = torch.nonzero(decode[:, m]).flatten()
+            column = prior.new_full((batch, 1, height, width), -1.0)
+            if len(rows):
+                column = column.index_copy(0, rows, decoder(prior[rows], [f[rows] for f in fused], styles[rows, m]))
+            columns.append(column)
+        return torch.cat(columns, dim=1)
+
     def fuse_structure(
         self, images: torch.Tensor, present: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -105,10 +126,11 @@ class StructureStyleDisentangler(nn.Module):
         return self.fusion(self._pyramids(images, present), present)
 
     def forward(self, images: torch.Tensor, present: torch.Tensor,
-                other_subset: torch.Tensor | None = None) -> DisentanglerOutput:
+                other_subset: torch.Tensor | None = None, decode: torch.Tensor | None = None) -> DisentanglerOutput:
         """`other_subset` (B, M) bool, for the structure-invariance loss: also fuse that subset's structure, reusing
         the per-modality encodings (an encoder sees only its own modality, so one encoding serves both fusions and
-        the step costs one encoder pass instead of two)."""
+        the step costs one encoder pass instead of two). `decode` (B, M) bool: synthesize only these (sample,
+        modality) pairs, the others stay −1 (training decodes only what a loss looks at); None decodes all."""
         self._clean(images, present)                      # shape checks before anything runs
         encoded = present if other_subset is None else present | other_subset
         pyramids = self._pyramids(images, encoded)
@@ -117,9 +139,7 @@ class StructureStyleDisentangler(nn.Module):
         prior = self.embedding(fused)
         stats = self.styles.encode(self._clean(images, present))
         styles = self.styles.styles(stats.codes, present)
-        synthesis = torch.cat(
-            [decoder(prior, fused, styles[:, m]) for m, decoder in enumerate(self.decoders)], dim=1
-        )
+        synthesis = self._decode(prior, fused, styles, decode)
         seg_logits = self.segmentation(fused[0]) if self.segmentation is not None else None
         return DisentanglerOutput(
             fused=fused,

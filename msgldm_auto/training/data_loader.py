@@ -12,6 +12,8 @@ grows: only the slice index (two ints per slice) scales with it.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -148,6 +150,23 @@ class SliceStream:
         return int(self._permutation(position // self.num_slices)[position % self.num_slices])
 
 
+PARENT_POLL_SECONDS = 1.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Start a daemon thread that ends this (worker) process once `parent_pid` is no longer its parent.
+
+    batchgenerators' workers stop when the trainer closes them, but a trainer killed with SIGKILL closes nothing, and a
+    worker waiting on its full queue would then live on as an orphan. Its parent changes when the trainer dies.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class SliceDataLoader(DataLoader):
     """batchgenerators loader producing this rank's share of global batch k, for k = start, start+T, ... per thread."""
 
@@ -161,12 +180,16 @@ class SliceDataLoader(DataLoader):
         self.start_batch, self._batches_made = start_batch, 0
         self.slice_reader = SliceReader(reader, index, num_modalities, context_slices)
         self.stream = SliceStream(len(index), seed)
+        self.parent_pid, self.watched_pid = os.getpid(), os.getpid()   # each worker process watches its parent once
 
     def positions(self, batch_number: int) -> np.ndarray:
         first = batch_number * self.global_batch + self.rank * self.batch_size
         return np.arange(first, first + self.batch_size)
 
     def generate_train_batch(self) -> dict[str, Any]:
+        if self.watched_pid != os.getpid():
+            self.watched_pid = os.getpid()
+            exit_with_parent(self.parent_pid)
         batch_number = self.start_batch + self.thread_id + self._batches_made * self.number_of_threads_in_multithreaded
         self._batches_made += 1
         images, segs, present, kept, slice_ids = [], [], [], [], []

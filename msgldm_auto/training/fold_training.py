@@ -1,6 +1,8 @@
 """Train the stages of one fold: check everything first (nothing is written for bad input), then run
-ae -> structure -> ldm, each from its predecessor's final checkpoint, and the fold validation after the last stage.
-Plans with diffusion switched off (`ablations.diffusion: false`, the `cpu` default) need no LDM: it is skipped.
+ae -> structure -> ldm, each after what it needs (`STAGE_NEEDS`), and the fold validation after the last stage.
+Plans with diffusion switched off (`ablations.diffusion: false`, the `cpu` default) predict with the disentangler's
+one-pass decoder, so only the structure stage is trained. `method="unet"` trains the plain UNet control instead, in
+one stage with MSG-LDM's whole budget (`ConfigurationPlan.stage_schedule`).
 
 Results go to `MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>/fold_N/<stage>/` (documentation/internals.md).
 """
@@ -17,7 +19,7 @@ import torch
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
-from msgldm_auto.plans import STAGES, ConfigurationPlan, Plans, plans_file_name
+from msgldm_auto.plans import CONTROL_STAGE, METHODS, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans, plans_file_name
 from msgldm_auto.training.checkpoint import checkpoint_path
 from msgldm_auto.training.data_loader import (StorageReader, build_slice_index, default_num_workers,
                                               make_training_batches, validation_batches)
@@ -36,6 +38,7 @@ class TrainingRequest:
     configuration: str
     fold: str
     stage: str = "all"                         # ae | structure | ldm | all
+    method: str = "msgldm"                     # msgldm | unet (the plain UNet control: one stage, `stage` ignored)
     plans_name: str = DEFAULT_PLANS
     epochs: int | None = None                  # overrides the plans' schedule for every stage run
     iterations_per_epoch: int | None = None
@@ -71,11 +74,21 @@ class FoldSetup:
         return self.output_folder / f"fold_{self.cases.fold}" / stage
 
 
+def method_stages(method: str, config: ConfigurationPlan) -> tuple[str, ...]:
+    """The stages a method's prediction needs, in training order."""
+    if method not in METHODS:
+        raise MSGLDMError(f"--method {method}: choose one of {', '.join(METHODS)}")
+    return (CONTROL_STAGE,) if method == CONTROL_STAGE else config.trained_stages
+
+
 def _stages(request: TrainingRequest, config: ConfigurationPlan) -> list[str]:
-    """`all` means the stages the plans use: with `ablations.diffusion` off the LDM is skipped (`--stage ldm` still
-    trains it, e.g. to compare the two)."""
-    if request.stage == "all":
-        return list(config.trained_stages)
+    """`all` means the stages the plans use: with `ablations.diffusion` off only the structure stage (`--stage ae` and
+    `--stage ldm` still train the others, e.g. to compare the two)."""
+    if request.method != "msgldm" and request.stage != "all":
+        raise MSGLDMError(f"--stage {request.stage} applies to MSG-LDM; --method {request.method} trains one stage: "
+                          "drop --stage")
+    if request.method != "msgldm" or request.stage == "all":
+        return list(method_stages(request.method, config))
     if request.stage not in STAGES:
         raise MSGLDMError(f"--stage {request.stage}: choose one of {', '.join(STAGES)} or all")
     return [request.stage]
@@ -106,8 +119,11 @@ def prepare(request: TrainingRequest) -> FoldSetup:
 
 
 def _check_predecessor(setup: FoldSetup, request: TrainingRequest) -> None:
-    needed = setup.config.trained_stages if request.validation_only else STAGES[: STAGES.index(setup.stages[0])]
-    for stage in needed:
+    if request.validation_only:
+        needed = list(method_stages(request.method, setup.config))
+    else:
+        needed = [n for stage in setup.stages for n in STAGE_NEEDS[stage] if n not in setup.stages]
+    for stage in dict.fromkeys(needed):
         path = checkpoint_path(setup.stage_folder(stage), "final")
         if not path.is_file():
             raise MSGLDMError(f"{path}: stage '{stage}' of fold {setup.cases.fold} is not trained; run msgldm_train "
@@ -125,7 +141,7 @@ def _write_model_files(setup: FoldSetup) -> None:
 
 
 def _settings(setup: FoldSetup, stage: str, request: TrainingRequest) -> TrainerSettings:
-    schedule = setup.config.schedule[stage]
+    schedule = setup.config.stage_schedule(stage)
     epochs = request.epochs or schedule.epochs
     return TrainerSettings(
         epochs=epochs,
@@ -143,12 +159,15 @@ def _build_stage(stage: str, setup: FoldSetup, device: torch.device, learning_ra
     from msgldm_auto.networks.disentangler import StructureStyleDisentangler
     from msgldm_auto.training.stages.ae import AutoencoderStage
     from msgldm_auto.training.stages.common import load_frozen
+    from msgldm_auto.training.stages.control import PlainUNetStage
     from msgldm_auto.training.stages.ldm import LatentDiffusionStage
     from msgldm_auto.training.stages.structure import StructureStage
 
     plans, config = setup.plans, setup.config
     if stage == "ae":
         return AutoencoderStage(config, device, learning_rate)
+    if stage == CONTROL_STAGE:
+        return PlainUNetStage(config, plans.num_modalities, device, learning_rate)
     if stage == "structure":
         return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, learning_rate)
     autoencoder = load_frozen(LatentAutoencoder(config), checkpoint_path(setup.stage_folder("ae"), "final"), device)
@@ -183,7 +202,7 @@ def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context:
                                      start_batch=start_batch, slice_axis=config.slice_axis, num_workers=workers)
 
     settings = _settings(setup, stage, request)
-    network_stage = _build_stage(stage, setup, context.device, config.schedule[stage].learning_rate)
+    network_stage = _build_stage(stage, setup, context.device, config.stage_schedule(stage).learning_rate)
     identity = {"plans_name": setup.plans.plans_name, "configuration": request.configuration, "fold": setup.cases.fold}
     trainer = StageTrainer(network_stage, settings, setup.stage_folder(stage), context, identity)
     trainer.log.line(f"[{stage}] {len(train_index)} training slices from {len(train_index.case_ids)} cases; "
@@ -198,6 +217,7 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
     Returns the summary path, or None when there is nothing to validate (fold `all`, or the raw images are gone).
     """
     from msgldm_auto.dataset.cases import training_cases
+    from msgldm_auto.inference.predictor import PredictionOptions
     from msgldm_auto.training.validation import SUMMARY_FILE, mode_comparison, validate_fold
 
     raw_folder = raw_root() / setup.dataset_name
@@ -206,11 +226,19 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
         return None
     held_out = set(setup.cases.val)
     cases = [case for case in training_cases(raw_folder) if case.case_id in held_out]
-    summary = validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type, max_cases=request.validation_cases)
+    output = setup.output_folder / f"fold_{setup.cases.fold}" / validation_folder_name(request.method)
+    summary = validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type,
+                            max_cases=request.validation_cases, options=PredictionOptions(method=request.method),
+                            output_folder=output)
     comparison = mode_comparison(summary)
     if comparison:
         print(f"fold {setup.cases.fold} {comparison}")
-    return setup.output_folder / f"fold_{setup.cases.fold}" / "validation" / SUMMARY_FILE
+    return output / SUMMARY_FILE
+
+
+def validation_folder_name(method: str) -> str:
+    """`fold_N/validation/` for MSG-LDM, `fold_N/validation_unet/` for the control."""
+    return "validation" if method == "msgldm" else f"validation_{method}"
 
 
 def train_fold(request: TrainingRequest) -> list[StageResult]:
@@ -220,9 +248,10 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
         if context.is_main:
             _write_model_files(setup)
         results = []
-        if context.is_main and request.stage == "all" and "ldm" not in setup.stages and not request.validation_only:
-            print("stage ldm skipped: these plans switch diffusion off (ablations.diffusion: false), so prediction uses "
-                  "the one-pass decoder; --stage ldm trains it anyway")
+        if (context.is_main and request.method == "msgldm" and request.stage == "all" and "ldm" not in setup.stages
+                and not request.validation_only):
+            print("stages ae and ldm skipped: these plans switch diffusion off (ablations.diffusion: false), so "
+                  "prediction uses the one-pass decoder; --stage ae, then --stage ldm, trains them anyway")
         if not request.validation_only:
             for stage in setup.stages:
                 result = train_stage(stage, setup, request, context)
@@ -232,7 +261,7 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
                     print(f"stage {stage} of fold {setup.cases.fold} {state}: {result.checkpoint}")
                 if not checkpoint_path(setup.stage_folder(stage), "final").is_file():
                     break   # interrupted: the next stage would have no predecessor
-        last_stage = setup.config.trained_stages[-1]
+        last_stage = method_stages(request.method, setup.config)[-1]
         model_final = checkpoint_path(setup.stage_folder(last_stage), "final")
         wants_validation = request.validation_only or (setup.stages[-1] == last_stage and request.stop_after_epochs is None)
         if context.is_main and wants_validation and model_final.is_file():

@@ -191,13 +191,15 @@ def disentangler_loss(
     """Stage-2 objective from a `DisentanglerOutput`.
 
     targets (B, M, H, W): centre slices of every modality; exists (B, M): which exist in the data (the reconstruction
-    covers kept *and* dropped ones); `fused_other_subset`: `fuse_structure` of the same slices with another modality
+    covers the dropped ones, the synthesis task, and the kept ones weighted by `reconstruction_kept`); `fused_other_subset`: `fuse_structure` of the same slices with another modality
     subset (invariance is skipped without it); the prototype pull has a fixed weight 1 (it only moves prototypes).
     """
     mu, logvar = output.style_stats.mu, output.style_stats.logvar
     present = output.present
     zero = _zero_like_graph(output.synthesis)
-    reconstruction = structure_aware_reconstruction_loss(output.synthesis, targets, exists)
+    dropped = structure_aware_reconstruction_loss(output.synthesis, targets, exists & ~present)
+    kept = structure_aware_reconstruction_loss(output.synthesis, targets, exists & present)
+    reconstruction = dropped + weights.reconstruction_kept * kept
     contrast = (
         style_consistency_loss(contrastive, mu, present, output.prototypes) if ablations.style_consistency else zero
     )

@@ -43,13 +43,15 @@ class ProgressLog:
             handle.write(f"{stamp}  {text}\n")
         print(f"{stamp}  {text}", flush=True)   # the same line on stdout, as nnU-Net does: readable in SLURM logs
 
-    def end_epoch(self, epoch: int, train_loss: float, learning_rate: float, val_metric: float | None, seconds: float) -> None:
+    def end_epoch(self, epoch: int, train_loss: float, learning_rate: float, val_metric: float | None, seconds: float,
+                  iterations_per_second: float) -> None:
+        """One line per epoch; iterations/s (training steps only) shows at once when a shared machine slows training."""
         for name, value in (("epoch", epoch), ("train_loss", train_loss), ("learning_rate", learning_rate),
                             ("val_metric", val_metric), ("epoch_seconds", seconds)):
             getattr(self.history, name).append(value)
         metric = "-" if val_metric is None else f"{val_metric:.3f}"
         self.line(f"[{self.stage}] epoch {epoch}: loss {train_loss:.5f}  lr {learning_rate:.2e}  "
-                  f"{self.metric_name} {metric}  {seconds:.1f} s")
+                  f"{self.metric_name} {metric}  {seconds:.1f} s  {iterations_per_second:.2f} it/s")
 
     def plot(self) -> None:
         if not self.enabled or not self.history.epoch:

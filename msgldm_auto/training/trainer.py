@@ -36,6 +36,7 @@ class TrainerSettings:
     iterations_per_epoch: int
     max_minutes: float | None = None
     checkpoint_every: int = 5           # epochs between "latest" checkpoints (and validations)
+    latest_every_minutes: float = 2.0   # ...and at least this often, so a kill loses at most a few minutes of work
     resume: bool = False
     amp: bool = True                    # takes effect on CUDA only
     compile: bool = False               # takes effect on CUDA only
@@ -176,8 +177,9 @@ class StageTrainer:
 
     def fit(self, make_batches: Callable[[int], TrainingBatches], validation: list[SliceBatch]) -> StageResult:
         settings = self.settings
-        if settings.resume:
-            self.resume()
+        if settings.resume and not self.resume():
+            self.log.line(f"[{self.stage.name}] --c: no checkpoint to continue from in {self.folder}; "
+                          "training starts from scratch")
         if self.state.iteration >= settings.total_iterations and checkpoint_path(self.folder, "final").is_file():
             self.log.line(f"[{self.stage.name}] already trained ({self.state.iteration} iterations); nothing to do")
             return StageResult(checkpoint_path(self.folder, "final"), self.state.iteration, True, False)
@@ -193,21 +195,25 @@ class StageTrainer:
 
     def _loop(self, batches: TrainingBatches, validation: list[SliceBatch], deadline: float | None) -> StageResult:
         settings, per_epoch = self.settings, self.settings.iterations_per_epoch
-        out_of_time, epochs_run = False, 0
+        out_of_time, epochs_run, last_save = False, 0, time.monotonic()
         while self.state.iteration < settings.total_iterations and not out_of_time:
             epoch, started = self.state.iteration // per_epoch, time.monotonic()
             losses, out_of_time = self._run_epoch(batches, epoch, deadline)
+            speed = len(losses) / max(time.monotonic() - started, 1e-9)
             finished_all = self.state.iteration >= settings.total_iterations
             periodic = (epoch + 1) % settings.checkpoint_every == 0
             metric = self._validate(validation) if (periodic or finished_all or out_of_time) else None
             learning_rate = next(iter(self.stage.optimizers.values())).param_groups[0]["lr"]
-            self.log.end_epoch(epoch, sum(losses) / max(len(losses), 1), learning_rate, metric, time.monotonic() - started)
+            self.log.end_epoch(epoch, sum(losses) / max(len(losses), 1), learning_rate, metric, time.monotonic() - started,
+                               speed)
             if metric is not None and metric > self.state.best_metric:
                 self.state.best_metric = metric
                 self.save("best")
-            if periodic or finished_all or out_of_time:
+            overdue = time.monotonic() - last_save >= 60.0 * settings.latest_every_minutes
+            if periodic or finished_all or out_of_time or overdue:
                 self.save("latest")
                 self.log.plot()
+                last_save = time.monotonic()
             barrier(self.context)
             epochs_run += 1
             if settings.stop_after_epochs is not None and epochs_run >= settings.stop_after_epochs and not finished_all:

@@ -111,7 +111,7 @@ def _summary(predictor: MSGLDMPredictor, fold: str, checkpoint: str, records: li
     for record in records:
         case = per_case.setdefault(record["case"], {})
         case.setdefault(record["pattern"], {})[record["modality"]] = record["metrics"]
-    summary = {"fold": fold, "checkpoint": checkpoint, "mode": "diffusion" if predictor.uses_diffusion else "one_pass",
+    summary = {"fold": fold, "checkpoint": checkpoint, "mode": predictor.mode,
                "steps": predictor.steps, "samples": predictor.samples, "seed": predictor.options.seed,
                "noise": predictor.options.noise, "num_cases": len(per_case), "per_case": per_case}
     summary.update(aggregate(records) if records else {"mean": {}, "per_modality": {}, "per_pattern": {}})

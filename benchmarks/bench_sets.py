@@ -1,0 +1,161 @@
+"""Quality per compute on whole benchmark sets: MSG-LDM and the plain UNet control, each trained by the same pipeline
+at the `cpu` plans' default budget, against the copy and per-voxel regression floors (section `sets`).
+
+    MSGLDM_HOME=/tmp/bench_icbm python benchmarks/make_icbm_dataset.py          # the measured-contrast set (902)
+    python benchmarks/bench_sets.py run --home /tmp/bench_icbm -d 902           # ~25 min on 2 cores, machine idle
+    MSGLDM_HOME=/tmp/bench_demo msgldm_make_demo_dataset -d 901                 # the demo set (simulated contrasts)
+    python benchmarks/bench_sets.py run --home /tmp/bench_demo -d 901
+    python benchmarks/bench_sets.py write                                       # both into documentation/benchmarks.md
+
+Per set: `msgldm_plan_and_preprocess -pl cpu`; `msgldm_train D 2d all` for each method (fold `all`: every training
+case, the plans' wall-clock budget, the control with MSG-LDM's whole budget); `msgldm_predict` on imagesTs; the floors
+fitted on the training cases; `msgldm_evaluate` against referenceTs (inside masksTs brain masks where the set has
+them). Every step runs as the user's command in its own process, with `OMP_NUM_THREADS` as given (default: the
+product's own choice), so timings are the product's. Results: benchmarks/results/sets_<dataset>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import load_results, load_summary_means, machine_line, provenance, replace_section, save_results, today  # noqa: E402
+
+PLANS = "MSGLDMPlans_cpu"
+METHOD_LABELS = {"msgldm": "MSG-LDM", "unet": "plain UNet control", "floor_copy": "copy floor",
+                 "floor_regression": "regression floor"}
+
+
+def _run(argv: list[str], env: dict[str, str]) -> float:
+    started = time.monotonic()
+    print("+", " ".join(argv), flush=True)
+    subprocess.run(argv, env=env, check=True)
+    return time.monotonic() - started
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _iterations(model: Path, fold: str = "all") -> dict[str, int]:
+    import torch
+
+    found = {}
+    for path in sorted((model / f"fold_{fold}").glob("*/checkpoint_final.pth")):
+        found[path.parent.name] = int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
+    return found
+
+
+def run(args: argparse.Namespace) -> dict:
+    from msgldm_auto.paths import resolve_dataset_name
+
+    env = dict(os.environ, MSGLDM_HOME=str(args.home))
+    for name in ("MSGLDM_RAW", "MSGLDM_PREPROCESSED", "MSGLDM_RESULTS"):
+        env.pop(name, None)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ.update(MSGLDM_HOME=str(args.home))
+    name = resolve_dataset_name(args.dataset)
+    raw, out = args.home / "raw" / name, args.home / "bench_sets"
+    ds = str(args.dataset)
+    _run([_tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
+    seconds = {}
+    for method in args.methods:
+        extra = ["--max-minutes", str(args.minutes)] if args.minutes else []
+        seconds[f"train_{method}"] = _run([_tool("msgldm_train"), ds, "2d", "all", "-p", PLANS, "-m", method,
+                                           "-device", "cpu", "--no-progress"] + extra, env)
+        seconds[f"predict_{method}"] = _run([_tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out / method),
+                                             "-d", ds, "-p", PLANS, "-f", "all", "-m", method, "-device", "cpu"], env)
+    _floors(raw, out)
+    summaries = {}
+    for folder in [*args.methods, "floor_copy", "floor_regression"]:
+        evaluate = [_tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(out / folder), "-d", ds]
+        for flag, sub in (("--mask", "masksTs"), ("--labels", "labelsTs")):
+            if (raw / sub).is_dir():
+                evaluate += [flag, str(raw / sub)]
+        _run(evaluate, env)
+        summaries[METHOD_LABELS[folder]] = load_summary_means(out / folder / "summary.json")
+    model = args.home / "results" / name / f"{PLANS}__2d"
+    return {"dataset": name, "summaries": summaries, "iterations": _iterations(model), "seconds": seconds,
+            "threads": args.threads, "minutes": args.minutes, "date": today(),
+            "machine": machine_line(threads=args.threads or None),
+            "command": f"benchmarks/bench_sets.py run --home H -d {ds}" + (f" --threads {args.threads}" if args.threads else "")}
+
+
+def _floors(raw: Path, out: Path) -> None:
+    from msgldm_auto.dataset.cases import training_cases
+    from msgldm_auto.dataset.dataset_json import DatasetJson
+    from msgldm_auto.inference.baseline_prediction import predict_floor_folders
+
+    dataset = DatasetJson.load(raw / "dataset.json")
+    predict_floor_folders(training_cases(raw, dataset), raw / "imagesTs", dataset,
+                          {"copy": out / "floor_copy", "regression": out / "floor_regression"})
+
+
+def section(records: list[dict]) -> str:
+    from msgldm_auto.evaluation.comparison import comparison_table
+
+    parts = ["## Quality per compute on two sets: MSG-LDM against the plain UNet control and the floors", "",
+             "Each set's model trained on all its training cases (fold `all`) with the `cpu` plans' default budget; "
+             "the control trained by the same pipeline with the same budget (`msgldm_train ... -m unet`). Means over "
+             "the synthesized test volumes, BraSyn-style.", ""]
+    for record in records:
+        iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
+        parts += [f"### {record['dataset']}", "", "```text", comparison_table(record["summaries"], ("psnr", "ssim")),
+                  "```", "", _verdict(record["summaries"]), "",
+                  provenance(record["command"], record["machine"], record["date"], f"Iterations trained: {iterations}."),
+                  ""]
+    return "\n".join(parts)
+
+
+def _verdict(summaries: dict[str, dict]) -> str:
+    """The targets of the quality issue, measured: regression floor +1 dB (mean and every target), control parity."""
+    from msgldm_auto.evaluation.comparison import mean_over_targets, targets_of
+
+    def psnr(label: str, target: str) -> float:
+        return summaries[label]["per_modality"][target]["psnr"]["mean"]
+
+    def gap(other: str, metric: str = "psnr") -> float:
+        return mean_over_targets(summaries["MSG-LDM"], metric) - mean_over_targets(summaries[other], metric)
+
+    lines = [f"MSG-LDM − regression floor: mean over targets {gap('regression floor'):+.2f} dB; per target "
+             + ", ".join(f"{t} {psnr('MSG-LDM', t) - psnr('regression floor', t):+.2f}" for t in targets_of(summaries))
+             + " dB."]
+    if "plain UNet control" in summaries:
+        lines.append(f"MSG-LDM − plain UNet control: {gap('plain UNet control'):+.2f} dB PSNR, "
+                     f"{gap('plain UNet control', 'ssim'):+.3f} SSIM.")
+    return " ".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    runner = sub.add_parser("run", help="plan, train, predict, floors and evaluate one set")
+    runner.add_argument("--home", type=Path, required=True, help="MSGLDM_HOME holding raw/DatasetXXX_Name")
+    runner.add_argument("-d", "--dataset", required=True, help="dataset ID or name")
+    runner.add_argument("--methods", nargs="+", default=["msgldm", "unet"], choices=["msgldm", "unet"])
+    runner.add_argument("--minutes", type=float, default=None, help="override the plans' budget (default: theirs)")
+    runner.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: the product's choice)")
+    runner.add_argument("--name", default=None, help="results name (default: sets_<dataset name>)")
+    sub.add_parser("write", help="render every stored sets_*.json into documentation/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        record = run(args)
+        save_results(args.name or f"sets_{record['dataset']}", record)
+        print(section([record]))
+        return 0
+    from _common import RESULTS
+
+    records = [load_results(p.stem) for p in sorted(RESULTS.glob("sets_*.json"))]
+    replace_section("sets", section(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

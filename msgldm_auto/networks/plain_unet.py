@@ -1,0 +1,44 @@
+"""The plain UNet control: one 2D UNet any→all, the yardstick that says whether MSG-LDM's structure–style machinery pays.
+
+Input: the C context slices of every modality (zeros where a modality is absent, exactly as the disentangler sees
+them) plus one availability channel per modality; output: every modality's centre slice through tanh, in [−1, 1].
+No latent space, no styles, no fusion: early fusion of everything by a MONAI `UNet`, widths from `ControlPlan`.
+An absent modality has no influence: its image channels are zeroed before the network, and its mask channel is 0.
+"""
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+from msgldm_auto.plans import ConfigurationPlan
+
+
+class PlainUNet(nn.Module):
+    """(B, M, C, H, W) images + (B, M) bool availability → (B, M, H, W) synthesis of every modality."""
+
+    def __init__(self, config: ConfigurationPlan, num_modalities: int):
+        super().__init__()
+        plan = config.control
+        self.num_modalities = num_modalities
+        self.context_slices = config.context_slices
+        self.unet = UNet(
+            spatial_dims=2,
+            in_channels=num_modalities * (config.context_slices + 1),
+            out_channels=num_modalities,
+            channels=tuple(plan.channels),
+            strides=(2,) * (len(plan.channels) - 1),
+            num_res_units=plan.num_res_units,
+            norm="INSTANCE",
+        )
+
+    def forward(self, images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        batch, modalities, context, height, width = images.shape
+        if modalities != self.num_modalities or context != self.context_slices:
+            raise ValueError(f"images must be (B, {self.num_modalities}, {self.context_slices}, H, W), "
+                             f"got {tuple(images.shape)}")
+        mask = present[:, :, None, None, None].to(images.dtype)
+        clean = torch.where(present[:, :, None, None, None], images, torch.zeros_like(images))
+        availability = mask[:, :, 0].expand(batch, modalities, height, width)
+        inputs = torch.cat([clean.reshape(batch, modalities * context, height, width), availability], dim=1)
+        return torch.tanh(self.unet(inputs))
