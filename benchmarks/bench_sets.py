@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import load_results, load_summary_means, machine_line, provenance, replace_section, save_results, today  # noqa: E402
+from _common import (load_results, load_summary_means, machine_line, provenance, replace_section,  # noqa: E402
+                     save_results, today)
 
 PLANS = "MSGLDMPlans_cpu"
 METHOD_LABELS = {"msgldm": "MSG-LDM", "unet": "plain UNet control", "floor_copy": "copy floor",
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> dict:
         extra = ["--max-minutes", str(args.minutes)] if args.minutes else []
         seconds[f"train_{method}"] = _run([_tool("msgldm_train"), ds, "2d", "all", "-p", PLANS, "-m", method,
                                            "-device", "cpu", "--no-progress"] + extra, env)
-        seconds[f"predict_{method}"] = _run([_tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out / method),
-                                             "-d", ds, "-p", PLANS, "-f", "all", "-m", method, "-device", "cpu"], env)
+        seconds[f"predict_{method}"] = _run([_tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o",
+                                             str(out / method), "-d", ds, "-p", PLANS, "-f", "all", "-m", method,
+                                             "-device", "cpu"], env)
     _floors(raw, out)
     summaries = {}
     for folder in [*args.methods, "floor_copy", "floor_regression"]:
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> dict:
     return {"dataset": name, "summaries": summaries, "iterations": _iterations(model), "seconds": seconds,
             "threads": args.threads, "minutes": args.minutes, "date": today(),
             "machine": machine_line(threads=args.threads or None),
-            "command": f"benchmarks/bench_sets.py run --home H -d {ds}" + (f" --threads {args.threads}" if args.threads else "")}
+            "command": f"benchmarks/bench_sets.py run --home H -d {ds}"
+                       + (f" --threads {args.threads}" if args.threads else "")}
 
 
 def _floors(raw: Path, out: Path) -> None:
@@ -109,7 +112,8 @@ def section(records: list[dict]) -> str:
         iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
         parts += [f"### {record['dataset']}", "", "```text", comparison_table(record["summaries"], ("psnr", "ssim")),
                   "```", "", _verdict(record["summaries"]), "",
-                  provenance(record["command"], record["machine"], record["date"], f"Iterations trained: {iterations}."),
+                  provenance(record["command"], record["machine"], record["date"],
+                             f"Iterations trained: {iterations}."),
                   ""]
     return "\n".join(parts)
 
@@ -142,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--methods", nargs="+", default=["msgldm", "unet"], choices=["msgldm", "unet"])
     runner.add_argument("--minutes", type=float, default=None, help="override the plans' budget (default: theirs)")
     runner.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: the product's choice)")
-    runner.add_argument("--name", default=None, help="results name (default: sets_<dataset name>)")
+    runner.add_argument("--name", default=None, help="results file sets_<name>.json (default: the dataset name)")
     sub.add_parser("write", help="render every stored sets_*.json into documentation/benchmarks.md")
     args = parser.parse_args(argv)
     if args.command == "run":
         record = run(args)
-        save_results(args.name or f"sets_{record['dataset']}", record)
+        save_results(f"sets_{args.name or record['dataset']}", record)
         print(section([record]))
         return 0
     from _common import RESULTS

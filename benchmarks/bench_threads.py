@@ -20,11 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import load_results, machine_line, markdown_table, provenance, replace_section, save_results, today  # noqa: E402
+from _common import (RESULTS, load_results, machine_line, markdown_table, provenance, replace_section,  # noqa: E402
+                     save_results, today)
 
 PLANS = "MSGLDMPlans_cpu"
 SETTINGS = {  # label -> environment of the training process
-    "default (no variables set)": {},
+    "default (no variables set: probed)": {},
     "1 thread": {"OMP_NUM_THREADS": "1"},
     "2 threads, spinning waits": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"},
     "2 threads, passive waits": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
@@ -51,17 +52,23 @@ def _train(home: Path, dataset: str, minutes: float, extra_env: dict[str, str], 
 
 
 def run(args: argparse.Namespace) -> dict:
+    """Measure the chosen settings (default: all) and merge them into the stored rows."""
+    chosen = {label: SETTINGS[label] for label in (args.only or SETTINGS)}
+    stored = load_results("threads")["rows"] if (RESULTS / "threads.json").is_file() else []
     rows = []
     for load in ("idle", "busy"):
         spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if load == "busy" else None
         try:
-            for label, env in SETTINGS.items():
+            for label, env in chosen.items():
                 result = _train(args.home, args.dataset, args.minutes, env, args.method)
                 rows.append({"load": load, "setting": label, **result})
                 print(rows[-1], flush=True)
         finally:
             if spinner is not None:
                 spinner.kill()
+    fresh = {(r["load"], r["setting"]) for r in rows}
+    rows = [r for r in stored if (r["load"], r["setting"]) not in fresh] + rows
+    rows.sort(key=lambda r: (r["load"] != "idle", list(SETTINGS).index(r["setting"])))
     return {"rows": rows, "minutes": args.minutes, "method": args.method, "date": today(),
             "machine": machine_line(device=f"{os.cpu_count()} cores"),
             "command": f"benchmarks/bench_threads.py run --home H -d {args.dataset} --minutes {args.minutes:g}"}
@@ -69,11 +76,13 @@ def run(args: argparse.Namespace) -> dict:
 
 def section(record: dict) -> str:
     table = markdown_table(["machine", "threads", "iterations", "iterations/s"],
-                           [[r["load"], r["setting"], r["iterations"], f"{r['per_second']:.2f}"] for r in record["rows"]])
+                           [[r["load"], r["setting"], r["iterations"], f"{r['per_second']:.2f}"]
+                            for r in record["rows"]])
     return "\n".join([
         "## Training speed by thread count, idle and shared", "",
         f"The structure stage of the `cpu` plans for {record['minutes']:g} min; `busy`: one other process spinning "
-        "on a core. `default` is what `msgldm_train` chooses when neither OMP_NUM_THREADS nor OMP_WAIT_POLICY is set.", "",
+        "on a core. `default` is what `msgldm_train` chooses when neither OMP_NUM_THREADS nor OMP_WAIT_POLICY is "
+        "set.", "",
         table, "", provenance(record["command"], record["machine"], record["date"]),
     ])
 
@@ -86,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("-d", "--dataset", required=True)
     runner.add_argument("--minutes", type=float, default=1.0)
     runner.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
+    runner.add_argument("--only", nargs="+", choices=list(SETTINGS), help="measure only these settings")
     sub.add_parser("write")
     args = parser.parse_args(argv)
     record = run(args) if args.command == "run" else load_results("threads")

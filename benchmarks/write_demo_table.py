@@ -9,7 +9,6 @@ stage trained (its final checkpoint) and the plans; keeps the numbers in benchma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,57 +20,67 @@ from _common import (cpu_name, load_results, load_summary_means, machine_line, p
                      save_results, today)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
-METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "copy floor": "floor_copy",
-           "regression floor": "floor_regression"}     # one-pass only when the plans sample with diffusion
+METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "plain UNet control": "unet",
+           "copy floor": "floor_copy", "regression floor": "floor_regression"}  # one-pass only with diffusion
 
 
 def collect(home: Path, seconds: float | None) -> dict:
     import torch
 
+    from msgldm_auto.plans import Plans
+
     model = home / "results" / DATASET / f"{PLANS}__2d"
     predictions = home / "results" / DATASET / "demo_predictions"
     iterations = {}
-    for stage in ("ae", "structure", "ldm"):
+    for stage in ("ae", "structure", "ldm", "unet"):
         path = model / f"fold_{FOLD}" / stage / "checkpoint_final.pth"
         if path.is_file():
             iterations[stage] = int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
-    config = json.loads((model / "plans.json").read_text())["configurations"]["2d"]
+    config = Plans.load(model / "plans.json").configuration("2d")
     summaries = {}
     for label, folder in METHODS.items():
         path = predictions / folder / "summary.json"
-        if folder == "one_pass" and not config["ablations"]["diffusion"]:
+        if folder == "one_pass" and not config.ablations.diffusion:
             continue        # make demo no longer writes it; a folder left by an older run is not this run's
         if path.is_file():
             summaries[label] = load_summary_means(path)
     # The load now says nothing about the run being described: name the machine, and run make demo alone.
     machine = machine_line(device=f"{cpu_name()}, {os.cpu_count()} cores, make demo running alone")
     return {"summaries": summaries, "iterations": iterations, "seconds": seconds, "machine": machine,
-            "date": today(), "budget_minutes": {s: config["schedule"][s]["max_minutes"] for s in iterations},
-            "diffusion": config["ablations"]["diffusion"],
+            "date": today(), "budget_minutes": {s: config.stage_schedule(s).max_minutes for s in iterations},
+            "diffusion": config.ablations.diffusion,
             "command": "git clone … && make demo, then benchmarks/write_demo_table.py <clone>/demo_data"}
 
 
 def section(record: dict) -> str:
-    from msgldm_auto.evaluation.comparison import beats, comparison_table
+    from msgldm_auto.evaluation.comparison import beats, comparison_table, mean_over_targets
 
     summaries = record["summaries"]
     ours = summaries["MSG-LDM (cpu plans)"]
     copy_wins = beats(ours, summaries["copy floor"])
     regression_wins = beats(ours, summaries["regression floor"])
-    budget = ", ".join(f"{s} {m:g} min → {record['iterations'][s]} iterations" for s, m in record["budget_minutes"].items())
+    means = {label: mean_over_targets(s) for label, s in summaries.items()}
+    gaps = (f"Mean over targets: MSG-LDM {means['MSG-LDM (cpu plans)']:.2f} dB, regression floor "
+            f"{means['regression floor']:.2f} dB"
+            + (f", plain UNet control {means['plain UNet control']:.2f} dB" if "plain UNet control" in means else "")
+            + ".")
+    budget = ", ".join(f"{s} {m:g} min → {record['iterations'][s]} iterations"
+                       for s, m in record["budget_minutes"].items())
     mode = "with diffusion" if record["diffusion"] else "in its one-pass mode (the plans switch diffusion off)"
     whole = f"Whole run, environment install included: {record['seconds'] / 60:.1f} min. " if record.get("seconds") else ""
     return "\n".join([
         "## `make demo` on an idle machine (the current `cpu` budget)",
         "",
-        f"Fold 0 trained by the `cpu` plans' wall-clock budget ({budget}); MSG-LDM predicted {mode}. The table is the "
-        "one `make demo` prints: the mean over the demo's 8 synthesized test volumes, BraSyn-style.",
+        f"Fold 0 trained by the `cpu` plans' wall-clock budget ({budget}; `unet` is the plain UNet control with the "
+        f"same budget); MSG-LDM predicted {mode}. The table is the one `make demo` prints: the mean over the demo's "
+        "8 synthesized test volumes, BraSyn-style.",
         "",
         "```text",
         comparison_table(summaries),
         "```",
         "",
-        f"Beats the copy floor on {_targets(copy_wins)} (PSNR) and the regression floor on {_targets(regression_wins)}.",
+        f"Beats the copy floor on {_targets(copy_wins)} (PSNR) and the regression floor on {_targets(regression_wins)}. "
+        + gaps,
         "",
         provenance(record["command"], record["machine"], record["date"], whole.strip()),
     ])

@@ -140,6 +140,15 @@ class ConfigurationPlan:
         which never touches the latent space, so neither the autoencoder nor the LDM is trained."""
         return STAGES if self.ablations.diffusion else ("structure",)
 
+    def method_stages(self, method: str = "msgldm", one_pass: bool = False) -> tuple[str, ...]:
+        """The stages a method's prediction needs, in training order: the control's one, or MSG-LDM's (for its
+        one-pass decoder alone when asked, or when the plans switch diffusion off)."""
+        if method not in METHODS:
+            raise MSGLDMError(f"--method {method}: choose one of {', '.join(METHODS)}")
+        if method == CONTROL_STAGE:
+            return (CONTROL_STAGE,)
+        return ("structure",) if one_pass else self.trained_stages
+
     def stage_schedule(self, stage: str) -> StageSchedule:
         """A stage's schedule; the control's is MSG-LDM's whole budget (its trained stages' epochs and minutes added
         up), so that the two are compared at equal cost."""

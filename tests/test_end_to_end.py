@@ -74,5 +74,6 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
     assert predict.main(["-i", str(inputs), "-o", str(control), "-d", "901", "-p", "MSGLDMPlans_cpu", "-f", "0",
                          "-device", "cpu", "-m", "unet"]) == 0
     control_record = json.loads((control / "predictions.json").read_text())
-    assert {c: e["files"] for c, e in control_record["cases"].items()} == {c: e["files"] for c, e in record["cases"].items()}
+    files = {c: e["files"] for c, e in record["cases"].items()}
+    assert {c: e["files"] for c, e in control_record["cases"].items()} == files
     assert {e["mode"] for e in control_record["cases"].values()} == {"unet"}

@@ -18,7 +18,7 @@ from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image, write_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import (
-    AutoencoderPlan, ConfigurationPlan, DiffusionPlan, DisentanglerPlan, Plans, StageSchedule, UNetPlan,
+    AutoencoderPlan, ConfigurationPlan, ControlPlan, DiffusionPlan, DisentanglerPlan, Plans, StageSchedule, UNetPlan,
 )
 
 MODALITIES = ["T1", "T2", "FLAIR"]
@@ -38,6 +38,7 @@ def tiny_configuration(diffusion: bool = True) -> ConfigurationPlan:
                                       prior_channels=4, msse_heads=2),
         unet=UNetPlan(channels=[8, 8], attention_levels=[False, False], num_head_channels=8, norm_num_groups=4),
         diffusion=DiffusionPlan(steps=3),
+        control=ControlPlan(channels=[4, 8, 8], num_res_units=1),
         schedule={s: StageSchedule(epochs=1) for s in ("ae", "structure", "ldm")},
         data_identifier="MSGLDMPlans_2d",
     )
@@ -50,7 +51,8 @@ def tiny_plans(diffusion: bool = True) -> Plans:
                  intensity_p995=dict(P995), configurations={"2d": tiny_configuration(diffusion)})
 
 
-def write_fake_model(results: Path, folds=("0",), diffusion: bool = True) -> Path:
+def write_fake_model(results: Path, folds=("0",), diffusion: bool = True,
+                     stages: tuple[str, ...] = ("ae", "structure", "ldm")) -> Path:
     """A results model folder whose checkpoints hold randomly initialised networks (seeded, so reproducible)."""
     from msgldm_auto.inference.model_loading import build_networks
 
@@ -61,7 +63,7 @@ def write_fake_model(results: Path, folds=("0",), diffusion: bool = True) -> Pat
     (folder / "dataset_fingerprint.json").write_text("{}")
     for index, fold in enumerate(folds):
         torch.manual_seed(100 + index)
-        networks = build_networks(plans, plans.configurations["2d"], ("ae", "structure", "ldm"))
+        networks = build_networks(plans, plans.configurations["2d"], stages)
         for stage, network in networks.items():
             if stage == "ae":
                 network.scale_factor.fill_(0.7)   # a non-default buffer must travel with the weights
@@ -334,6 +336,28 @@ def test_the_python_api_expands_a_home_path(model_folder, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ model zips
+def test_a_control_only_model_exports_and_installs_and_predicts_with_it(msgldm_roots, tmp_path, monkeypatch):
+    from msgldm_auto.cli.model_zip import export_main, install_main
+
+    write_fake_model(msgldm_roots / "results", stages=("unet",))
+    inputs = tmp_path / "in"
+    write_case(inputs, "z", [0, 2], direction=RAS_DIRECTION)
+    archive = tmp_path / "model.zip"
+    assert export_main(["-d", "42", "-o", str(archive)]) == 0
+    with zipfile.ZipFile(archive) as zipped:
+        assert [n for n in zipped.namelist() if n.endswith(".pth")] == [
+            f"{DATASET}/MSGLDMPlans__2d/fold_0/unet/checkpoint_final.pth"]
+    assert predict(["-i", str(inputs), "-o", str(tmp_path / "here"), "-d", "42", "-m", "unet"]) == 0
+    monkeypatch.setenv("MSGLDM_RESULTS", str(tmp_path / "elsewhere"))
+    assert install_main([str(archive)]) == 0
+    assert predict(["-i", str(inputs), "-o", str(tmp_path / "there"), "-d", "42", "-m", "unet"]) == 0
+    here, there = outputs_of(tmp_path / "here"), outputs_of(tmp_path / "there")
+    assert list(here) == list(there) == ["z_0001.nii.gz"]
+    assert np.array_equal(here["z_0001.nii.gz"].array, there["z_0001.nii.gz"].array)
+    assert predict(["-i", str(inputs), "-o", str(tmp_path / "x"), "-d", "42", "-m", "unet", "--steps", "3"]) == 2
+
+
+
 def test_export_then_install_predicts_identically(model_folder, msgldm_roots, tmp_path, monkeypatch):
     from msgldm_auto.cli.model_zip import export_main, install_main
 

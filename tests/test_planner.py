@@ -124,7 +124,7 @@ def test_cpu_preset_is_small_and_time_boxed():
     assert plans.plans_name == "MSGLDMPlans_cpu" and config.data_identifier == "MSGLDMPlans_cpu_2d"
     assert max(config.image_size) <= 64 and config.diffusion.steps == 5
     assert config.unet.channels == [32, 64] and config.autoencoder.channels[:3] == [16, 32, 32]
-    assert config.trained_stages == ("structure",)    # diffusion off: neither the AE nor the LDM is trained or estimated
+    assert config.trained_stages == ("structure",)    # diffusion off: neither the AE nor the LDM is trained
     budget = sum(config.schedule[s].max_minutes for s in config.trained_stages)
     assert budget <= 10 and sum(config.estimated_minutes.values()) <= 10 and set(config.estimated_minutes) == {"structure"}
     assert config.batch_size <= 8

@@ -249,10 +249,9 @@ def test_resume_gives_bit_identical_weights(tmp_path):
 
 def test_latest_checkpoint_is_also_written_by_the_clock_so_a_kill_loses_little(tmp_path):
     # Epochs between periodic checkpoints far apart: only the clock (every ~0 minutes here) can write `latest`.
-    _, stopped = _tiny_run(tmp_path / "clock", epochs=4, checkpoint_every=100, stop_after_epochs=1,
-                           latest_every_minutes=0.0)
+    _tiny_run(tmp_path / "clock", epochs=4, checkpoint_every=100, stop_after_epochs=1, latest_every_minutes=0.0)
     assert load_checkpoint(tmp_path / "clock" / "checkpoint_latest.pth")["iteration"] == 3
-    _, stopped = _tiny_run(tmp_path / "epochs", epochs=4, checkpoint_every=100, stop_after_epochs=1)
+    _tiny_run(tmp_path / "epochs", epochs=4, checkpoint_every=100, stop_after_epochs=1)
     assert not (tmp_path / "epochs" / "checkpoint_latest.pth").exists()     # the default clock has not struck yet
 
 
@@ -323,14 +322,18 @@ def test_the_plain_unet_control_trains_one_stage_with_msgldms_whole_budget(msgld
     for stage, minutes in (("ae", 1.0), ("structure", 2.0), ("ldm", 4.0)):
         config.schedule[stage].max_minutes = minutes
     assert config.stage_schedule("unet").max_minutes == 7.0
-    assert config.stage_schedule("unet").epochs == sum(config.schedule[s].epochs for s in config.trained_stages)
     config.ablations.diffusion = False
     assert config.stage_schedule("unet").max_minutes == 2.0          # only what MSG-LDM actually trains
+    plans.save(preprocessed / "MSGLDMPlans.json")
     assert main(["1", "2d", "0", "-device", "cpu", "--no-progress", "--method", "unet"]) == 0
     model = msgldm_roots / "results" / "Dataset001_Toy" / "MSGLDMPlans__2d"
     assert [p.name for p in (model / "fold_0").iterdir() if p.is_dir()] == ["unet"]
     log = (model / "fold_0" / "unet" / "training_log.txt").read_text()
-    assert "synthesis PSNR (dB)" in log and "it/s" in log
+    assert "synthesis PSNR (dB)" in log and "it/s" in log and "at most 2 min" in log
+    config.ablations.diffusion = True                                # three stages: a per-stage override x 3
+    plans.save(preprocessed / "MSGLDMPlans.json")
+    assert main(["1", "2d", "1", "-device", "cpu", "--no-progress", "-m", "unet", "--max-minutes", "0.5"]) == 0
+    assert "at most 1.5 min" in (model / "fold_1" / "unet" / "training_log.txt").read_text()
     assert main(["1", "2d", "0", "-device", "cpu", "--method", "unet", "--stage", "ae"]) == 2
     assert "--stage ae applies to MSG-LDM" in capsys.readouterr().err
 
@@ -348,3 +351,25 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(msgldm_roots, capsy
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not (msgldm_roots / "results").exists() and not (preprocessed / "splits_final.json").exists()
+
+
+def test_torch_threads_are_probed_unless_the_user_chose_them(monkeypatch):
+    from msgldm_auto.training import threads
+
+    assert threads.candidate_threads(2, 1) == [2, 1] and threads.candidate_threads(16, 2) == [8, 4, 1]
+    assert threads.candidate_threads(1, 1) == [1]
+    before = torch.get_num_threads()
+    try:
+        assert threads.probe_seconds(1) > 0
+        monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert threads.choose_torch_threads(1, "cpu") == f"torch threads: {before} (OMP_NUM_THREADS)"
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        # A shared machine: two threads are slower than one (the other process holds a core).
+        monkeypatch.setattr(threads, "probe_seconds", {2: 0.30, 1: 0.12}.get)
+        line = threads.choose_torch_threads(1, "cpu")
+        assert torch.get_num_threads() == 1 and line.startswith("torch threads: 1, the fastest")
+        monkeypatch.setattr(threads, "probe_seconds", {2: 0.08, 1: 0.12}.get)       # an idle machine
+        assert threads.choose_torch_threads(1, "cpu").startswith("torch threads: 2,") and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--one-pass", "--one_pass", "--no-diffusion", "--no_diffusion", dest="one_pass", action="store_true",
                         help="fast mode: the disentangler's one-pass decoder, no diffusion")
     parser.add_argument("-m", "--method", default="msgldm", choices=METHODS,
-                        help="msgldm (default) or unet: the plain UNet control trained by msgldm_train ... --method unet")
+                        help="msgldm (default) or unet: the plain UNet control (trained by msgldm_train ... -m unet)")
     parser.add_argument("--noise", default="shared", choices=NOISE_STRATEGIES, help="one noise draw for all slices (shared) or one per slice")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None, help="slices per forward pass")
     return parser

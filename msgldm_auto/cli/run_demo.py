@@ -118,8 +118,10 @@ def evaluate_all(dataset_id: int, out: Path) -> int:
 def _control_line(ours: dict, control: dict) -> str:
     from msgldm_auto.evaluation.comparison import mean_over_targets
 
-    difference = mean_over_targets(ours) - mean_over_targets(control)
-    return f"MSG-LDM − plain UNet control (same budget): {difference:+.2f} dB PSNR, mean over targets"
+    ours_mean, control_mean = mean_over_targets(ours), mean_over_targets(control)
+    if ours_mean is None or control_mean is None:
+        return "MSG-LDM − plain UNet control: nothing to compare (no synthesized volume was scored)"
+    return f"MSG-LDM − plain UNet control (same budget): {ours_mean - control_mean:+.2f} dB PSNR, mean over targets"
 
 
 def _gate(summaries: dict) -> int:

@@ -52,16 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_positive(parser, args)
-    from msgldm_auto.training.fold_training import TrainingRequest, modest_torch_threads, train_fold
+    from msgldm_auto.training.fold_training import TrainingRequest, train_fold
+    from msgldm_auto.training.threads import choose_torch_threads
 
+    device = resolve_device(args.device)
+    threads = choose_torch_threads(int(os.environ.get("WORLD_SIZE", "1")), device)
     if int(os.environ.get("RANK", "0")) == 0:
         print_roots()
-    modest_torch_threads(int(os.environ.get("WORLD_SIZE", "1")))
+        print(threads)
     request = TrainingRequest(
         dataset=args.dataset, configuration=args.configuration, fold=args.fold, stage=args.stage, method=args.method,
         plans_name=args.plans,
         epochs=args.epochs, iterations_per_epoch=args.iters_per_epoch, max_minutes=args.max_minutes, resume=args.resume,
-        validation_only=args.val, device=resolve_device(args.device), seed=args.seed, amp=args.amp, compile=args.compile,
+        validation_only=args.val, device=device, seed=args.seed, amp=args.amp, compile=args.compile,
         show_progress=args.progress, validation_cases=args.val_cases,
     )
     train_fold(request)

@@ -17,18 +17,7 @@ from msgldm_auto.paths import resolve_dataset_name, results_root
 from msgldm_auto.plans import ConfigurationPlan, Plans
 
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS  # noqa: F401 (re-exported)
-ONE_PASS_STAGES = ("structure",)
 ALL_STAGES = ("ae", "structure", "ldm")
-CONTROL_STAGES = ("unet",)
-
-
-def prediction_stages(config: ConfigurationPlan, method: str = "msgldm", one_pass: bool = False) -> tuple[str, ...]:
-    """The stage checkpoints a prediction loads: the control's alone, or MSG-LDM's for diffusion or the one-pass decoder."""
-    if method == "unet":
-        return CONTROL_STAGES
-    if method != "msgldm":
-        raise MSGLDMError(f"--method {method}: choose msgldm or unet")
-    return ALL_STAGES if config.ablations.diffusion and not one_pass else ONE_PASS_STAGES
 
 
 @dataclass
@@ -151,7 +140,8 @@ def load_fold_networks(model: TrainedModel, fold: str, checkpoint: str, device: 
             network.load_state_dict(load_inference_weights(path))
         except RuntimeError as err:
             raise MSGLDMError(f"{path}: weights do not fit the networks of plans.json ({str(err).splitlines()[0]}); "
-                              "the plans were changed after training") from None
+                              "the plans were changed after training, or an older msgldm_auto with other networks "
+                              "trained it: retrain that stage") from None
         network.to(device).eval()
     return FoldNetworks(fold, autoencoder=networks.get("ae"), disentangler=networks.get("structure"),
                         denoiser=networks.get("ldm"), control=networks.get("unet"))

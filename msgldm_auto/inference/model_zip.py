@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -20,22 +21,40 @@ import torch
 from msgldm_auto.atomic import atomic_path
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.model_loading import (
-    CONTROL_STAGES, checkpoint_path, load_trained_model, prediction_stages, resolve_folds,
+    available_folds, checkpoint_path, load_trained_model, resolve_folds,
 )
 from msgldm_auto.paths import DATASET_NAME_PATTERN, results_root
+from msgldm_auto.plans import METHODS
 
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 KEPT_CHECKPOINT_KEYS = ("stage", "epoch", "inference_weights", "plans_name", "configuration", "fold")
+
+
+def _folds_and_stages(model_folder: Path, config, folds, checkpoint: str) -> tuple[list[str], tuple[str, ...]]:
+    """The folds to export and the stages of every method (MSG-LDM, the plain UNet control) that all of them have:
+    a zip predicts every way its folder did. A method only some folds have is left out, with a warning."""
+    per_method = {m: config.method_stages(m) for m in METHODS}
+    trained = [m for m, stages in per_method.items() if available_folds(model_folder, checkpoint, stages)]
+    chosen = resolve_folds(model_folder, folds, checkpoint, per_method[trained[0] if trained else "msgldm"])
+    exported = []
+    for method in trained:
+        missing = [f for f in chosen if f not in available_folds(model_folder, checkpoint, per_method[method])]
+        if missing:
+            print(f"warning: -m {method} is not trained for fold(s) {', '.join(missing)}; the zip leaves it out",
+                  file=sys.stderr)
+        else:
+            exported.append(method)
+    if not exported:
+        raise MSGLDMError(f"{model_folder}: fold(s) {', '.join(chosen)} have no fully trained method with "
+                          f"checkpoint_{checkpoint}.pth; finish training (msgldm_train) or choose -f / -chk")
+    return chosen, tuple(dict.fromkeys(s for m in exported for s in per_method[m]))
 
 
 def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | None = None, checkpoint: str = "final") -> list[str]:
     """Write the zip atomically; return its member names."""
     model_folder, output = Path(model_folder), Path(output)
     model = load_trained_model(model_folder)
-    stages = prediction_stages(model.configuration)
-    chosen = resolve_folds(model_folder, folds, checkpoint, stages)
-    # The plain UNet control travels too where it was trained (`--method unet`), so the zip predicts both ways.
-    stages += tuple(s for s in CONTROL_STAGES if all(checkpoint_path(model_folder, f, s, checkpoint).is_file() for f in chosen))
+    chosen, stages = _folds_and_stages(model_folder, model.configuration, folds, checkpoint)
     prefix = PurePosixPath(model_folder.parent.name, model_folder.name)
     with atomic_path(output) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:

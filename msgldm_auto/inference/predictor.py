@@ -23,7 +23,7 @@ from msgldm_auto.plans import METHODS
 from msgldm_auto.inference import export
 from msgldm_auto.inference.case_input import load_images
 from msgldm_auto.inference.model_loading import (
-    FoldNetworks, TrainedModel, load_fold_networks, load_trained_model, prediction_stages, resolve_device, resolve_folds,
+    FoldNetworks, TrainedModel, load_fold_networks, load_trained_model, resolve_device, resolve_folds,
 )
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES, SynthesisSettings, make_volume_input, synthesize_volume
 
@@ -44,6 +44,8 @@ class PredictionOptions:
             raise MSGLDMError(f"--steps {self.steps}: use at least 1 step")
         if self.method not in METHODS:
             raise MSGLDMError(f"--method {self.method}: choose one of {', '.join(METHODS)}")
+        if self.method == "unet" and (self.one_pass or self.steps is not None or self.num_samples > 1):
+            raise MSGLDMError("-m unet predicts in one deterministic pass: drop --one-pass, --steps and --num-samples")
         if self.num_samples < 1:
             raise MSGLDMError(f"--num-samples {self.num_samples}: use at least 1 sample")
         if self.noise not in NOISE_STRATEGIES:
@@ -78,7 +80,7 @@ class MSGLDMPredictor:
         options = options or PredictionOptions()
         options.validate()
         model = load_trained_model(Path(model_folder).expanduser())
-        stages = prediction_stages(model.configuration, options.method, options.one_pass)
+        stages = model.configuration.method_stages(options.method, options.one_pass)
         fold_names = resolve_folds(model.folder, folds, checkpoint, stages)
         torch_device = resolve_device(device)
         networks = [load_fold_networks(model, fold, checkpoint, torch_device, stages) for fold in fold_names]
@@ -150,7 +152,10 @@ class MSGLDMPredictor:
         """Predict every case of a folder (or one case given as files); see `folder_prediction.predict_folder`."""
         from msgldm_auto.inference.folder_prediction import predict_folder
 
-        inputs = [Path(p).expanduser() for p in inputs] if isinstance(inputs, (list, tuple)) else Path(inputs).expanduser()
+        if isinstance(inputs, (list, tuple)):
+            inputs = [Path(p).expanduser() for p in inputs]
+        else:
+            inputs = Path(inputs).expanduser()
         return predict_folder(self, inputs, Path(output_folder).expanduser(), **kwargs)
 
     # ----------------------------------------------------------------------------------------------- internals

@@ -100,25 +100,6 @@ class StructureStyleDisentangler(nn.Module):
         clean = self._clean(images, encoded)
         return [encoder(clean[:, m]) for m, encoder in enumerate(self.structure_encoders)]
 
-    def _decode(self, prior: torch.Tensor, fused: list[torch.Tensor], styles: torch.Tensor,
-                decode: torch.Tensor | None) -> torch.Tensor:
-        """(B, M, H, W) one-pass images; a decoder runs only on the samples that ask for its modality (its norms are
-        per sample, so a subset of the batch gives exactly the same images)."""
-        if decode is None:
-            return torch.cat([decoder(prior, fused, styles[:, m]) for m, decoder in enumerate(self.decoders)], dim=1)
-        batch, height, width = prior.shape[0], *fused[0].shape[-2:]
-        columns = []
-        for m, decoder in enumerate(self.decoders):
-            if bool(decode[:, m].all()):
-                columns.append(decoder(prior, fused, styles[:, m]))
-                continue
-            rows = torch.nonzero(decode[:, m]).flatten()
-            column = prior.new_full((batch, 1, height, width), -1.0)
-            if len(rows):
-                column = column.index_copy(0, rows, decoder(prior[rows], [f[rows] for f in fused], styles[rows, m]))
-            columns.append(column)
-        return torch.cat(columns, dim=1)
-
     def fuse_structure(
         self, images: torch.Tensor, present: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -126,11 +107,10 @@ class StructureStyleDisentangler(nn.Module):
         return self.fusion(self._pyramids(images, present), present)
 
     def forward(self, images: torch.Tensor, present: torch.Tensor,
-                other_subset: torch.Tensor | None = None, decode: torch.Tensor | None = None) -> DisentanglerOutput:
+                other_subset: torch.Tensor | None = None) -> DisentanglerOutput:
         """`other_subset` (B, M) bool, for the structure-invariance loss: also fuse that subset's structure, reusing
         the per-modality encodings (an encoder sees only its own modality, so one encoding serves both fusions and
-        the step costs one encoder pass instead of two). `decode` (B, M) bool: synthesize only these (sample,
-        modality) pairs, the others stay −1 (training decodes only what a loss looks at); None decodes all."""
+        the step costs one encoder pass instead of two)."""
         self._clean(images, present)                      # shape checks before anything runs
         encoded = present if other_subset is None else present | other_subset
         pyramids = self._pyramids(images, encoded)
@@ -139,7 +119,9 @@ class StructureStyleDisentangler(nn.Module):
         prior = self.embedding(fused)
         stats = self.styles.encode(self._clean(images, present))
         styles = self.styles.styles(stats.codes, present)
-        synthesis = self._decode(prior, fused, styles, decode)
+        synthesis = torch.cat(
+            [decoder(prior, fused, styles[:, m]) for m, decoder in enumerate(self.decoders)], dim=1
+        )
         seg_logits = self.segmentation(fused[0]) if self.segmentation is not None else None
         return DisentanglerOutput(
             fused=fused,

@@ -1,4 +1,5 @@
-"""The plain UNet control: one 2D UNet any→all, the yardstick that says whether MSG-LDM's structure–style machinery pays.
+"""The plain UNet control: one 2D UNet any→all, the yardstick that says whether MSG-LDM's structure–style machinery
+pays.
 
 Input: the C context slices of every modality (zeros where a modality is absent, exactly as the disentangler sees
 them) plus one availability channel per modality; output: every modality's centre slice through tanh, in [−1, 1].
@@ -11,6 +12,7 @@ import torch
 from monai.networks.nets import UNet
 from torch import nn
 
+from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import ConfigurationPlan
 
 
@@ -20,6 +22,10 @@ class PlainUNet(nn.Module):
     def __init__(self, config: ConfigurationPlan, num_modalities: int):
         super().__init__()
         plan = config.control
+        if config.size_multiple % 2 ** (len(plan.channels) - 1):
+            raise MSGLDMError(f"plans: control.channels {plan.channels} down-sample {2 ** (len(plan.channels) - 1)}x, "
+                              f"which does not divide the slice size multiple {config.size_multiple}; re-plan "
+                              "(msgldm_plan_experiment) or shorten control.channels")
         self.num_modalities = num_modalities
         self.context_slices = config.context_slices
         self.unet = UNet(

@@ -8,7 +8,6 @@ Results go to `MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>/fold_N/<stage>/`
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import torch
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
-from msgldm_auto.plans import CONTROL_STAGE, METHODS, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans, plans_file_name
+from msgldm_auto.plans import CONTROL_STAGE, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans, plans_file_name
 from msgldm_auto.training.checkpoint import checkpoint_path
 from msgldm_auto.training.data_loader import (StorageReader, build_slice_index, default_num_workers,
                                               make_training_batches, validation_batches)
@@ -38,7 +37,7 @@ class TrainingRequest:
     configuration: str
     fold: str
     stage: str = "all"                         # ae | structure | ldm | all
-    method: str = "msgldm"                     # msgldm | unet (the plain UNet control: one stage, `stage` ignored)
+    method: str = "msgldm"                     # msgldm | unet (the plain UNet control: one stage, no `stage`)
     plans_name: str = DEFAULT_PLANS
     epochs: int | None = None                  # overrides the plans' schedule for every stage run
     iterations_per_epoch: int | None = None
@@ -74,21 +73,14 @@ class FoldSetup:
         return self.output_folder / f"fold_{self.cases.fold}" / stage
 
 
-def method_stages(method: str, config: ConfigurationPlan) -> tuple[str, ...]:
-    """The stages a method's prediction needs, in training order."""
-    if method not in METHODS:
-        raise MSGLDMError(f"--method {method}: choose one of {', '.join(METHODS)}")
-    return (CONTROL_STAGE,) if method == CONTROL_STAGE else config.trained_stages
-
-
 def _stages(request: TrainingRequest, config: ConfigurationPlan) -> list[str]:
     """`all` means the stages the plans use: with `ablations.diffusion` off only the structure stage (`--stage ae` and
     `--stage ldm` still train the others, e.g. to compare the two)."""
-    if request.method != "msgldm" and request.stage != "all":
+    if request.stage == "all":
+        return list(config.method_stages(request.method))
+    if request.method != "msgldm":
         raise MSGLDMError(f"--stage {request.stage} applies to MSG-LDM; --method {request.method} trains one stage: "
                           "drop --stage")
-    if request.method != "msgldm" or request.stage == "all":
-        return list(method_stages(request.method, config))
     if request.stage not in STAGES:
         raise MSGLDMError(f"--stage {request.stage}: choose one of {', '.join(STAGES)} or all")
     return [request.stage]
@@ -120,7 +112,7 @@ def prepare(request: TrainingRequest) -> FoldSetup:
 
 def _check_predecessor(setup: FoldSetup, request: TrainingRequest) -> None:
     if request.validation_only:
-        needed = list(method_stages(request.method, setup.config))
+        needed = list(setup.config.method_stages(request.method))
     else:
         needed = [n for stage in setup.stages for n in STAGE_NEEDS[stage] if n not in setup.stages]
     for stage in dict.fromkeys(needed):
@@ -142,11 +134,14 @@ def _write_model_files(setup: FoldSetup) -> None:
 
 def _settings(setup: FoldSetup, stage: str, request: TrainingRequest) -> TrainerSettings:
     schedule = setup.config.stage_schedule(stage)
-    epochs = request.epochs or schedule.epochs
+    # --epochs and --max-minutes are per MSG-LDM stage; the control, one stage, gets them times MSG-LDM's stage count.
+    stages = len(setup.config.trained_stages) if stage == CONTROL_STAGE else 1
+    epochs = request.epochs * stages if request.epochs else schedule.epochs
+    minutes = request.max_minutes * stages if request.max_minutes is not None else schedule.max_minutes
     return TrainerSettings(
         epochs=epochs,
         iterations_per_epoch=request.iterations_per_epoch or schedule.iterations_per_epoch,
-        max_minutes=request.max_minutes if request.max_minutes is not None else schedule.max_minutes,
+        max_minutes=minutes,
         checkpoint_every=max(1, min(CHECKPOINT_EVERY, epochs)),
         resume=request.resume, amp=request.amp, compile=request.compile, show_progress=request.show_progress,
         stop_after_epochs=request.stop_after_epochs,
@@ -205,8 +200,10 @@ def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context:
     network_stage = _build_stage(stage, setup, context.device, config.stage_schedule(stage).learning_rate)
     identity = {"plans_name": setup.plans.plans_name, "configuration": request.configuration, "fold": setup.cases.fold}
     trainer = StageTrainer(network_stage, settings, setup.stage_folder(stage), context, identity)
+    budget = f", at most {settings.max_minutes:g} min" if settings.max_minutes is not None else ""
     trainer.log.line(f"[{stage}] {len(train_index)} training slices from {len(train_index.case_ids)} cases; "
-                     f"validation metric: {network_stage.metric_name}; world size {context.world_size}")
+                     f"validation metric: {network_stage.metric_name}; world size {context.world_size}; "
+                     f"{settings.epochs} epochs x {settings.iterations_per_epoch} iterations{budget}")
     return trainer.fit(make_batches, validation)
 
 
@@ -226,7 +223,7 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
         return None
     held_out = set(setup.cases.val)
     cases = [case for case in training_cases(raw_folder) if case.case_id in held_out]
-    output = setup.output_folder / f"fold_{setup.cases.fold}" / validation_folder_name(request.method)
+    output = setup.output_folder / f"fold_{setup.cases.fold}" / _validation_folder(request.method)
     summary = validate_fold(setup.output_folder, setup.cases.fold, cases, device=device.type,
                             max_cases=request.validation_cases, options=PredictionOptions(method=request.method),
                             output_folder=output)
@@ -236,7 +233,7 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
     return output / SUMMARY_FILE
 
 
-def validation_folder_name(method: str) -> str:
+def _validation_folder(method: str) -> str:
     """`fold_N/validation/` for MSG-LDM, `fold_N/validation_unet/` for the control."""
     return "validation" if method == "msgldm" else f"validation_{method}"
 
@@ -261,7 +258,7 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
                     print(f"stage {stage} of fold {setup.cases.fold} {state}: {result.checkpoint}")
                 if not checkpoint_path(setup.stage_folder(stage), "final").is_file():
                     break   # interrupted: the next stage would have no predecessor
-        last_stage = method_stages(request.method, setup.config)[-1]
+        last_stage = setup.config.method_stages(request.method)[-1]
         model_final = checkpoint_path(setup.stage_folder(last_stage), "final")
         wants_validation = request.validation_only or (setup.stages[-1] == last_stage and request.stop_after_epochs is None)
         if context.is_main and wants_validation and model_final.is_file():
@@ -271,9 +268,3 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
         return results
     finally:
         shutdown(context)
-
-
-def modest_torch_threads(world_size: int = 1) -> None:
-    """Leave cores to the data-loader workers and to the other ranks, unless the user set OMP_NUM_THREADS."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, min(8, (os.cpu_count() or 1) // max(world_size, 1))))

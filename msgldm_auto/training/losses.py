@@ -191,7 +191,8 @@ def disentangler_loss(
     """Stage-2 objective from a `DisentanglerOutput`.
 
     targets (B, M, H, W): centre slices of every modality; exists (B, M): which exist in the data (the reconstruction
-    covers the dropped ones, the synthesis task, and the kept ones weighted by `reconstruction_kept`); `fused_other_subset`: `fuse_structure` of the same slices with another modality
+    covers the dropped ones, the synthesis task, and the kept ones weighted by `reconstruction_kept`);
+    `fused_other_subset`: `fuse_structure` of the same slices with another modality
     subset (invariance is skipped without it); the prototype pull has a fixed weight 1 (it only moves prototypes).
     """
     mu, logvar = output.style_stats.mu, output.style_stats.logvar

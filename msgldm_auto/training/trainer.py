@@ -20,6 +20,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, restore_rng_state,
                                              save_checkpoint, strip_wrappers)
 from msgldm_auto.training.data_loader import SliceBatch, TrainingBatches
@@ -124,7 +125,12 @@ class StageTrainer:
             return False
         checkpoint = load_checkpoint(path, map_location=self.context.device)
         for name, network in self.stage.networks.items():
-            network.load_state_dict(checkpoint["network_weights"][name])
+            try:
+                network.load_state_dict(checkpoint["network_weights"][name])
+            except (KeyError, RuntimeError) as err:
+                raise MSGLDMError(f"{path}: does not fit the current '{name}' network ({str(err).splitlines()[0][:100]});"
+                                  " other plans or an older msgldm_auto made it: delete "
+                                  f"{self.folder} to train this stage afresh") from None
         for group, objects in (("optimizer_state", self.stage.optimizers), ("lr_scheduler_state", self.lr_schedulers),
                                ("grad_scaler_state", self.scalers)):
             for name, obj in objects.items():
@@ -204,8 +210,8 @@ class StageTrainer:
             periodic = (epoch + 1) % settings.checkpoint_every == 0
             metric = self._validate(validation) if (periodic or finished_all or out_of_time) else None
             learning_rate = next(iter(self.stage.optimizers.values())).param_groups[0]["lr"]
-            self.log.end_epoch(epoch, sum(losses) / max(len(losses), 1), learning_rate, metric, time.monotonic() - started,
-                               speed)
+            mean_loss = sum(losses) / max(len(losses), 1)
+            self.log.end_epoch(epoch, mean_loss, learning_rate, metric, time.monotonic() - started, speed)
             if metric is not None and metric > self.state.best_metric:
                 self.state.best_metric = metric
                 self.save("best")

@@ -44,11 +44,8 @@ class StructureStage(Stage):
 
     def train_step(self, batch: SliceBatch, step: StepContext) -> dict[str, float]:
         complement = batch.present & ~batch.kept
-        # Decode what the reconstruction looks at: the dropped modalities, and the kept ones unless their weight is 0.
-        decode = complement if self.config.losses.reconstruction_kept == 0 else batch.present
         with step.autocast():
-            output = as_float32(self.module("disentangler")(batch.images, batch.kept, other_subset=complement,
-                                                            decode=decode))
+            output = as_float32(self.module("disentangler")(batch.images, batch.kept, other_subset=complement))
         losses = disentangler_loss(output, batch.images[:, :, batch.images.shape[2] // 2], batch.present,
                                    self.config.losses, self.config.ablations, self.networks["style_contrastive"],
                                    seg_target=batch.seg, fused_other_subset=output.fused_other)
