@@ -110,7 +110,8 @@ def section(records: list[dict]) -> str:
              "the synthesized test volumes, BraSyn-style.", ""]
     for record in records:
         iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
-        parts += [f"### {record['dataset']}", "", "```text", comparison_table(record["summaries"], ("psnr", "ssim")),
+        threads = f", OMP_NUM_THREADS={record['threads']}" if record.get("threads") else ""
+        parts += [f"### {record['dataset']}{threads}", "", "```text", comparison_table(record["summaries"], ("psnr", "ssim")),
                   "```", "", _verdict(record["summaries"]), "",
                   provenance(record["command"], record["machine"], record["date"],
                              f"Iterations trained: {iterations}."),

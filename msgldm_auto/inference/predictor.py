@@ -19,13 +19,13 @@ import torch
 
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import METHODS
 from msgldm_auto.inference import export
 from msgldm_auto.inference.case_input import load_images
 from msgldm_auto.inference.model_loading import (
     FoldNetworks, TrainedModel, load_fold_networks, load_trained_model, resolve_device, resolve_folds,
 )
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES, SynthesisSettings, make_volume_input, synthesize_volume
+from msgldm_auto.plans import METHODS
 
 
 @dataclass

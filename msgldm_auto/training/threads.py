@@ -13,7 +13,7 @@ import time
 
 import torch
 
-PROBE_REPEATS = 6
+PROBE_REPEATS = 20          # ~0.1 s per candidate on 2 cores: several scheduler slices, so a busy neighbour shows
 
 
 def candidate_threads(cores: int, world_size: int) -> list[int]:
