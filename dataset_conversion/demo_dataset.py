@@ -126,15 +126,21 @@ def make_demo_dataset(dataset_id: int = 901, name: str = "Demo", cases: int = 24
     existing = _existing_with_id(raw, dataset_id)
     if existing and not overwrite:
         raise MSGLDMError(f"{existing[0]} already exists: pass --overwrite to replace it, or choose another -d ID")
+    write_staged(raw, final, existing, lambda staging: _write_dataset(staging, name, cases, test_cases, seed, settings))
+    return final
+
+
+def write_staged(raw: Path, final: Path, existing: list[Path], write) -> None:
+    """Write a dataset into a hidden staging folder of `raw` with `write(staging)`, then swap it in for `existing`:
+    an interrupted or failed build leaves nothing half-written."""
     raw.mkdir(parents=True, exist_ok=True)
     staging = raw / f".{final.name}.incomplete-{uuid.uuid4().hex[:8]}"
     try:
-        _write_dataset(staging, name, cases, test_cases, seed, settings)
+        write(staging)
         _replace_folder(staging, final, existing)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return final
 
 
 def _check_arguments(cases: int, test_cases: int, resolution_mm: float, noise_level: float) -> None:

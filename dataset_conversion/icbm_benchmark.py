@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import subprocess
 import sys
-import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +32,7 @@ import numpy as np
 from dataset_conversion import mr_physics
 from dataset_conversion.demo_anatomy import BRAIN_TISSUES, DeformationSettings, Grid, Template, add_lesions, \
     deform_template
-from dataset_conversion.demo_dataset import _existing_with_id, _replace_folder, case_name, case_rng
+from dataset_conversion.demo_dataset import _existing_with_id, case_name, case_rng, write_staged
 from msgldm_auto import paths
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
@@ -225,14 +223,7 @@ def make_icbm_dataset(wheel: Path | None = None, dataset_id: int = 902, cases: i
     if existing and not overwrite:
         raise MSGLDMError(f"{existing[0]} already exists: pass --overwrite to replace it, or choose another -d ID")
     source = load_source(Path(wheel) if wheel else fetch_wheel(cache))
-    raw.mkdir(parents=True, exist_ok=True)
-    staging = raw / f".{final.name}.incomplete-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_dataset(staging, source, cases, test_cases, seed, settings)
-        _replace_folder(staging, final, existing)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    write_staged(raw, final, existing, lambda staging: _write_dataset(staging, source, cases, test_cases, seed, settings))
     return final
 
 
