@@ -22,7 +22,8 @@ from msgldm_auto.training.data_loader import build_slice_index, make_training_ba
 from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
 from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
 from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
-from msgldm_auto.training.trainer import StageTrainer, TrainerSettings  # noqa: E402
+from msgldm_auto.training.trainer import (StageTrainer, TrainerSettings, poly_factor,  # noqa: E402
+                                          schedule_progress)
 
 CPU = DistributedContext(0, 1, 0, torch.device("cpu"))
 
@@ -267,6 +268,30 @@ def test_time_budget_ends_the_stage_cleanly_at_a_checkpoint(tmp_path):
     final = load_checkpoint(tmp_path / "checkpoint_final.pth")
     assert final["iteration"] == 1 and "inference_weights" in final
     assert "time budget" in (tmp_path / "training_log.txt").read_text()
+
+
+def test_learning_rate_decays_with_whichever_runs_out_first_iterations_or_minutes():
+    assert schedule_progress(10, 1000, seconds=30.0, budget_seconds=60.0) == 0.5          # the clock leads
+    assert schedule_progress(900, 1000, seconds=30.0, budget_seconds=60.0) == 0.9         # the iterations lead
+    assert schedule_progress(10, 1000, seconds=1e9, budget_seconds=None) == 0.01          # no budget: iterations
+    assert schedule_progress(10, 1000, seconds=90.0, budget_seconds=60.0) == 1.0
+    assert poly_factor(0.0) == 1.0 and poly_factor(1.0) == 0.0 and 0.5 < poly_factor(0.5) < 0.6
+
+
+def test_continued_run_spends_only_the_rest_of_the_budget_and_ends_annealed(tmp_path):
+    _tiny_run(tmp_path, epochs=50, max_minutes=10.0, stop_after_epochs=1)
+    latest = tmp_path / "checkpoint_latest.pth"
+    checkpoint = load_checkpoint(latest)
+    assert 0.0 < checkpoint["train_seconds"] < 600.0
+    checkpoint["train_seconds"] = 600.0 - 1e-3                                  # as if 10 minutes were nearly spent
+    save_checkpoint(checkpoint, latest)
+    _, result = _tiny_run(tmp_path, epochs=50, max_minutes=10.0, resume=True)
+    assert result.stopped_by_time and result.iterations_done == 4            # 3 before the "kill", 1 after
+    final = load_checkpoint(tmp_path / "checkpoint_final.pth")
+    group = final["optimizer_state"]["net"]["param_groups"][0]
+    assert group["lr"] < 1e-3 * group["initial_lr"]                          # annealed to the end of the budget
+    _, again = _tiny_run(tmp_path, epochs=50, max_minutes=10.0, resume=True)
+    assert again.iterations_done == 4 and "raise --max-minutes" in (tmp_path / "training_log.txt").read_text()
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI

@@ -60,13 +60,13 @@ def wrap_module(module: torch.nn.Module, context: DistributedContext) -> torch.n
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
 
-def any_rank(flag: bool, context: DistributedContext) -> bool:
-    """True on every rank when it is true on any rank (so all ranks stop at the same iteration)."""
+def shared_max(value: float, context: DistributedContext) -> float:
+    """The largest of every rank's `value` (the value itself without DDP)."""
     if not context.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=context.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
 
 
 def barrier(context: DistributedContext) -> None:

@@ -1,6 +1,10 @@
 """The generic loop shared by the three stages: iterations grouped in epochs, poly learning-rate decay, AMP and
 torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkpoints and exact resume.
 
+The learning rate decays with whichever runs out first, the iterations or the wall-clock budget: a `cpu` stage stopped
+by its minutes after a small fraction of its planned iterations would otherwise end at its initial learning rate and
+never anneal.
+
 Resume is exact with data-loader workers = 0: the batch order is a function of the iteration number (data_loader.py)
 and every other source of randomness (torch, numpy, Python) is checkpointed with the weights.
 """
@@ -10,9 +14,7 @@ import contextlib
 import functools
 import math
 import sys
-import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +26,7 @@ from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, restore_rng_state,
                                              save_checkpoint, strip_wrappers)
 from msgldm_auto.training.data_loader import SliceBatch, TrainingBatches
-from msgldm_auto.training.ddp import DistributedContext, any_rank, barrier
+from msgldm_auto.training.ddp import DistributedContext, barrier, shared_max
 from msgldm_auto.training.progress import History, ProgressLog
 from msgldm_auto.training.stages.base import Stage, StepContext
 
@@ -62,10 +64,20 @@ class _RunState:
     iteration: int = 0
     best_metric: float = -math.inf
     history: History | None = None
+    seconds_before: float = 0.0         # training time of earlier runs of this stage (restored by --c)
 
 
-def _poly(total: int, iteration: int) -> float:
-    return max(0.0, 1.0 - iteration / max(total, 1)) ** POLY_EXPONENT
+def poly_factor(progress: float) -> float:
+    """The poly schedule's learning-rate multiplier at `progress` ∈ [0, 1] of the run."""
+    return max(0.0, 1.0 - progress) ** POLY_EXPONENT
+
+
+def schedule_progress(iteration: int, total_iterations: int, seconds: float, budget_seconds: float | None) -> float:
+    """How far the run is: the larger of the iterations' and the wall-clock budget's fractions."""
+    progress = iteration / max(total_iterations, 1)
+    if budget_seconds:
+        progress = max(progress, seconds / budget_seconds)
+    return min(progress, 1.0)
 
 
 def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
@@ -82,12 +94,13 @@ class StageTrainer:
         device = context.device
         use_fp16 = settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scalers = {n: torch.amp.GradScaler(device.type, enabled=use_fp16) for n in stage.optimizers}
-        total = settings.total_iterations
-        self.lr_schedulers = {n: torch.optim.lr_scheduler.LambdaLR(o, functools.partial(_poly, total))
-                              for n, o in stage.optimizers.items()}
+        for optimizer in stage.optimizers.values():
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])   # saved with the optimizer state, so resume keeps it
         self.autocast = _autocast_factory(device, settings.amp)
         self.log = ProgressLog(self.folder, stage.name, stage.metric_name, enabled=context.is_main)
         self.state = _RunState(history=self.log.history)
+        self._run_started = time.monotonic()
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -99,11 +112,11 @@ class StageTrainer:
             "inference_weights": stage.inference_weights(),
             "network_weights": {n: strip_wrappers(m.state_dict()) for n, m in stage.networks.items()},
             "optimizer_state": {n: o.state_dict() for n, o in stage.optimizers.items()},
-            "lr_scheduler_state": {n: s.state_dict() for n, s in self.lr_schedulers.items()},
             "grad_scaler_state": {n: s.state_dict() for n, s in self.scalers.items()},
             "extra_state": stage.extra_state(),
             "rng_state": capture_rng_state(),
             "best_metric": self.state.best_metric,
+            "train_seconds": self._local_seconds(),
             "metric_name": stage.metric_name,
             "history": self.log.history.to_dict(),
             **self.identity,
@@ -131,13 +144,13 @@ class StageTrainer:
                 raise MSGLDMError(f"{path}: does not fit the current '{name}' network ({str(err).splitlines()[0][:100]});"
                                   " other plans or an older msgldm_auto made it: delete "
                                   f"{self.folder} to train this stage afresh") from None
-        for group, objects in (("optimizer_state", self.stage.optimizers), ("lr_scheduler_state", self.lr_schedulers),
-                               ("grad_scaler_state", self.scalers)):
+        for group, objects in (("optimizer_state", self.stage.optimizers), ("grad_scaler_state", self.scalers)):
             for name, obj in objects.items():
                 obj.load_state_dict(checkpoint[group][name])
         self.stage.load_extra_state(checkpoint["extra_state"])
         restore_rng_state(checkpoint["rng_state"])
         self.state.iteration, self.state.best_metric = int(checkpoint["iteration"]), float(checkpoint["best_metric"])
+        self.state.seconds_before = float(checkpoint.get("train_seconds", 0.0))   # absent before 0.1.0's time decay
         self.log.history = History.from_dict(checkpoint["history"])
         self.log.line(f"[{self.stage.name}] resumed from {path.name} at iteration {self.state.iteration}")
         return True
@@ -159,6 +172,25 @@ class StageTrainer:
             for network in self.stage.networks.values():
                 network.train()
 
+    def _budget_spent(self) -> bool:
+        return bool(self.settings.max_minutes) and self.state.seconds_before >= 60.0 * self.settings.max_minutes
+
+    def _local_seconds(self) -> float:
+        return self.state.seconds_before + time.monotonic() - self._run_started
+
+    def _seconds_trained(self) -> float:
+        """Wall-clock seconds this stage has trained, earlier runs included; the same on every rank, so that all ranks
+        use one learning rate and stop at the same iteration."""
+        return shared_max(self._local_seconds(), self.context)
+
+    def _set_learning_rates(self, seconds: float) -> None:
+        settings = self.settings
+        budget = 60.0 * settings.max_minutes if settings.max_minutes else None
+        factor = poly_factor(schedule_progress(self.state.iteration, settings.total_iterations, seconds, budget))
+        for optimizer in self.stage.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+
     def _run_epoch(self, batches: TrainingBatches, epoch: int, deadline: float | None) -> tuple[list[float], bool]:
         per_epoch = self.settings.iterations_per_epoch
         first = self.state.iteration - epoch * per_epoch
@@ -166,18 +198,16 @@ class StageTrainer:
         bar = tqdm(range(first, per_epoch), desc=f"{self.stage.name} epoch {epoch}", file=sys.stderr, leave=False,
                    # None: shown on a terminal only, so logs and CI output stay readable
                    disable=None if self.settings.show_progress and self.context.is_main else True)
+        seconds = self._seconds_trained()
         for _ in bar:
+            self._set_learning_rates(seconds)
             batch = next(batches).to(self.context.device)
             results = self.stage.train_step(batch, self._step_context(self.state.iteration))
-            with warnings.catch_warnings():
-                # An optimiser may legitimately skip a step (discriminator warm-up, fp16 overflow); the schedule goes on.
-                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-                for scheduler in self.lr_schedulers.values():
-                    scheduler.step()
             self.state.iteration += 1
             losses.append(float(results["loss"]))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if deadline is not None and any_rank(time.monotonic() >= deadline, self.context):
+            seconds = self._seconds_trained()
+            if deadline is not None and seconds >= deadline:
                 return losses, True
         return losses, False
 
@@ -189,10 +219,16 @@ class StageTrainer:
         if self.state.iteration >= settings.total_iterations and checkpoint_path(self.folder, "final").is_file():
             self.log.line(f"[{self.stage.name}] already trained ({self.state.iteration} iterations); nothing to do")
             return StageResult(checkpoint_path(self.folder, "final"), self.state.iteration, True, False)
+        if self._budget_spent() and checkpoint_path(self.folder, "final").is_file():
+            self.log.line(f"[{self.stage.name}] its time budget of {settings.max_minutes} min is spent; "
+                          "raise --max-minutes to train it longer")
+            return StageResult(checkpoint_path(self.folder, "final"), self.state.iteration, False, True)
         for network in self.stage.networks.values():
             network.train()
         self.stage.parallelize(self.context, settings.compile and self.context.device.type == "cuda")
-        deadline = None if not settings.max_minutes else time.monotonic() + 60.0 * settings.max_minutes
+        # The budget counts the stage's training time over all its runs: --c after a kill continues the same minutes.
+        deadline = None if not settings.max_minutes else 60.0 * settings.max_minutes
+        self._run_started = time.monotonic()
         batches = make_batches(self.state.iteration)
         try:
             return self._loop(batches, validation, deadline)
