@@ -12,7 +12,8 @@ from msgldm_auto.cli.evaluate import main as evaluate_main
 from msgldm_auto.dataset.image_io import Image, write_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.evaluation import PSNR_CAP_DB, evaluate_folder, evaluate_volumes, save_preview
-from msgldm_auto.evaluation.metrics import gradient_energy_ratio, mae, psnr, slice_axis_from_spacing, ssim_map
+from msgldm_auto.evaluation.metrics import (gradient_energy_ratio, high_frequency_ratio, mae, psnr,
+                                            slice_axis_from_spacing, ssim_map, std_coverage, std_error_spearman)
 from msgldm_auto.evaluation.normalization import normalize_brasyn
 
 SHAPE = (12, 16, 16)
@@ -59,7 +60,8 @@ def test_identical_volumes_give_ssim_one_capped_psnr_zero_mae_unit_ratio():
     assert result["psnr"] == PSNR_CAP_DB
     assert result["mae"] == 0.0
     assert result["gradient_ratio"] == pytest.approx(1.0)
-    assert set(result) == {"psnr", "ssim", "mae", "gradient_ratio"}
+    assert result["hf_ratio"] == pytest.approx(1.0)
+    assert set(result) == {"psnr", "ssim", "mae", "gradient_ratio", "hf_ratio"}
 
 
 def test_constant_offset_gives_known_mae_and_psnr():
@@ -137,6 +139,72 @@ def test_gradient_ratio_detects_striping_and_smoothing():
     assert gradient_energy_ratio(ramp, 2 * ramp, np.ones((5, 3, 3), bool), slice_axis=1) == pytest.approx(1.0)
 
 
+def test_high_frequency_ratio_is_one_for_a_copy_and_below_one_for_blur():
+    reference, mask = brain(), head()
+    blurred = np.where(mask, gaussian_filter1d(gaussian_filter1d(brain(masked=False), 1.0, axis=1), 1.0, axis=2), 0)
+    assert evaluate_volumes(reference, reference.copy(), mask)["hf_ratio"] == pytest.approx(1.0)
+    assert evaluate_volumes(reference, blurred, mask)["hf_ratio"] < 0.5
+    noisy = np.where(mask, reference + np.random.default_rng(1).normal(0, 10, SHAPE), 0)
+    assert evaluate_volumes(reference, noisy, mask)["hf_ratio"] > 1.5
+
+
+def test_high_frequency_ratio_is_in_plane_only_and_quadratic_in_amplitude():
+    # Independent of the filter's details: a checkerboard's high-pass scales with its amplitude (energy x amplitude^2);
+    # a linear in-plane ramp has no high frequencies away from the borders; stripes across slices are not in-plane.
+    z, y, x = np.meshgrid(np.arange(12), np.arange(20), np.arange(20), indexing="ij")
+    checkerboard = np.where((y + x) % 2 == 0, 1.0, -1.0)
+    interior = np.zeros(checkerboard.shape, bool)
+    interior[:, 5:15, 5:15] = True
+    assert high_frequency_ratio(checkerboard, 0.5 * checkerboard, interior) == pytest.approx(0.25)
+    ramp = 0.3 * y + 0.2 * x
+    assert high_frequency_ratio(checkerboard, checkerboard + ramp, interior) == pytest.approx(1.0)
+    stripes = np.where(z % 2 == 0, 5.0, -5.0)
+    assert high_frequency_ratio(checkerboard, checkerboard + stripes, interior, slice_axis=0) == pytest.approx(1.0)
+    everywhere = np.ones(checkerboard.shape, bool)
+    assert high_frequency_ratio(checkerboard, checkerboard + stripes, everywhere, slice_axis=2) > 10
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(values)).astype(float)
+
+
+def test_std_error_spearman_against_constructed_cases_and_a_rank_pearson():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(4, 10, 10))
+    error = rng.normal(size=reference.shape)
+    prediction, mask = reference + error, np.ones(reference.shape, bool)
+    assert std_error_spearman(reference, prediction, np.sqrt(np.abs(error)), mask) == pytest.approx(1.0)  # monotone
+    assert abs(std_error_spearman(reference, prediction, rng.uniform(size=reference.shape), mask)) < 0.15
+    spread = np.abs(error) + rng.uniform(0, 1, size=reference.shape)
+    expected = np.corrcoef(_ranks(spread.ravel()), _ranks(np.abs(error).ravel()))[0, 1]
+    assert std_error_spearman(reference, prediction, spread, mask) == pytest.approx(expected)
+    assert np.isnan(std_error_spearman(reference, prediction, np.ones(reference.shape), mask))   # no spread at all
+
+
+def test_two_std_coverage_of_calibrated_overconfident_and_cautious_maps():
+    rng = np.random.default_rng(0)
+    sigma = rng.uniform(0.5, 2.0, size=(20, 50, 50))
+    reference = np.zeros(sigma.shape)
+    prediction, mask = reference + rng.normal(size=sigma.shape) * sigma, np.ones(sigma.shape, bool)
+    assert std_coverage(reference, prediction, sigma, mask) == pytest.approx(0.9545, abs=0.005)
+    assert std_coverage(reference, prediction, 0.25 * sigma, mask) < 0.5
+    assert std_coverage(reference, prediction, 100 * sigma, mask) == 1.0
+
+
+def test_evaluate_volumes_scores_a_std_map_on_the_predictions_scale():
+    reference, mask = brain(), head()
+    noise = np.random.default_rng(2).normal(0, 3, SHAPE)
+    prediction = np.where(mask, reference + noise, 0)
+    std = np.where(mask, np.abs(noise), 0)
+    plain = evaluate_volumes(reference, prediction, mask)
+    assert "std_error_spearman" not in plain and "coverage_2std" not in plain
+    scored = evaluate_volumes(reference, prediction, mask, std=std)
+    rescaled = evaluate_volumes(reference, 10 * prediction, mask, std=10 * std)   # intensity scale is arbitrary
+    assert scored["std_error_spearman"] > 0.5 and scored["coverage_2std"] > 0.8     # not exact: own normalisations
+    assert rescaled["coverage_2std"] == pytest.approx(scored["coverage_2std"])
+    assert rescaled["std_error_spearman"] == pytest.approx(scored["std_error_spearman"])
+
+
 def test_slice_axis_from_spacing():
     assert slice_axis_from_spacing((1.0, 1.0, 3.0)) == 0          # ITK k coarsest -> numpy axis 0
     assert slice_axis_from_spacing((4.0, 1.0, 1.0)) == 2
@@ -175,12 +243,13 @@ def test_folder_summary_structure_and_values(folders, tmp_path):
     out = tmp_path / "summary.json"
     summary = evaluate_folder(ref, pred, output_file=out)
     assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}")) == summary
-    assert set(summary["per_case"]) == {"A", "B"}
-    assert list(summary["per_case"]["B"]["targets"]) == ["FLAIR"]      # the --complete copy of T1 is not scored
-    a = summary["per_case"]["A"]
-    assert a["pattern"] == "T1+FLAIR" and a["targets"]["T2"]["metrics"]["psnr"] == PSNR_CAP_DB
-    assert a["targets"]["T2"]["slice_axis"] == 0
-    b_psnr = summary["per_case"]["B"]["targets"]["FLAIR"]["metrics"]["psnr"]
+    volumes = {(v["case"], v["modality"]): v for v in summary["per_volume"]}
+    assert set(volumes) == {("A", "T2"), ("B", "FLAIR")}            # the --complete copy of B's T1 is not scored
+    a = volumes[("A", "T2")]
+    assert a["pattern"] == "T1+FLAIR" and a["metrics"]["psnr"] == PSNR_CAP_DB and a["slice_axis"] == 0
+    assert a["channel"] == 1 and a["reference"] == str(ref / "A_0001.nii.gz")
+    assert summary["num_cases"] == 2
+    b_psnr = volumes[("B", "FLAIR")]["metrics"]["psnr"]
     assert b_psnr < 40
     assert summary["per_pattern"]["T1+T2"]["FLAIR"]["psnr"] == {"mean": b_psnr, "std": 0.0, "n": 1}
     assert summary["per_modality"]["T2"]["ssim"]["mean"] == pytest.approx(1.0)
@@ -188,6 +257,14 @@ def test_folder_summary_structure_and_values(folders, tmp_path):
     assert overall["n"] == 2
     assert overall["mean"] == pytest.approx((PSNR_CAP_DB + b_psnr) / 2)
     assert overall["std"] == pytest.approx(np.std([PSNR_CAP_DB, b_psnr], ddof=1))
+
+
+def test_folder_scores_std_maps_written_by_save_std(folders):
+    ref, pred = folders
+    write(pred / "uncertainty" / "B_0002_std.nii.gz", np.where(head(), 2.0, 0.0))
+    metrics = {v["case"]: v["metrics"] for v in evaluate_folder(ref, pred)["per_volume"]}
+    assert 0.0 <= metrics["B"]["coverage_2std"] <= 1.0 and "std_error_spearman" in metrics["B"]
+    assert "coverage_2std" not in metrics["A"] and metrics["A"]["hf_ratio"] == pytest.approx(1.0)
 
 
 def test_folder_without_predictions_json_uses_channel_numbers(folders):
@@ -203,7 +280,7 @@ def test_missing_prediction_is_listed_not_scored(folders):
     write(ref / "C_0001.nii.gz", brain(5))
     summary = evaluate_folder(ref, pred)
     assert summary["missing_predictions"] == ["C_0001.nii.gz"]
-    assert "C" not in summary["per_case"]
+    assert "C" not in {v["case"] for v in summary["per_volume"]}
 
 
 @pytest.mark.parametrize("kind", ["shape", "origin"])
@@ -229,8 +306,8 @@ def test_mask_and_label_folders(folders, tmp_path):
     label[5:8, 6:10, 6:10] = 1
     write(labels / "B.nii.gz", label)
     summary = evaluate_folder(ref, pred, mask_dir=masks, labels_dir=labels)
-    assert "ssim_tumour" in summary["per_case"]["B"]["targets"]["FLAIR"]["metrics"]
-    assert "ssim_tumour" not in summary["per_case"]["A"]["targets"]["T2"]["metrics"]
+    metrics = {v["case"]: v["metrics"] for v in summary["per_volume"]}
+    assert "ssim_tumour" in metrics["B"] and "ssim_tumour" not in metrics["A"]
     (masks / "A.nii.gz").unlink()
     with pytest.raises(MSGLDMError, match="A.nii.gz does not exist"):
         evaluate_folder(ref, pred, mask_dir=masks)

@@ -432,8 +432,9 @@ def test_validate_fold_writes_summary_and_previews(model_folder, tmp_path):
 
     written = json.loads((model_folder / "fold_0" / "validation" / "summary.json").read_text())
     assert written == summary and written["num_cases"] == 1                  # v2 has nothing to hold out
-    assert set(written["per_case"]["v1"]) == {"T2+FLAIR", "T1+FLAIR", "T1+T2", "T1", "T2", "FLAIR"}
-    assert set(written["per_case"]["v1"]["T1"]) == {"T2", "FLAIR"}
+    patterns = {v["pattern"] for v in written["per_volume"]}
+    assert patterns == {"T2+FLAIR", "T1+FLAIR", "T1+T2", "T1", "T2", "FLAIR"}
+    assert {v["modality"] for v in written["per_volume"] if v["pattern"] == "T1"} == {"T2", "FLAIR"}
     assert written["mean"]["psnr"]["n"] == 9 and written["one_pass"]["mean"]["psnr"]["n"] == 9
     assert {"psnr", "ssim", "mae", "gradient_ratio"} <= set(written["per_modality"]["T1"])
     previews = sorted(p.name for p in (model_folder / "fold_0" / "validation" / "previews").glob("*.png"))

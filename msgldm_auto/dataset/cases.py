@@ -39,6 +39,15 @@ def image_file_name(case_id: str, channel: int, file_ending: str) -> str:
     return f"{case_id}_{channel:04d}{file_ending}"
 
 
+# Std maps live in a subfolder of the predictions, so that nnU-Net never reads them as channels.
+UNCERTAINTY_FOLDER = "uncertainty"
+
+
+def std_map_path(case_id: str, channel: int, file_ending: str) -> str:
+    """Where `msgldm_predict --save-std` writes a synthesized channel's std map, relative to the output folder."""
+    return f"{UNCERTAINTY_FOLDER}/{case_id}_{channel:04d}_std{file_ending}"
+
+
 def discover_cases(images_dir: Path, dataset: DatasetJson, labels_dir: Path | None = None) -> tuple[list[Case], list[Stray]]:
     """All cases in `images_dir` (sorted by ID) plus the files that could not be read as a case's channel."""
     images_dir = Path(images_dir)

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from msgldm_auto.dataset.cases import split_image_name
+from msgldm_auto.dataset.cases import split_image_name, std_map_path
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.evaluation.metrics import PSNR_CAP_DB, evaluate_volumes, slice_axis_from_spacing
 from msgldm_auto.evaluation.predictions_json import PredictionsRecord, read_predictions_json
-from msgldm_auto.evaluation.table import aggregate, json_safe
+from msgldm_auto.evaluation.table import ScoredVolume, summarise
 from msgldm_auto.atomic import write_json_atomic
 
 UNKNOWN_PATTERN = "unknown"
@@ -35,7 +35,8 @@ def evaluate_folder(ref_dir: Path | str, pred_dir: Path | str, dataset: DatasetJ
 
     Modality names come from `dataset`, else from PRED/predictions.json, else channel numbers. Availability patterns
     come from PRED/predictions.json ('unknown' without it); cases it lists are scored on their synthesized modalities
-    only (copies made by `--complete` would score perfectly). `slice_axis` is a numpy axis; None infers it per case
+    only (copies made by `--complete` would score perfectly). Std maps in PRED/uncertainty/ (`--save-std`) add the
+    uncertainty metrics. `slice_axis` is a numpy axis; None infers it per case
     from the reference spacing. Masks and labels are read as `{CASE}{file_ending}`.
     """
     ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
@@ -49,8 +50,8 @@ def evaluate_folder(ref_dir: Path | str, pred_dir: Path | str, dataset: DatasetJ
     if not pairs:
         raise MSGLDMError(f"-ref {ref_dir} and -pred {pred_dir} share no {{CASE}}_{{CHANNEL:04d}}{ending} file to compare; "
                           "check the folders and --file-ending")
-    records = _score_pairs(pairs, names, record, ending, mask_dir, labels_dir, slice_axis)
-    summary = _summary(ref_dir, pred_dir, records, unmatched)
+    volumes = _score_pairs(pairs, names, record, ending, mask_dir, labels_dir, slice_axis)
+    summary = summarise(volumes, _header(ref_dir, pred_dir, unmatched))
     if output_file is not None:
         write_json_atomic(summary, Path(output_file))
     return summary
@@ -97,8 +98,9 @@ def _was_synthesized(record: PredictionsRecord | None, case_id: str, name: str) 
 
 
 def _score_pairs(pairs: list[Pair], names: dict[int, str], record: PredictionsRecord | None, ending: str,
-                 mask_dir: Path | str | None, labels_dir: Path | str | None, slice_axis: int | None) -> list[dict]:
-    records = []
+                 mask_dir: Path | str | None, labels_dir: Path | str | None,
+                 slice_axis: int | None) -> list[ScoredVolume]:
+    volumes = []
     order = [names[k] for k in sorted(names)] or None
     for pair in pairs:
         reference, prediction = read_image(pair.reference), read_image(pair.prediction)
@@ -107,14 +109,24 @@ def _score_pairs(pairs: list[Pair], names: dict[int, str], record: PredictionsRe
             raise MSGLDMError(f"{pair.prediction}: contains NaN or infinite values; rerun the prediction for this case")
         mask = _optional_volume(mask_dir, pair, ending, reference, required=True)
         label = _optional_volume(labels_dir, pair, ending, reference, required=False)
+        std = _std_map(pair, ending, reference)
         axis = slice_axis if slice_axis is not None else slice_axis_from_spacing(reference.spacing)
-        metrics = evaluate_volumes(reference.array, prediction.array,
-                                   mask=None if mask is None else mask > 0, label=label, slice_axis=axis)
+        metrics = evaluate_volumes(reference.array, prediction.array, mask=None if mask is None else mask > 0,
+                                   label=label, slice_axis=axis, std=std)
         pattern = (record.pattern(pair.case_id, order) if record else None) or UNKNOWN_PATTERN
-        records.append({"case": pair.case_id, "modality": modality_name(pair.channel, names), "channel": pair.channel,
-                        "pattern": pattern, "reference": str(pair.reference), "prediction": str(pair.prediction),
-                        "slice_axis": axis, "metrics": metrics})
-    return records
+        volumes.append(ScoredVolume(pair.case_id, modality_name(pair.channel, names), pair.channel, pattern, axis,
+                                    metrics, str(pair.reference), str(pair.prediction)))
+    return volumes
+
+
+def _std_map(pair: Pair, ending: str, reference: Image) -> np.ndarray | None:
+    """The prediction's std map written by `--save-std`, on the reference grid; None when there is none."""
+    path = pair.prediction.parent / std_map_path(pair.case_id, pair.channel, ending)
+    if not path.is_file():
+        return None
+    image = read_image(path)
+    _check_same_grid(reference, pair.reference, image, path)
+    return image.array
 
 
 def _check_same_grid(reference: Image, ref_path: Path, other: Image, other_path: Path) -> None:
@@ -148,13 +160,8 @@ def _optional_volume(folder: Path | str | None, pair: Pair, ending: str, referen
     return image.array
 
 
-def _summary(ref_dir: Path, pred_dir: Path, records: list[dict], unmatched: list[str]) -> dict[str, Any]:
-    per_case: dict[str, Any] = {}
-    for r in records:
-        case = per_case.setdefault(r["case"], {"pattern": r["pattern"], "targets": {}})
-        case["targets"][r["modality"]] = {k: r[k] for k in ("channel", "reference", "prediction", "slice_axis", "metrics")}
-    summary = {"reference_folder": str(ref_dir), "prediction_folder": str(pred_dir),
-               "normalisation": "each volume clipped to its own (0.5, 99.5) percentiles inside the brain mask, scaled to [0, 1]",
-               "psnr_cap_db": PSNR_CAP_DB, "missing_predictions": unmatched, "per_case": per_case}
-    summary.update(aggregate(records))
-    return json_safe(summary)
+def _header(ref_dir: Path, pred_dir: Path, unmatched: list[str]) -> dict[str, Any]:
+    return {"reference_folder": str(ref_dir), "prediction_folder": str(pred_dir),
+            "normalisation": "each volume clipped to its own (0.5, 99.5) percentiles inside the brain mask, "
+                             "scaled to [0, 1]",
+            "psnr_cap_db": PSNR_CAP_DB, "missing_predictions": unmatched}

@@ -6,9 +6,10 @@ validation and the demo call; the others are exposed for tests and for callers t
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import binary_erosion, gaussian_filter
+from scipy.stats import spearmanr
 
-from msgldm_auto.evaluation.normalization import normalize_brasyn
+from msgldm_auto.evaluation.normalization import normalize_brasyn, robust_range
 
 # An identical prediction has zero error and an infinite PSNR; we report this finite cap instead so that means over
 # cases stay finite and JSON stays standard. 100 dB is far above anything a real synthesis reaches (~20-35 dB).
@@ -16,6 +17,11 @@ PSNR_CAP_DB = 100.0
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5          # Gaussian window radius = ceil(3.5 * 1.5) = 6 voxels, as in Wang et al. / scikit-image
 SSIM_K1, SSIM_K2 = 0.01, 0.03
+# The in-plane high-pass is the image minus its Gaussian blur of this width (voxels): it keeps the texture and edges
+# that a posterior mean smooths away and a good sample restores.
+HIGH_PASS_SIGMA = 1.0
+HIGH_PASS_MARGIN = 3         # voxels (3σ) kept off the mask's in-plane edge, where the normalisation's cut to 0 is
+COVERAGE_STDS = 2.0
 
 
 def psnr(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray, data_range: float = 1.0) -> float:
@@ -71,6 +77,60 @@ def gradient_energy_ratio(reference: np.ndarray, prediction: np.ndarray, mask: n
     return energy_pred / energy_ref
 
 
+def high_frequency_ratio(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray, slice_axis: int = 0) -> float:
+    """In-plane high-frequency energy of the prediction ÷ that of the reference, over the voxels of `mask`.
+
+    High frequency = the volume minus its Gaussian blur (σ = `HIGH_PASS_SIGMA` voxels within each slice, none across
+    slices), summed over the mask less its in-plane rim of `HIGH_PASS_MARGIN` voxels (the normalised volumes are cut
+    to 0 outside the mask, an edge that is not the image's). 1 means the reference's sharpness and texture; < 1 means
+    blur (a posterior mean); > 1 means added noise or ringing. 1.0 when both are flat, inf when only the reference is,
+    NaN when the mask has no interior.
+    """
+    mask = _in_plane_interior(np.asarray(mask, dtype=bool), slice_axis)
+    if not mask.any():
+        return float("nan")
+    energy_pred = float(np.sum(_in_plane_high_pass(prediction, slice_axis)[mask] ** 2))
+    energy_ref = float(np.sum(_in_plane_high_pass(reference, slice_axis)[mask] ** 2))
+    if energy_ref == 0.0:
+        return 1.0 if energy_pred == 0.0 else float("inf")
+    return energy_pred / energy_ref
+
+
+def _in_plane_interior(mask: np.ndarray, slice_axis: int) -> np.ndarray:
+    structure = np.ones((3,) * mask.ndim, dtype=bool)
+    structure = np.take(structure, [1], axis=slice_axis)         # no erosion across slices
+    return binary_erosion(mask, structure=structure, iterations=HIGH_PASS_MARGIN, border_value=0)
+
+
+def _in_plane_high_pass(volume: np.ndarray, slice_axis: int) -> np.ndarray:
+    volume = np.asarray(volume, np.float64)
+    sigma = [HIGH_PASS_SIGMA] * volume.ndim
+    sigma[slice_axis] = 0.0
+    return volume - gaussian_filter(volume, sigma=sigma, mode="reflect")
+
+
+def std_error_spearman(reference: np.ndarray, prediction: np.ndarray, std: np.ndarray, mask: np.ndarray) -> float:
+    """Spearman rank correlation between the per-voxel std and the absolute error over `mask` (NaN when either is
+    constant): does the uncertainty map point at the errors?"""
+    mask = np.asarray(mask, dtype=bool)
+    error = np.abs(np.asarray(prediction, np.float64) - np.asarray(reference, np.float64))[mask]
+    spread = np.asarray(std, np.float64)[mask]
+    if error.size < 2 or np.ptp(error) == 0 or np.ptp(spread) == 0:
+        return float("nan")
+    return float(spearmanr(spread, error).statistic)
+
+
+def std_coverage(reference: np.ndarray, prediction: np.ndarray, std: np.ndarray, mask: np.ndarray,
+                 num_stds: float = COVERAGE_STDS) -> float:
+    """Fraction of the voxels of `mask` whose reference lies within prediction ± `num_stds` × std (0.95 for a
+    calibrated Gaussian at 2 std; lower means overconfident)."""
+    mask = np.asarray(mask, dtype=bool)
+    error = np.abs(np.asarray(prediction, np.float64) - np.asarray(reference, np.float64))[mask]
+    if error.size == 0:
+        return float("nan")
+    return float(np.mean(error <= num_stds * np.asarray(std, np.float64)[mask]))
+
+
 def _pair_mask(mask: np.ndarray, axis: int) -> np.ndarray:
     mask = np.asarray(mask, dtype=bool)
     n = mask.shape[axis]
@@ -86,11 +146,13 @@ def slice_axis_from_spacing(spacing_itk: tuple[float, ...], rtol: float = 1e-3) 
 
 
 def evaluate_volumes(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray | None = None,
-                     label: np.ndarray | None = None, slice_axis: int = 0) -> dict[str, float]:
+                     label: np.ndarray | None = None, slice_axis: int = 0, std: np.ndarray | None = None) -> dict[str, float]:
     """All metrics of one synthesized volume against its reference (both on any intensity scale).
 
     `mask` is the brain mask (default: reference > 0); `label` > 0 marks tumour and adds `ssim_tumour` and
-    `ssim_non_tumour` (NaN where a region is empty). Returns psnr, ssim, mae, gradient_ratio (+ the two above).
+    `ssim_non_tumour` (NaN where a region is empty); `std`, the prediction's per-voxel std map on the prediction's
+    intensity scale, adds `std_error_spearman` and `coverage_2std`. Always returns psnr, ssim, mae, gradient_ratio
+    (through-plane) and hf_ratio (in-plane high frequencies).
     """
     reference = np.asarray(reference)
     prediction = np.asarray(prediction)
@@ -104,7 +166,13 @@ def evaluate_volumes(reference: np.ndarray, prediction: np.ndarray, mask: np.nda
         "ssim": masked_mean(similarity, mask),
         "mae": mae(ref01, pred01, mask),
         "gradient_ratio": gradient_energy_ratio(ref01, pred01, mask, slice_axis),
+        "hf_ratio": high_frequency_ratio(ref01, pred01, mask, slice_axis),
     }
+    if std is not None:
+        low, high = robust_range(prediction, mask)      # the std on the prediction's normalised scale
+        std01 = np.asarray(std, np.float64) / (high - low) if high > low else np.zeros(np.shape(std))
+        result["std_error_spearman"] = std_error_spearman(ref01, pred01, std01, mask)
+        result["coverage_2std"] = std_coverage(ref01, pred01, std01, mask)
     if label is not None:
         tumour = np.asarray(label) > 0
         result["ssim_tumour"] = masked_mean(similarity, mask & tumour)

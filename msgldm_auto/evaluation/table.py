@@ -1,15 +1,41 @@
-"""Aggregation of per-volume metrics (mean ± std per modality, per availability pattern, overall) and the stdout table."""
+"""The evaluation summary, one schema for `msgldm_evaluate` and the fold validation: every scored volume, and their
+aggregates (mean ± std per target modality, per availability pattern × target, overall); and the stdout table."""
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
-METRIC_ORDER = ("psnr", "ssim", "mae", "ssim_tumour", "ssim_non_tumour", "gradient_ratio")
+METRIC_ORDER = ("psnr", "ssim", "mae", "ssim_tumour", "ssim_non_tumour", "gradient_ratio", "hf_ratio",
+                "std_error_spearman", "coverage_2std")
 METRIC_TITLES = {"psnr": "PSNR dB", "ssim": "SSIM", "mae": "MAE", "ssim_tumour": "SSIM tum",
-                 "ssim_non_tumour": "SSIM non-tum", "gradient_ratio": "grad ratio"}
+                 "ssim_non_tumour": "SSIM non-tum", "gradient_ratio": "grad ratio", "hf_ratio": "HF ratio",
+                 "std_error_spearman": "rho(std,err)", "coverage_2std": "cover 2std"}
 ALL = "all"
+
+
+@dataclass(frozen=True)
+class ScoredVolume:
+    """One synthesized volume scored against its reference."""
+    case: str
+    modality: str                       # the target's name
+    channel: int
+    pattern: str                        # the present (input) modalities, "T1+T2"
+    slice_axis: int                     # numpy axis of the through-plane metrics
+    metrics: dict[str, float]
+    reference: str | None = None        # the files, when scored from folders
+    prediction: str | None = None
+
+
+def summarise(volumes: list[ScoredVolume], header: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-ready summary: `header`, then `num_cases`, `per_volume` (every record) and the aggregates."""
+    summary = dict(header)
+    summary["num_cases"] = len({v.case for v in volumes})
+    summary["per_volume"] = [asdict(v) for v in volumes]
+    summary.update(aggregate(volumes))
+    return json_safe(summary)
 
 
 def metric_stats(values: Iterable[float | None]) -> dict[str, float | int | None]:
@@ -21,24 +47,24 @@ def metric_stats(values: Iterable[float | None]) -> dict[str, float | int | None
     return {"mean": float(np.mean(finite)), "std": std, "n": len(finite)}
 
 
-def group_stats(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{metric: stats} over `records` for every metric that any record has."""
-    names = [m for m in METRIC_ORDER if any(m in r["metrics"] for r in records)]
-    return {m: metric_stats(r["metrics"].get(m) for r in records) for m in names}
+def group_stats(volumes: list[ScoredVolume]) -> dict[str, dict[str, Any]]:
+    """{metric: stats} over `volumes` for every metric that any of them has."""
+    names = [m for m in METRIC_ORDER if any(m in v.metrics for v in volumes)]
+    return {m: metric_stats(v.metrics.get(m) for v in volumes) for m in names}
 
 
-def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate(volumes: list[ScoredVolume]) -> dict[str, Any]:
     """Per target modality, per availability pattern × target modality, and over everything."""
-    modalities = list(dict.fromkeys(r["modality"] for r in records))
-    patterns = list(dict.fromkeys(r["pattern"] for r in records))
+    modalities = list(dict.fromkeys(v.modality for v in volumes))
+    patterns = list(dict.fromkeys(v.pattern for v in volumes))
     per_pattern = {}
     for pattern in patterns:
-        in_pattern = [r for r in records if r["pattern"] == pattern]
-        per_pattern[pattern] = {m: group_stats([r for r in in_pattern if r["modality"] == m])
-                                for m in modalities if any(r["modality"] == m for r in in_pattern)}
+        in_pattern = [v for v in volumes if v.pattern == pattern]
+        per_pattern[pattern] = {m: group_stats([v for v in in_pattern if v.modality == m])
+                                for m in modalities if any(v.modality == m for v in in_pattern)}
     return {
-        "mean": group_stats(records),
-        "per_modality": {m: group_stats([r for r in records if r["modality"] == m]) for m in modalities},
+        "mean": group_stats(volumes),
+        "per_modality": {m: group_stats([v for v in volumes if v.modality == m]) for m in modalities},
         "per_pattern": per_pattern,
     }
 

@@ -17,14 +17,13 @@ from typing import Any
 from tqdm import tqdm
 
 import msgldm_auto
-from msgldm_auto.dataset.cases import image_file_name
+from msgldm_auto.dataset.cases import image_file_name, std_map_path
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.case_input import InputCase, discover_input
 from msgldm_auto.inference.export import copy_atomic, write_output_image
 from msgldm_auto.atomic import write_json_atomic
 
 PREDICTIONS_FILE = "predictions.json"
-UNCERTAINTY_FOLDER = "uncertainty"
 PREVIEW_FOLDER = "previews"
 
 
@@ -76,9 +75,9 @@ def _predict_one(predictor, case: InputCase, output_folder: Path, targets, compl
         write_output_image(image, output_folder / name)
         files.append(name)
     for channel, image in sorted(result.std.items()):
-        name = f"{case.case_id}_{channel:04d}_std{ending}"
-        write_output_image(image, output_folder / UNCERTAINTY_FOLDER / name)
-        files.append(f"{UNCERTAINTY_FOLDER}/{name}")
+        name = std_map_path(case.case_id, channel, ending)
+        write_output_image(image, output_folder / name)
+        files.append(name)
     if complete:
         for channel, source in sorted(case.images.items()):
             name = image_file_name(case.case_id, channel, ending)

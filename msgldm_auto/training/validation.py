@@ -4,8 +4,9 @@ Every held-out case is synthesized under the availability patterns that matter: 
 others present) and each "only one present" pattern, then scored by `msgldm_auto.evaluation.evaluate_volumes`
 against the case's own images. The disentangler's one-pass synthesis is scored beside diffusion on the same inputs
 (it costs one forward pass), because diffusion must never be worse than the one-pass synthesis it is guided by.
-Writes `fold_N/validation/summary.json` (the evaluation summary layout: per case, mean, per modality, per pattern)
-and preview PNGs (inputs | synthesis | truth | error, three planes) of the first cases.
+Writes `fold_N/validation/summary.json` (the schema of `msgldm_evaluate`'s summary: every scored volume, mean, per
+modality, per pattern) and preview PNGs (inputs | synthesis | truth | error, three planes) of the first cases. When
+the prediction averages several samples, their std map is scored too (uncertainty metrics).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from msgldm_auto.dataset.cases import Case
 from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.evaluation.metrics import evaluate_volumes, slice_axis_from_spacing
 from msgldm_auto.evaluation.previews import save_preview
-from msgldm_auto.evaluation.table import aggregate, json_safe
+from msgldm_auto.evaluation.table import ScoredVolume, aggregate, json_safe, summarise
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.atomic import write_json_atomic
 
@@ -55,8 +56,8 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
     if compare_one_pass and predictor.uses_diffusion:
         one_pass = MSGLDMPredictor(predictor.model, predictor.networks, predictor.device,
                                    replace(predictor.options, one_pass=True), checkpoint)
-    records: list[dict[str, Any]] = []
-    one_pass_records: list[dict[str, Any]] = []
+    records: list[ScoredVolume] = []
+    one_pass_records: list[ScoredVolume] = []
     chosen = [c for c in cases if len(c.images) >= 2][:max_cases]     # one modality: nothing to hold out
     for index, case in enumerate(chosen):
         images = {channel: read_image(path) for channel, path in sorted(case.images.items())}
@@ -65,7 +66,9 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
         records += _validate_case(predictor, case.case_id, images, label, preview_folder)
         if one_pass is not None:
             one_pass_records += _validate_case(one_pass, case.case_id, images, label, None)
-    summary = _summary(predictor, str(fold), checkpoint, records, one_pass_records if one_pass is not None else None)
+    summary = summarise(records, _header(predictor, str(fold), checkpoint))
+    if one_pass is not None:
+        summary["one_pass"] = json_safe(aggregate(one_pass_records))
     write_json_atomic(summary, output / SUMMARY_FILE)
     return summary
 
@@ -84,18 +87,21 @@ def mode_comparison(summary: dict[str, Any]) -> str | None:
     return line
 
 
-def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, Image], label, preview_folder: Path | None) -> list[dict[str, Any]]:
+def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, Image], label,
+                   preview_folder: Path | None) -> list[ScoredVolume]:
     names = predictor.modalities
+    with_std = predictor.samples * len(predictor.folds) > 1          # one deterministic prediction has no spread
     records = []
     for pattern in validation_patterns(sorted(images)):
         inputs = {c: images[c] for c in pattern.inputs}
-        synthesized = predictor.predict_case_full(inputs, list(pattern.targets), case_id=case_id).synthesized
+        result = predictor.predict_case_full(inputs, list(pattern.targets), case_id=case_id, with_std=with_std)
+        synthesized = result.synthesized
         for channel, prediction in sorted(synthesized.items()):
             reference = images[channel]
-            metrics = evaluate_volumes(reference.array, prediction.array, label=label,
-                                       slice_axis=slice_axis_from_spacing(reference.spacing))
-            records.append({"case": case_id, "modality": names[channel], "channel": channel,
-                            "pattern": pattern.name(names), "metrics": metrics})
+            axis = slice_axis_from_spacing(reference.spacing)
+            std = result.std[channel].array if channel in result.std else None
+            metrics = evaluate_volumes(reference.array, prediction.array, label=label, slice_axis=axis, std=std)
+            records.append(ScoredVolume(case_id, names[channel], channel, pattern.name(names), axis, metrics))
         if preview_folder is not None and len(pattern.inputs) == 1:
             save_preview(preview_folder / f"{case_id}__{pattern.name(names)}.png",
                          {names[c]: images[c].array for c in pattern.inputs},
@@ -105,16 +111,6 @@ def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, I
     return records
 
 
-def _summary(predictor: MSGLDMPredictor, fold: str, checkpoint: str, records: list[dict[str, Any]],
-             one_pass_records: list[dict[str, Any]] | None) -> dict[str, Any]:
-    per_case: dict[str, Any] = {}
-    for record in records:
-        case = per_case.setdefault(record["case"], {})
-        case.setdefault(record["pattern"], {})[record["modality"]] = record["metrics"]
-    summary = {"fold": fold, "checkpoint": checkpoint, "mode": predictor.mode,
-               "steps": predictor.steps, "samples": predictor.samples, "seed": predictor.options.seed,
-               "noise": predictor.options.noise, "num_cases": len(per_case), "per_case": per_case}
-    summary.update(aggregate(records) if records else {"mean": {}, "per_modality": {}, "per_pattern": {}})
-    if one_pass_records is not None:
-        summary["one_pass"] = aggregate(one_pass_records) if one_pass_records else {}
-    return json_safe(summary)
+def _header(predictor: MSGLDMPredictor, fold: str, checkpoint: str) -> dict[str, Any]:
+    return {"fold": fold, "checkpoint": checkpoint, "mode": predictor.mode, "steps": predictor.steps,
+            "samples": predictor.samples, "seed": predictor.options.seed, "noise": predictor.options.noise}
