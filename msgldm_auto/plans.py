@@ -97,7 +97,8 @@ class Ablations:
     hfib: bool = True                   # False: structure encoders without High-Frequency Injection Blocks
     multiscale_injection: bool = True   # False: structure prior concatenated at the UNet input only (published code)
     style_consistency: bool = True      # False: no supervised-contrastive style loss
-    diffusion: bool = True              # False: prediction uses the disentangler's one-pass decoder
+    diffusion: bool = True              # False: neither the autoencoder nor the LDM is trained (the planner's call
+                                        # where its budget does not pay for them); prediction then uses the decoder
     replacement_sampling: bool = False  # True: hold present latents to their noised values while sampling
 
 

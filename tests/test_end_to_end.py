@@ -77,3 +77,16 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
     files = {c: e["files"] for c, e in record["cases"].items()}
     assert {c: e["files"] for c, e in control_record["cases"].items()} == files
     assert {e["mode"] for e in control_record["cases"].values()} == {"unet"}
+
+    # Choosing the mode by cross-validation reuses both validations and makes the choice prediction's default.
+    from msgldm_auto.cli import find_best_configuration
+
+    assert find_best_configuration.main(["901", "-p", "MSGLDMPlans_cpu", "--max-cases", "1", "-device", "cpu"]) == 0
+    choice = json.loads((fold.parent / "best_configuration.json").read_text())
+    assert {s["mode"]["name"] for s in choice["scores"]} == {"one_pass", "unet"} and choice["folds"] == ["0"]
+    assert sorted(p.name for p in fold.glob("validation*")) == ["validation", "validation_unet"]     # reused
+    chosen = tmp_path / "chosen"
+    assert predict.main(["-i", str(inputs), "-o", str(chosen), "-d", "901", "-p", "MSGLDMPlans_cpu", "-f", "0",
+                         "-device", "cpu"]) == 0
+    chosen_record = json.loads((chosen / "predictions.json").read_text())
+    assert {e["mode"] for e in chosen_record["cases"].values()} == {choice["chosen"]["name"]}

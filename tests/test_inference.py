@@ -326,6 +326,16 @@ def test_plans_without_diffusion_need_neither_the_autoencoder_nor_the_ldm(msgldm
     assert predictor.mode == "one_pass" and predictor.networks[0].autoencoder is None
 
 
+def test_plans_without_diffusion_still_sample_when_the_ldm_was_trained_anyway(msgldm_roots):
+    from msgldm_auto.inference.predictor import MSGLDMPredictor
+
+    folder = write_fake_model(msgldm_roots / "results", folds=("0", "1"), diffusion=False)
+    assert MSGLDMPredictor.from_trained_folder(folder).mode == "diffusion"          # --stage ae, --stage ldm ran
+    (folder / "fold_1" / "ldm" / "checkpoint_final.pth").unlink()
+    assert MSGLDMPredictor.from_trained_folder(folder, [0]).mode == "diffusion"
+    assert MSGLDMPredictor.from_trained_folder(folder, [0, 1]).mode == "one_pass"   # not every fold has it
+
+
 def test_the_python_api_expands_a_home_path(model_folder, monkeypatch):
     from msgldm_auto.inference.predictor import MSGLDMPredictor
 
@@ -414,8 +424,8 @@ def test_mode_comparison_says_when_the_one_pass_decoder_wins():
         return {"mode": mode, "mean": {"psnr": {"mean": diffusion}}, "one_pass": {"mean": {"psnr": {"mean": one_pass}}}}
 
     worse = mode_comparison(summary(16.7, 21.9))
-    assert "diffusion 16.70 dB, one-pass decoder 21.90 dB" in worse and "--one-pass" in worse
-    assert "--one-pass" not in mode_comparison(summary(22.0, 21.9))
+    assert "diffusion 16.70 dB, one-pass decoder 21.90 dB" in worse and "msgldm_find_best_configuration" in worse
+    assert "msgldm_find_best_configuration" not in mode_comparison(summary(22.0, 21.9))
     assert mode_comparison(summary(20.0, 20.0, mode="one_pass")) is None
     assert mode_comparison({"mode": "diffusion", "mean": {}}) is None
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
+from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, NOISE_STRATEGIES
 from msgldm_auto.plans import METHODS
 
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-chk", default="final", choices=CHECKPOINT_CHOICES, help="checkpoint of every stage (default: final)")
     parser.add_argument("--targets", nargs="+", default=None, metavar="MODALITY", help="modalities to synthesize (names or channel numbers; default: every missing one)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the plans' value)")
-    parser.add_argument("--num-samples", "--num_samples", dest="num_samples", type=int, default=1, help="samples averaged per fold")
+    parser.add_argument("--num-samples", "--num_samples", dest="num_samples", type=int, default=None,
+                        help="diffusion samples averaged per fold (default 1)")
     parser.add_argument("--save-std", "--save_std", dest="save_std", action="store_true", help="write per-voxel std maps to OUTPUT/uncertainty/")
     parser.add_argument("--complete", action="store_true", help="also copy the present modalities into OUTPUT (a complete set for nnU-Net)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the sampler (default: 0)")
@@ -33,8 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", action="store_true", help="write OUTPUT/previews/{CASE}.png (three orthogonal planes)")
     parser.add_argument("--one-pass", "--one_pass", "--no-diffusion", "--no_diffusion", dest="one_pass", action="store_true",
                         help="fast mode: the disentangler's one-pass decoder, no diffusion")
-    parser.add_argument("-m", "--method", default="msgldm", choices=METHODS,
+    parser.add_argument("-m", "--method", default=None, choices=METHODS,
                         help="msgldm (default) or unet: the plain UNet control (trained by msgldm_train ... -m unet)")
+    parser.add_argument("--mode", default=None, metavar="MODE",
+                        help="a mode of msgldm_find_best_configuration's table (one_pass, diffusion, diffusion_meanK, "
+                             "unet); default: the mode it chose, else diffusion when trained, else the one-pass decoder")
     parser.add_argument("--noise", default="shared", choices=NOISE_STRATEGIES, help="one noise draw for all slices (shared) or one per slice")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None, help="slices per forward pass")
     return parser
@@ -45,14 +50,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # torch and MONAI load only now, so that `--help` and argument errors are instant.
     from msgldm_auto.inference.model_loading import find_model_folder
-    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions, apply_mode_choice
 
     print_roots()
     model_folder = find_model_folder(args.d, args.c, args.p)
-    options = PredictionOptions(steps=args.steps, num_samples=args.num_samples, seed=args.seed, one_pass=args.one_pass,
-                                method=args.method,
-                                noise=args.noise, batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
+    options = PredictionOptions(steps=args.steps, num_samples=args.num_samples or 1, seed=args.seed,
+                                one_pass=args.one_pass, method=args.method or "msgldm", noise=args.noise,
+                                batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
+    explicit = args.one_pass or args.method is not None or args.num_samples is not None
+    options, note = apply_mode_choice(options, model_folder, args.mode, explicit)
+    if note:
+        print(note)
     predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.f, args.chk, resolve_device(args.device), options)
+    if args.mode and args.mode.startswith("diffusion") and not predictor.uses_diffusion:
+        raise MSGLDMError(f"--mode {args.mode}: folds {' '.join(predictor.folds)} have no trained LDM; train it "
+                          "(msgldm_train ... --stage ae, then --stage ldm) or choose another mode")
     modes = {"diffusion": f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)",
              "one_pass": "one-pass decoder", "unet": "plain UNet control"}
     mode = modes[predictor.mode]

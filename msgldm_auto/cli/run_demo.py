@@ -1,7 +1,8 @@
 """`make demo`: the whole main job on the embedded demo dataset with the `cpu` plans, end to end.
 
 demo dataset -> plan and preprocess -> train fold 0 (the plans' time budget), MSG-LDM and the plain UNet control
-with the same budget -> predict imagesTs (MSG-LDM, its one-pass decoder too when the plans sample with diffusion, and
+with the same budget -> choose the prediction mode from fold 0's validation (msgldm_find_best_configuration) ->
+predict imagesTs (MSG-LDM, its one-pass decoder too when the plans sample with diffusion, and
 the control) -> the two floors fitted on fold 0's training cases -> evaluate everything against referenceTs ->
 comparison table. Exits 1 unless MSG-LDM beats the copy floor on every target and the regression floor on the mean
 over targets (PSNR). Each step calls the same entry point a user would, in-process, and a rerun reuses what earlier
@@ -14,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from msgldm_auto.cli import demo_dataset, plan_and_preprocess, predict, train
+from msgldm_auto.cli import demo_dataset, find_best_configuration, plan_and_preprocess, predict, train
 from msgldm_auto.cli._common import entry_point, print_roots
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import make_dataset_name, preprocessed_root, raw_root, results_root
@@ -41,8 +42,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+VALIDATION_CASES = 2
+
+
 def _train_args(args: argparse.Namespace) -> list[str]:
-    extra = ["--c", "-device", "cpu", "--val-cases", "2"]
+    extra = ["--c", "-device", "cpu", "--val-cases", str(VALIDATION_CASES)]
     for flag, value in (("--max-minutes", args.max_minutes), ("--iters-per-epoch", args.iters_per_epoch), ("--epochs", args.epochs)):
         if value is not None:
             extra += [flag, str(value)]
@@ -58,9 +62,13 @@ def run_pipeline(args: argparse.Namespace) -> Path:
     _step("plan and preprocess", plan_and_preprocess.main(["-d", str(args.dataset_id), "-pl", "cpu", "-np", "2"]))
     _step("train fold 0 (MSG-LDM)", train.main(_train_args(args)))
     _step("train fold 0 (plain UNet control, same budget)", train.main(_train_args(args) + ["-m", "unet"]))
+    # Reuses the validations training just wrote (same cases), so it costs seconds.
+    _step("choose the prediction mode on fold 0's validation",
+          find_best_configuration.main([str(args.dataset_id), "-p", PLANS, "-f", "0", "--max-cases",
+                                        str(VALIDATION_CASES), "-device", "cpu"]))
     out = results_root() / name / "demo_predictions"
     common = ["-i", str(raw_root() / name / "imagesTs"), "-d", str(args.dataset_id), "-p", PLANS, "-f", "0", "--seed", str(args.seed), "-device", "cpu"]
-    _step("predict (MSG-LDM)", predict.main(common + ["-o", str(out / "msgldm"), "--preview"]))
+    _step("predict (MSG-LDM)", predict.main(common + ["-o", str(out / "msgldm"), "--preview", "-m", "msgldm"]))
     if _plans_use_diffusion(name):      # otherwise MSG-LDM already ran its one-pass decoder: nothing to compare
         _step("predict (one-pass decoder)", predict.main(common + ["-o", str(out / "one_pass"), "--one-pass"]))
     _step("predict (plain UNet control)", predict.main(common + ["-o", str(out / "unet"), "-m", "unet"]))
@@ -103,8 +111,9 @@ def evaluate_all(dataset_id: int, out: Path) -> int:
     summaries = {label: evaluate_folder(raw / "referenceTs", out / folder, dataset=dataset, labels_dir=raw / "labelsTs",
                                         output_file=out / folder / "summary.json") for label, folder in methods.items()}
     modes = {c.get("mode") for c in json.loads((out / "msgldm" / "predictions.json").read_text())["cases"].values()}
-    print(f"\nMSG-LDM ran in the plans' mode: {', '.join(sorted(m for m in modes if m))} "
-          "(the cpu plans use the one-pass decoder: documentation/benchmarks.md says why)")
+    print(f"\nMSG-LDM ran in mode: {', '.join(sorted(m for m in modes if m))} "
+          "(the cpu plans train no LDM, so the one-pass decoder: documentation/benchmarks.md says why)")
+    print(_choice_line(name))
     print("Mean over the synthesized test volumes (BraSyn-style normalisation):\n")
     print(comparison_table(summaries))
     for target, ok in beats(summaries["MSG-LDM"], summaries["regression floor"]).items():
@@ -113,6 +122,16 @@ def evaluate_all(dataset_id: int, out: Path) -> int:
     print(_control_line(summaries["MSG-LDM"], summaries["plain UNet control"]))
     print(f"\nOutputs: {out}/<method>/ (NIfTI, predictions.json, summary.json); previews in {out / 'msgldm' / 'previews'}")
     return _gate(summaries)
+
+
+def _choice_line(dataset_name: str) -> str:
+    from msgldm_auto.evaluation.model_choice import read_model_choice
+
+    choice = read_model_choice(results_root() / dataset_name / f"{PLANS}__2d")
+    if choice is None:
+        return "no prediction mode was chosen (msgldm_find_best_configuration did not run)"
+    return (f"msgldm_predict's default for this model: {choice.chosen.name}, chosen on fold 0's validation "
+            f"({choice.reason})")
 
 
 def _control_line(ours: dict, control: dict) -> str:

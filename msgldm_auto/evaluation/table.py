@@ -28,6 +28,12 @@ class ScoredVolume:
     reference: str | None = None        # the files, when scored from folders
     prediction: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ScoredVolume":
+        """One `per_volume` entry of a written summary (null metrics, NaN or infinite when scored, stay None)."""
+        return cls(data["case"], data["modality"], int(data["channel"]), data["pattern"], int(data["slice_axis"]),
+                   dict(data["metrics"]), data.get("reference"), data.get("prediction"))
+
 
 def summarise(volumes: list[ScoredVolume], header: dict[str, Any]) -> dict[str, Any]:
     """The JSON-ready summary: `header`, then `num_cases`, `per_volume` (every record) and the aggregates."""

@@ -10,7 +10,7 @@ uncertainty map. Everything outside the head mask is zero.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,12 @@ from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference import export
 from msgldm_auto.inference.case_input import load_images
 from msgldm_auto.inference.model_loading import (
-    FoldNetworks, TrainedModel, load_fold_networks, load_trained_model, resolve_device, resolve_folds,
+    FoldNetworks, TrainedModel, available_folds, load_fold_networks, load_trained_model, normalise_fold,
+    resolve_device, resolve_folds,
 )
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES, SynthesisSettings, make_volume_input, synthesize_volume
-from msgldm_auto.plans import METHODS
+from msgldm_auto.evaluation.model_choice import CHOICE_FILE, PredictionMode, read_model_choice
+from msgldm_auto.plans import CONTROL_STAGE, METHODS, STAGES
 
 
 @dataclass
@@ -52,6 +54,10 @@ class PredictionOptions:
             raise MSGLDMError(f"--noise {self.noise}: choose one of {', '.join(NOISE_STRATEGIES)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise MSGLDMError(f"--batch-size {self.batch_size}: use at least 1")
+
+    def with_mode(self, mode: PredictionMode) -> "PredictionOptions":
+        """These options predicting in `mode` (e.g. the one `msgldm_find_best_configuration` chose)."""
+        return replace(self, method=mode.method, one_pass=mode.one_pass, num_samples=mode.num_samples)
 
 
 @dataclass
@@ -80,7 +86,7 @@ class MSGLDMPredictor:
         options = options or PredictionOptions()
         options.validate()
         model = load_trained_model(Path(model_folder).expanduser())
-        stages = model.configuration.method_stages(options.method, options.one_pass)
+        stages = _stages_to_load(model, options, folds, checkpoint)
         fold_names = resolve_folds(model.folder, folds, checkpoint, stages)
         torch_device = resolve_device(device)
         networks = [load_fold_networks(model, fold, checkpoint, torch_device, stages) for fold in fold_names]
@@ -209,3 +215,39 @@ class MSGLDMPredictor:
         from msgldm_auto.networks.scheduler import make_scheduler
 
         return make_scheduler(self.model.configuration)
+
+
+def _stages_to_load(model: TrainedModel, options: PredictionOptions, folds, checkpoint: str) -> tuple[str, ...]:
+    """MSG-LDM samples with diffusion unless `one_pass`: plans that train it need it (a missing checkpoint is an error);
+    plans that do not (the `cpu` preset) use it when the chosen folds have it trained anyway (`--stage ldm`)."""
+    planned = model.configuration.method_stages(options.method, options.one_pass)
+    if options.method == CONTROL_STAGE or options.one_pass or "ldm" in planned:
+        return planned
+    with_diffusion = available_folds(model.folder, checkpoint, STAGES)
+    wanted = [normalise_fold(f) for f in folds] if folds else with_diffusion
+    return STAGES if wanted and all(f in with_diffusion for f in wanted) else ("structure",)
+
+
+def apply_mode_choice(options: PredictionOptions, model_folder: Path, mode_name: str | None,
+                      explicit: bool) -> tuple[PredictionOptions, str | None]:
+    """The options in the mode named by `--mode`, else in the mode `msgldm_find_best_configuration` chose unless the
+    user's flags (`explicit`: --one-pass, -m, --num-samples) already say how to predict; with a line for the log."""
+    choice = read_model_choice(model_folder)
+    if mode_name is not None:
+        if explicit:
+            raise MSGLDMError(f"--mode {mode_name} says how to predict already: drop --one-pass, -m and --num-samples")
+        return options.with_mode(_named_mode(mode_name)), None
+    if choice is None or explicit:
+        return options, None
+    return options.with_mode(choice.chosen), (f"mode {choice.chosen.name}, chosen by cross-validation "
+                                              f"({model_folder / CHOICE_FILE}): {choice.reason}")
+
+
+def _named_mode(name: str) -> PredictionMode:
+    if name in ("one_pass", "unet"):
+        return PredictionMode.decoder() if name == "one_pass" else PredictionMode.control()
+    samples = name[len("diffusion_mean"):] if name.startswith("diffusion_mean") else ("1" if name == "diffusion" else "")
+    if not samples.isdigit() or int(samples) < 1:
+        raise MSGLDMError(f"--mode {name}: choose one_pass, diffusion, diffusion_meanK (K samples, e.g. diffusion_mean8) "
+                          "or unet")
+    return PredictionMode.diffusion(int(samples))

@@ -247,8 +247,9 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
         results = []
         if (context.is_main and request.method == "msgldm" and request.stage == "all" and "ldm" not in setup.stages
                 and not request.validation_only):
-            print("stages ae and ldm skipped: these plans switch diffusion off (ablations.diffusion: false), so "
-                  "prediction uses the one-pass decoder; --stage ae, then --stage ldm, trains them anyway")
+            print("stages ae and ldm skipped: these plans train no diffusion (ablations.diffusion: false), so "
+                  "prediction uses the one-pass decoder; --stage ae, then --stage ldm, trains them anyway, and "
+                  "prediction then samples with them")
         if not request.validation_only:
             for stage in setup.stages:
                 result = train_stage(stage, setup, request, context)

@@ -82,8 +82,8 @@ def mode_comparison(summary: dict[str, Any]) -> str | None:
         return None
     line = f"validation PSNR: diffusion {diffusion:.2f} dB, one-pass decoder {one_pass:.2f} dB"
     if one_pass > diffusion:
-        line += ("; the one-pass decoder is better for this model: predict with --one-pass, or set "
-                 "ablations.diffusion to false in the plans")
+        line += ("; the one-pass decoder is better for this model: msgldm_find_best_configuration makes the "
+                 "better mode prediction's default")
     return line
 
 
