@@ -77,7 +77,7 @@ def time_sampling(plans, device, steps: list[int], case_shape, deadline: float) 
     started = time.perf_counter()
     data, present, _, properties = preprocess_case(images, config, whole_head=True)
     preprocessing = time.perf_counter() - started
-    volume = make_volume_input(np.asarray(data), list(present), plans.num_modalities, properties.get("foreground_slices"))
+    volume = make_volume_input(np.asarray(data), list(present), plans.num_modalities, properties.foreground_slices)
     targets = [3]
     result = {"preprocessing_seconds": preprocessing, "slices": len(volume.slices), "batch_size": config.batch_size,
               "steps": {}, "skipped": []}

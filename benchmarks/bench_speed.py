@@ -43,7 +43,7 @@ def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: i
     predictor = load_fold_with_denoiser(model, FOLD)
     config = predictor.model.configuration
     data, _, _, properties = preprocess_case(images, config, whole_head=True)
-    slices = len(properties.get("foreground_slices") or [])
+    slices = len(properties.foreground_slices)
     predictor.predict_case(images)                              # warm-up: first calls allocate
     rows = {}
     for label, options in [("one-pass decoder", PredictionOptions(one_pass=True))] + \

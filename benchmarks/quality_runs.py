@@ -25,6 +25,7 @@ from msgldm_auto.inference import export
 from msgldm_auto.inference.predictor import MSGLDMPredictor
 from msgldm_auto.inference.synthesis import SynthesisSettings, make_volume_input, synthesize_volume
 from msgldm_auto.preprocessing.pipeline import preprocess_case
+from msgldm_auto.preprocessing.properties import CaseProperties
 
 METRICS = ("psnr", "ssim", "mae", "gradient_ratio", "ssim_tumour")
 
@@ -65,7 +66,7 @@ class PreparedCase:
     """A test case preprocessed for one model, ready for any number of settings."""
     case: TestCase
     volume_input: Any
-    properties: dict
+    properties: CaseProperties
     grid: Image
     head_mask: np.ndarray
 
@@ -120,7 +121,8 @@ def pattern_name(case: TestCase, modalities: list[str]) -> str:
 def prepare_case(predictor: MSGLDMPredictor, case: TestCase) -> PreparedCase:
     config = predictor.model.configuration
     data, present, _, properties = preprocess_case(case.images, config, case_id=case.case_id, whole_head=True)
-    volume_input = make_volume_input(np.asarray(data), list(present), len(predictor.modalities), properties.get("foreground_slices"))
+    volume_input = make_volume_input(np.asarray(data), list(present), len(predictor.modalities),
+                                     properties.foreground_slices)
     grid = case.images[min(case.images)]
     return PreparedCase(case, volume_input, properties, grid, export.head_mask_on_input_grid(properties, grid))
 

@@ -190,7 +190,7 @@ def test_cli_plans_and_preprocesses_demo_dataset(tiny_demo_dataset, capsys):
     assert len(cases) == 6
     case = load_case(folder / "MSGLDMPlans_cpu_2d", "demo_003")
     assert len(case.present) == 3 and case.data.shape == (3, case.data.shape[1], *config.image_size)
-    assert case.seg is not None and case.properties["foreground_slices"]
+    assert case.seg is not None and case.properties.foreground_slices
     assert set(plans.intensity_p995) == {"T1", "T2", "FLAIR", "PD"}
     assert plan_experiment_main(["-d", "901", "--gpu-memory-target", "2"]) == 0
     assert (folder / "MSGLDMPlans.json").is_file()

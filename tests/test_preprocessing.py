@@ -1,6 +1,7 @@
 """Preprocessing: reorientation, head mask, the preprocess -> restore round trip, storage, the parallel driver."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import ConfigurationPlan
-from msgldm_auto.preprocessing.head_mask import compute_head_mask, decode_mask, encode_mask
+from msgldm_auto.preprocessing.head_mask import compute_head_mask
 from msgldm_auto.preprocessing.normalization import get_scheme
 from msgldm_auto.preprocessing.orientation import Reorientation, from_slices, to_slices
 from msgldm_auto.preprocessing.pipeline import (head_mask_original, preprocess_case, restore_original,
                                                 restore_original_image)
+from msgldm_auto.preprocessing.properties import PackedMask
 from msgldm_auto.preprocessing.run import preprocess_dataset
 from msgldm_auto.preprocessing.storage import list_cases, load_case, save_case
 from preprocessing_synthetic import (LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, label_image,
@@ -67,7 +69,7 @@ def test_head_mask_finds_noisy_head_and_fills_cavity():
     assert dice > 0.9
     centre = tuple(n // 2 for n in head.shape)
     assert result.mask[centre], "the dark cavity inside the head must be filled"
-    assert np.array_equal(decode_mask(encode_mask(result.mask)), result.mask)
+    assert np.array_equal(PackedMask.pack(result.mask).unpack(), result.mask)
 
 
 def test_head_mask_of_skull_stripped_data_is_the_nonzero_region():
@@ -90,17 +92,17 @@ def test_round_trip_restores_exact_grid_and_intensities(direction, slice_axis, f
     data, present, seg, properties = preprocess_case(images, config, case_id="c")
     assert data.dtype == np.float32 and data.shape[0] == 3 and data.shape[2:] == (48, 48)
     assert seg is None and present == [0, 1, 2]
-    json.dumps(properties)  # everything needed for the inverse is plain JSON
+    json.dumps(properties.to_dict())  # everything needed for the inverse is plain JSON
     mask = head_mask_original(properties)
     assert mask.shape == head.shape and 2 * (mask & head).sum() / (mask.sum() + head.sum()) > 0.95
-    scheme = get_scheme(properties["normalization"])
+    scheme = get_scheme(properties.normalization)
     for row, channel in enumerate(present):
         restored = restore_original_image(data[row], properties)
         original = images[channel]
         assert restored.array.shape == original.array.shape
         assert restored.spacing == original.spacing and restored.origin == original.origin
         assert restored.direction == original.direction
-        intensity = scheme.invert(restored.array, properties["scale"][str(channel)])
+        intensity = scheme.invert(restored.array, properties.scale[channel])
         assert np.corrcoef(intensity[mask], original.array[mask])[0, 1] > min_correlation
 
 
@@ -112,16 +114,16 @@ def test_prediction_canvas_grows_to_hold_a_head_wider_than_image_size():
     assert cropped.shape[2:] == (16, 16)
     data, present, _, properties = preprocess_case(images, config, whole_head=True)
     multiple = config.size_multiple
-    resampled = properties["resampled_shape"][1:]
+    resampled = properties.resampled_shape[1:]
     assert all(n % multiple == 0 and n >= r and n - r < multiple for n, r in zip(data.shape[2:], resampled))
-    assert list(data.shape[2:]) == properties["image_size"]
+    assert list(data.shape[2:]) == properties.image_size
     mask = head_mask_original(properties)
-    scheme = get_scheme(properties["normalization"])
+    scheme = get_scheme(properties.normalization)
     for row, channel in enumerate(present):
-        intensity = scheme.invert(restore_original(data[row], properties), properties["scale"][str(channel)])
+        intensity = scheme.invert(restore_original(data[row], properties), properties.scale[channel])
         assert np.corrcoef(intensity[mask], images[channel].array[mask])[0, 1] > 0.99
         # the centre-cropped training canvas loses the rim: its restore is far worse there
-        lossy = scheme.invert(restore_original(cropped[row], cropped_props), cropped_props["scale"][str(channel)])
+        lossy = scheme.invert(restore_original(cropped[row], cropped_props), cropped_props.scale[channel])
         assert np.abs(lossy - images[channel].array)[mask].mean() > 3 * np.abs(intensity - images[channel].array)[mask].mean()
 
 
@@ -131,8 +133,8 @@ def test_background_is_exactly_minus_one_and_head_inside_range():
     assert data.min() == -1.0 and data.max() <= 1.0
     corner = data[:, :, 0, 0]
     assert np.all(corner == -1.0), "padding and background must be exactly -1"
-    assert all((data[:, z] > -1).any() for z in properties["foreground_slices"])
-    empty = sorted(set(range(data.shape[1])) - set(properties["foreground_slices"]))
+    assert all((data[:, z] > -1).any() for z in properties.foreground_slices)
+    empty = sorted(set(range(data.shape[1])) - set(properties.foreground_slices))
     assert all(np.all(data[:, z] == -1.0) for z in empty)
 
 
@@ -141,10 +143,10 @@ def test_restore_fills_outside_crop_box_with_zero():
     data, _, _, properties = preprocess_case(images, make_config(image_size=(40, 40)))
     restored = restore_original(np.zeros_like(data[0]) + 0.5, properties)
     outside = ~np.zeros(restored.shape, dtype=bool)
-    box = properties["crop_box"]
-    inside_ras = np.zeros(properties["ras_shape"], dtype=bool)
+    box = properties.crop_box
+    inside_ras = np.zeros(properties.ras_shape, dtype=bool)
     inside_ras[tuple(slice(a, b) for a, b in box)] = True
-    inside = Reorientation.from_dict(properties["reorientation"]).from_ras(inside_ras)
+    inside = properties.reorientation.from_ras(inside_ras)
     assert np.all(restored[~inside] == 0.0) and np.allclose(restored[inside], 0.5, atol=1e-5)
     assert (outside & ~inside).any()
 
@@ -156,7 +158,7 @@ def test_missing_modality_is_flagged_not_zero_filled(tmp_path):
     save_case(tmp_path, "c", data, present, None, properties)
     case = load_case(tmp_path, "c")
     assert case.present == [0, 2] and case.data.shape[0] == 2 and case.seg is None
-    assert set(case.properties["percentiles"]) == {"0", "2"}
+    assert set(case.properties.percentiles) == {0, 2}
 
 
 def test_label_is_resampled_nearest_and_stored_uint8(tmp_path):
@@ -177,21 +179,23 @@ def test_grid_mismatch_is_an_error_unless_resampling(tmp_path):
         preprocess_case(images, make_config(), case_id="bad")
     with pytest.warns(UserWarning, match="resampling"):
         data, _, _, properties = preprocess_case(images, make_config(), resample_mismatched=True, case_id="bad")
-    assert properties["resampled_channels"] == [1] and data.shape[0] == 2
+    assert properties.resampled_channels == [1] and data.shape[0] == 2
 
 
 def test_storage_is_chunked_per_slice_and_lazy(tmp_path):
     data = np.random.default_rng(0).random((2, 7, 8, 9)).astype(np.float32)
     seg = np.arange(7 * 8 * 9, dtype=np.uint8).reshape(7, 8, 9)
-    save_case(tmp_path, "a", data, [0, 3], seg, {"foreground_slices": [1, 2]})
+    _, _, _, properties = preprocess_case(head_case(channels=(0, 3))[0], make_config())
+    properties = dataclasses.replace(properties, foreground_slices=[1, 2])
+    save_case(tmp_path, "a", data, [0, 3], seg, properties)
     case = load_case(tmp_path, "a")
     assert case.data.chunks == (2, 1, 8, 9)
     assert np.array_equal(case.data[:, 2:5], data[:, 2:5]) and np.array_equal(case.seg[3], seg[3])
-    assert case.properties["foreground_slices"] == [1, 2] and case.present == [0, 3]
+    assert case.properties.foreground_slices == [1, 2] and case.present == [0, 3]
     (tmp_path / "b.b2nd").write_bytes(b"half-written")   # no JSON: not a finished case
     assert list_cases(tmp_path) == ["a"]
     with pytest.raises(ValueError):
-        save_case(tmp_path, "c", data, [0], None, {})
+        save_case(tmp_path, "c", data, [0], None, properties)
 
 
 def test_dataset_driver_reports_failing_case_and_resumes(msgldm_roots, tmp_path, capsys):

@@ -92,7 +92,7 @@ def test_loader_batches_follow_the_contract():
         assert ((batch.present & ~batch.kept).any(1)).all()                    # something to synthesise in every sample
         for sample, (case_number, z) in enumerate(batch.slice_ids):
             case = reader.cases[index.case_ids[case_number]]
-            assert z in case.properties["foreground_slices"]
+            assert z in case.foreground_slices
             assert batch.present[sample].tolist() == [m in case.present for m in range(3)]
             for m in case.present:                                             # neighbours clamped at the edges
                 expected = [(m * 100 + min(max(zz, 0), 4) * 10 + case_number + 1) / 1000 for zz in (z - 1, z, z + 1)]

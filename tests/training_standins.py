@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ class MemoryCase:
     data: np.ndarray                     # (P, Z, H, W) float32
     present: list[int]
     seg: np.ndarray | None = None
-    properties: dict[str, Any] = field(default_factory=dict)
+    foreground_slices: list[int] = field(default_factory=list)
 
 
 class MemoryReader:
@@ -36,15 +35,15 @@ def coded_case(present: list[int], num_slices: int = 6, size: int = 8, foregroun
         for z in range(num_slices):
             data[row, z] = (modality * 100 + z * 10 + case_number) / 1000.0
     labels = np.zeros((num_slices, size, size), dtype=np.uint8) if seg else None
-    properties = {"foreground_slices": list(range(num_slices)) if foreground is None else list(foreground)}
-    return MemoryCase(data, present, labels, properties)
+    foreground_slices = list(range(num_slices)) if foreground is None else list(foreground)
+    return MemoryCase(data, present, labels, foreground_slices)
 
 
 def smooth_case(present: list[int], rng: np.random.Generator, num_slices: int = 4, size: int = 8) -> MemoryCase:
     """Modalities are fixed functions of one random anatomy, so one can be learned from another."""
     anatomy = rng.uniform(0, 1, size=(num_slices, size, size)).astype(np.float32)
     data = np.stack([np.clip(anatomy ** (1 + m) * 2 - 1, -1, 1) for m in present]).astype(np.float32)
-    return MemoryCase(data, present, None, {"foreground_slices": list(range(num_slices))})
+    return MemoryCase(data, present, None, list(range(num_slices)))
 
 
 class TinySynthesisStage(Stage):
@@ -129,6 +128,30 @@ def write_preprocessed_dataset(root, dataset_name: str = "Dataset001_Toy", num_c
         anatomy = rng.uniform(0, 1, size=(num_slices, 16, 16)).astype(np.float32)
         data = np.stack([np.clip(anatomy ** (1 + m) * 2 - 1, -1, 1) for m in present])
         data[:, 0] = -1.0                                   # first slice: no head voxels
-        save_case(folder / "MSGLDMPlans_2d", case_id, data, present, None,
-                  {"foreground_slices": list(range(1, num_slices))})
+        properties = axial_identity_properties(case_id, present, num_slices, 16, list(range(1, num_slices)))
+        save_case(folder / "MSGLDMPlans_2d", case_id, data, present, None, properties)
     return folder
+
+
+def axial_identity_properties(case_id: str, present: list[int], num_slices: int, size: int,
+                              foreground_slices: list[int]):
+    """`CaseProperties` of a RAS-stored input of `num_slices` axial slices of size x size at 1 mm, all of it head:
+    preprocessing only slices it (no flips, cropping, resampling or padding)."""
+    import numpy as np
+
+    from msgldm_auto.preprocessing.orientation import Reorientation
+    from msgldm_auto.preprocessing.properties import CaseProperties, OriginalGrid, PackedMask
+
+    ras_direction = [-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0]   # ITK (LPS) direction of a volume stored in RAS
+    ras_shape = [size, size, num_slices]
+    return CaseProperties(
+        case_id=case_id, present=list(present), resampled_channels=[],
+        original=OriginalGrid([num_slices, size, size], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], ras_direction),
+        reorientation=Reorientation.from_direction(ras_direction),
+        ras_shape=ras_shape, ras_spacing=[1.0, 1.0, 1.0], crop_box=[[0, n] for n in ras_shape],
+        head_mask=PackedMask.pack(np.ones(ras_shape, dtype=bool)), skull_stripped=True,
+        slice_axis=2, cropped_shape=[num_slices, size, size], resampled_shape=[num_slices, size, size],
+        image_size=[size, size], in_plane_offset=[0, 0], spacing=[1.0, 1.0, 1.0],
+        normalization="p995", percentiles={c: [0.0, 50.0, 100.0] for c in present}, scale={c: 100.0 for c in present},
+        foreground_slices=list(foreground_slices),
+    )

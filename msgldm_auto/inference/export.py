@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from msgldm_auto.atomic import atomic_path
 from msgldm_auto.dataset.image_io import Image, write_image
+from msgldm_auto.preprocessing.properties import CaseProperties
 
 
 def to_dataset_intensity(normalised: np.ndarray, p995: float) -> np.ndarray:
     return ((np.clip(normalised, -1.0, 1.0) + 1.0) / 2.0 * float(p995)).astype(np.float32)
 
 
-def restore_to_input_grid(volume: np.ndarray, properties: dict[str, Any], reference: Image) -> np.ndarray:
+def restore_to_input_grid(volume: np.ndarray, properties: CaseProperties, reference: Image) -> np.ndarray:
     """(Z, H, W) preprocessed-space volume -> array in the input's numpy order and shape (background -1 outside the crop)."""
     from msgldm_auto.preprocessing.pipeline import restore_original
 
@@ -30,7 +30,7 @@ def restore_to_input_grid(volume: np.ndarray, properties: dict[str, Any], refere
     return restored
 
 
-def head_mask_on_input_grid(properties: dict[str, Any], reference: Image) -> np.ndarray:
+def head_mask_on_input_grid(properties: CaseProperties, reference: Image) -> np.ndarray:
     """The case's one head mask (the one preprocessing cropped with), on the input grid."""
     from msgldm_auto.preprocessing.pipeline import head_mask_original
 

@@ -173,7 +173,8 @@ class MSGLDMPredictor:
         data, present_channels, _, properties = preprocess_case(
             images, config, resample_mismatched=self.options.resample_mismatched, case_id=case_id, whole_head=True)
         reference = images[min(images)]
-        volume_input = make_volume_input(np.asarray(data), list(present_channels), len(self.modalities), properties.get("foreground_slices"))
+        volume_input = make_volume_input(np.asarray(data), list(present_channels), len(self.modalities),
+                                         properties.foreground_slices)
         settings = SynthesisSettings(self.uses_diffusion, self.steps, self.options.noise, self.options.batch_size or config.batch_size)
         scales = [self.model.plans.intensity_p995[self.modalities[ch]] for ch in targets]
         total = np.zeros((len(targets), *reference.array.shape), dtype=np.float64)

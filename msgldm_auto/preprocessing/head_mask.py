@@ -7,8 +7,6 @@ tissue such as CSF out of an already clean brain.
 """
 from __future__ import annotations
 
-import base64
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,15 +95,3 @@ def bounding_box(mask: np.ndarray) -> list[list[int]]:
         hits = np.flatnonzero(mask.any(axis=other))
         box.append([int(hits[0]), int(hits[-1]) + 1])
     return box
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """A bool array as a JSON-able dict (bit-packed, deflated, base64): a head mask costs a few kB in CASE.json."""
-    packed = np.packbits(mask.astype(bool).ravel())
-    return {"shape": list(mask.shape), "bits": base64.b64encode(zlib.compress(packed.tobytes(), 9)).decode("ascii")}
-
-
-def decode_mask(data: dict) -> np.ndarray:
-    shape = tuple(int(s) for s in data["shape"])
-    packed = np.frombuffer(zlib.decompress(base64.b64decode(data["bits"])), dtype=np.uint8)
-    return np.unpackbits(packed, count=int(np.prod(shape))).astype(bool).reshape(shape)

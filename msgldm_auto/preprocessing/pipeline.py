@@ -6,8 +6,9 @@ box -> slices across `slice_axis` (Z, H, W) -> in-plane resampling (order 3 imag
 canvas instead grows past `image_size` to the next size the networks take, so no head row is ever cropped away (the
 networks are convolutional; only training needs one fixed size).
 
-`properties` records every step (JSON-able), so `restore_original` maps a (Z, H, W) volume in preprocessed space back
-onto the case's original (k, j, i) grid and `head_mask_original` gives the head mask there; prediction export uses both.
+`CaseProperties` (properties.py, stored as CASE.json) records every step, so `restore_original` maps a (Z, H, W)
+volume in preprocessed space back onto the case's original (k, j, i) grid and `head_mask_original` gives the head mask
+there; prediction export uses both.
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import ConfigurationPlan
 from msgldm_auto.preprocessing.grids import harmonise_grids
-from msgldm_auto.preprocessing.head_mask import bounding_box, compute_head_mask, decode_mask, encode_mask
+from msgldm_auto.preprocessing.head_mask import bounding_box, compute_head_mask
 from msgldm_auto.preprocessing.normalization import get_scheme, head_percentiles
 from msgldm_auto.preprocessing.orientation import Reorientation, from_slices, slice_layout, to_slices
+from msgldm_auto.preprocessing.properties import CaseProperties, OriginalGrid, PackedMask
 from msgldm_auto.preprocessing.resampling import resample_in_plane, resample_inside_mask, resampled_size
 
 BACKGROUND = -1.0
@@ -36,7 +38,7 @@ def read_raw_case(case: Case) -> tuple[dict[int, Image], Image | None]:
 
 def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Image | None = None, *,
                     resample_mismatched: bool = False, case_id: str = "", whole_head: bool = False
-                    ) -> tuple[np.ndarray, list[int], np.ndarray | None, dict[str, Any]]:
+                    ) -> tuple[np.ndarray, list[int], np.ndarray | None, CaseProperties]:
     """-> (data (P, Z, H, W) float32, present channel ids, seg (Z, H, W) uint8 or None, properties).
 
     H, W is the plans' `image_size`, or with `whole_head` at least the resampled head box (see the module docstring)."""
@@ -55,7 +57,9 @@ def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Im
     mask_resampled = resample_in_plane(to_slices(head.mask[crop], config.slice_axis), geometry.resampled_hw, order=0)
     mask_stack = geometry.place(mask_resampled, False)
     scheme = get_scheme(config.normalization)
-    rows, percentiles, scales = [], {}, {}
+    rows: list[np.ndarray] = []
+    percentiles: dict[int, list[float]] = {}
+    scales: dict[int, float] = {}
     for channel in present:
         volume = ras[channel][crop]
         stats = head_percentiles(volume, head.mask[crop])
@@ -67,28 +71,26 @@ def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Im
                                         geometry.resampled_hw, order=3)
         normalised = scheme.normalize(stack, mask_resampled, scale)
         rows.append(geometry.place(normalised, BACKGROUND))
-        percentiles[str(channel)], scales[str(channel)] = stats, scale
+        percentiles[channel], scales[channel] = stats, scale
     seg_stack = _preprocess_seg(seg, reorientation, crop, geometry, config.slice_axis, case_id)
 
-    properties = {
-        "case_id": case_id,
-        "original": {"shape": list(reference.array.shape), "spacing": [float(s) for s in reference.spacing],
-                     "origin": [float(o) for o in reference.origin], "direction": [float(d) for d in reference.direction]},
-        "reorientation": reorientation.to_dict(),
-        "ras_shape": [int(s) for s in head.mask.shape],
-        "ras_spacing": reorientation.ras_spacing(reference.spacing),
-        "crop_box": box,
-        "head_mask": encode_mask(head.mask[crop]),
-        "skull_stripped": head.skull_stripped,
-        **geometry.to_dict(),
-        "normalization": scheme.name,
-        "percentiles": percentiles,
-        "scale": scales,
-        "present": present,
-        "resampled_channels": resampled_channels,
-        "foreground_slices": [int(z) for z in np.flatnonzero(mask_stack.any(axis=(1, 2)))],
-    }
+    properties = CaseProperties(
+        case_id=case_id, present=present, resampled_channels=resampled_channels,
+        original=_original_grid(reference), reorientation=reorientation,
+        ras_shape=[int(s) for s in head.mask.shape], ras_spacing=reorientation.ras_spacing(reference.spacing),
+        crop_box=box, head_mask=PackedMask.pack(head.mask[crop]), skull_stripped=head.skull_stripped,
+        slice_axis=geometry.slice_axis, cropped_shape=geometry.cropped_shape,
+        resampled_shape=[geometry.cropped_shape[0], *geometry.resampled_hw], image_size=geometry.image_size,
+        in_plane_offset=geometry.offset, spacing=geometry.spacing,
+        normalization=scheme.name, percentiles=percentiles, scale=scales,
+        foreground_slices=[int(z) for z in np.flatnonzero(mask_stack.any(axis=(1, 2)))],
+    )
     return np.stack(rows).astype(np.float32, copy=False), present, seg_stack, properties
+
+
+def _original_grid(reference: Image) -> OriginalGrid:
+    return OriginalGrid([int(n) for n in reference.array.shape], [float(s) for s in reference.spacing],
+                        [float(o) for o in reference.origin], [float(d) for d in reference.direction])
 
 
 def _preprocess_seg(seg: Image | None, reorientation: Reorientation, crop: tuple[slice, ...], geometry: "_SliceGeometry",
@@ -127,14 +129,9 @@ class _SliceGeometry:
         return cls(config.slice_axis, cropped, resampled, canvas, [float(ras_spacing[layout[0]]), *effective])
 
     @classmethod
-    def from_properties(cls, properties: dict[str, Any]) -> "_SliceGeometry":
-        return cls(int(properties["slice_axis"]), list(properties["cropped_shape"]), list(properties["resampled_shape"][1:]),
-                   list(properties["image_size"]), list(properties["spacing"]))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"slice_axis": self.slice_axis, "cropped_shape": self.cropped_shape,
-                "resampled_shape": [self.cropped_shape[0], *self.resampled_hw], "image_size": self.image_size,
-                "in_plane_offset": self.offset, "spacing": self.spacing}
+    def from_properties(cls, properties: CaseProperties) -> "_SliceGeometry":
+        return cls(properties.slice_axis, list(properties.cropped_shape), list(properties.resampled_shape[1:]),
+                   list(properties.image_size), list(properties.spacing))
 
     def forward(self, stack: np.ndarray, order: int, fill: Any) -> np.ndarray:
         return self.place(resample_in_plane(stack, self.resampled_hw, order), fill)
@@ -159,7 +156,7 @@ def _place(stack: np.ndarray, offset: list[int], size: list[int], fill: Any) -> 
     return out
 
 
-def restore_original(volume: np.ndarray, properties: dict[str, Any], order: int = 3, fill: float = 0.0,
+def restore_original(volume: np.ndarray, properties: CaseProperties, order: int = 3, fill: float = 0.0,
                      head_aware: bool = True) -> np.ndarray:
     """(Z, H, W) volume in preprocessed space -> float32 array on the case's original (k, j, i) grid.
 
@@ -170,7 +167,7 @@ def restore_original(volume: np.ndarray, properties: dict[str, Any], order: int 
     the -1 background does not darken the rim of the head.
     """
     volume = np.asarray(volume, dtype=np.float32)
-    expected = (properties["resampled_shape"][0], *properties["image_size"])
+    expected = (properties.resampled_shape[0], *properties.image_size)
     if volume.shape != tuple(expected):
         raise ValueError(f"volume of shape {volume.shape} is not in this case's preprocessed space {tuple(expected)}")
     geometry = _SliceGeometry.from_properties(properties)
@@ -180,9 +177,9 @@ def restore_original(volume: np.ndarray, properties: dict[str, Any], order: int 
     return _uncrop_to_original(from_slices(restored, geometry.slice_axis), properties, fill)
 
 
-def _head_aware_inverse(volume: np.ndarray, plain: np.ndarray, geometry: "_SliceGeometry", properties: dict[str, Any],
+def _head_aware_inverse(volume: np.ndarray, plain: np.ndarray, geometry: "_SliceGeometry", properties: CaseProperties,
                         order: int) -> np.ndarray:
-    head = to_slices(decode_mask(properties["head_mask"]), geometry.slice_axis)          # cropped grid, original pixels
+    head = to_slices(properties.head_mask.unpack(), geometry.slice_axis)                 # cropped grid, original pixels
     stored_mask = geometry.forward(head, order=0, fill=False)                             # the mask preprocessing used
     unplaced_mask = _place(stored_mask, [-o for o in geometry.offset], geometry.resampled_hw, False)
     unplaced = _place(volume, [-o for o in geometry.offset], geometry.resampled_hw, BACKGROUND)
@@ -193,19 +190,19 @@ def _head_aware_inverse(volume: np.ndarray, plain: np.ndarray, geometry: "_Slice
     return out
 
 
-def head_mask_original(properties: dict[str, Any]) -> np.ndarray:
+def head_mask_original(properties: CaseProperties) -> np.ndarray:
     """The case's head mask (the one preprocessing cropped and normalised with) on its original (k, j, i) grid."""
-    return _uncrop_to_original(decode_mask(properties["head_mask"]), properties, False)
+    return _uncrop_to_original(properties.head_mask.unpack(), properties, False)
 
 
-def restore_original_image(volume: np.ndarray, properties: dict[str, Any], order: int = 3, fill: float = 0.0) -> Image:
+def restore_original_image(volume: np.ndarray, properties: CaseProperties, order: int = 3, fill: float = 0.0) -> Image:
     """`restore_original` wrapped with the case's original geometry, ready for `write_image`."""
-    original = properties["original"]
-    return Image(restore_original(volume, properties, order, fill), tuple(original["spacing"]), tuple(original["origin"]),
-                 tuple(original["direction"]))
+    original = properties.original
+    return Image(restore_original(volume, properties, order, fill), tuple(original.spacing), tuple(original.origin),
+                 tuple(original.direction))
 
 
-def _uncrop_to_original(cropped_ras: np.ndarray, properties: dict[str, Any], fill: Any) -> np.ndarray:
-    full = np.full(properties["ras_shape"], fill, dtype=cropped_ras.dtype)
-    full[tuple(slice(start, stop) for start, stop in properties["crop_box"])] = cropped_ras
-    return Reorientation.from_dict(properties["reorientation"]).from_ras(full)
+def _uncrop_to_original(cropped_ras: np.ndarray, properties: CaseProperties, fill: Any) -> np.ndarray:
+    full = np.full(properties.ras_shape, fill, dtype=cropped_ras.dtype)
+    full[tuple(slice(start, stop) for start, stop in properties.crop_box)] = cropped_ras
+    return properties.reorientation.from_ras(full)

@@ -1,5 +1,5 @@
 """Preprocessed cases on disk: `CASE.b2nd` (blosc2, float32, (P, Z, H, W), one slice per chunk), `CASE_seg.b2nd`
-(uint8, (Z, H, W)) and `CASE.json` (properties).
+(uint8, (Z, H, W)) and `CASE.json` (the case's `CaseProperties`, msgldm_auto/preprocessing/properties.py).
 
 The JSON is written last, each file under a temporary name first and then renamed, so a case whose JSON exists is
 complete: an interrupted run never leaves a half-written case that a later run would skip. Loading is lazy: `data` and
@@ -7,6 +7,7 @@ complete: an interrupted run never leaves a half-written case that a later run w
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from msgldm_auto.atomic import atomic_path, write_text_atomic
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.preprocessing.properties import CaseProperties
 
 DATA_SUFFIX = ".b2nd"
 SEG_SUFFIX = "_seg.b2nd"
@@ -29,17 +31,22 @@ class PreprocessedCase:
     data: Any                      # (P, Z, H, W) float32; blosc2.NDArray (lazy) or np.ndarray
     present: list[int]             # channel id of each row of `data`
     seg: Any | None                # (Z, H, W) uint8 or None
-    properties: dict[str, Any]
+    properties: CaseProperties
+
+    @property
+    def foreground_slices(self) -> list[int]:
+        """Slices with head voxels: the ones training reads."""
+        return self.properties.foreground_slices
 
 
 def save_case(folder: Path, case_id: str, data: np.ndarray, present: list[int], seg: np.ndarray | None,
-              properties: dict[str, Any]) -> None:
+              properties: CaseProperties) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     data = np.ascontiguousarray(data, dtype=np.float32)
     if data.ndim != 4 or data.shape[0] != len(present):
         raise ValueError(f"{case_id}: data of shape {data.shape} does not hold {len(present)} present modalities as (P, Z, H, W)")
-    properties = {**properties, "present": [int(c) for c in present]}
+    properties = dataclasses.replace(properties, present=[int(c) for c in present])
     (folder / f"{case_id}{PROPERTIES_SUFFIX}").unlink(missing_ok=True)  # the case is incomplete until the JSON is back
     _write_array(folder / f"{case_id}{DATA_SUFFIX}", data)
     seg_path = folder / f"{case_id}{SEG_SUFFIX}"
@@ -47,7 +54,7 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, present: list[int], 
         _write_array(seg_path, np.ascontiguousarray(seg, dtype=np.uint8))
     else:
         seg_path.unlink(missing_ok=True)
-    write_text_atomic(folder / f"{case_id}{PROPERTIES_SUFFIX}", json.dumps(properties, indent=1))
+    write_text_atomic(folder / f"{case_id}{PROPERTIES_SUFFIX}", json.dumps(properties.to_dict(), indent=1))
 
 
 def load_case(folder: Path, case_id: str, lazy: bool = True) -> PreprocessedCase:
@@ -55,11 +62,31 @@ def load_case(folder: Path, case_id: str, lazy: bool = True) -> PreprocessedCase
     properties_path = folder / f"{case_id}{PROPERTIES_SUFFIX}"
     if not properties_path.is_file():
         raise MSGLDMError(f"{properties_path}: preprocessed case not found; run msgldm_plan_and_preprocess (or msgldm_preprocess) first")
-    properties = json.loads(properties_path.read_text())
+    properties = read_properties(properties_path)
     data = _read_array(folder / f"{case_id}{DATA_SUFFIX}", lazy)
     seg_path = folder / f"{case_id}{SEG_SUFFIX}"
     seg = _read_array(seg_path, lazy) if seg_path.is_file() else None
-    return PreprocessedCase(case_id, data, [int(c) for c in properties["present"]], seg, properties)
+    return PreprocessedCase(case_id, data, list(properties.present), seg, properties)
+
+
+def read_properties(path: Path) -> CaseProperties:
+    """A `CASE.json`; one that this version cannot read (another version wrote it, or it is damaged) is an error that
+    names the file and the command that rewrites it."""
+    path = Path(path)
+    try:
+        return CaseProperties.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as err:
+        problem = f"not valid JSON ({err.msg} at line {err.lineno})"
+    except MSGLDMError as err:
+        problem = str(err)
+    raise MSGLDMError(f"{path}: {problem}; it was written by another version of msgldm_auto or damaged: "
+                      f"re-run msgldm_plan_and_preprocess -d {_dataset_of(path)} --clean")
+
+
+def _dataset_of(properties_path: Path) -> str:
+    """The dataset to name in the fix: preprocessed cases live in MSGLDM_PREPROCESSED/DatasetXXX_Name/CONFIG/."""
+    name = properties_path.parent.parent.name
+    return name if name.startswith("Dataset") else "DATASET"
 
 
 def list_cases(folder: Path) -> list[str]:

@@ -32,7 +32,8 @@ WORKERS_VARIABLE = "MSGLDM_NUM_WORKERS"
 
 
 class CaseReader(Protocol):
-    """Opens a preprocessed case; `.data` (P, Z, H, W) must slice lazily, `.present` names its channel ids."""
+    """Opens a preprocessed case; `.data` (P, Z, H, W) must slice lazily, `.present` names its channel ids,
+    `.foreground_slices` the slices to train on and `.seg` is (Z, H, W) or None."""
 
     def open(self, case_id: str) -> Any: ...
 
@@ -96,9 +97,7 @@ def build_slice_index(reader: CaseReader, case_ids: list[str], num_modalities: i
         mask = _present_mask(case.present, num_modalities)
         if mask.sum() < 2:
             continue
-        num_slices = int(case.data.shape[1])
-        foreground = case.properties.get("foreground_slices", range(num_slices))
-        rows.extend((len(kept_ids), int(z)) for z in foreground)
+        rows.extend((len(kept_ids), int(z)) for z in case.foreground_slices)
         kept_ids.append(case_id)
         masks.append(mask)
         seg_flags.append(case.seg is not None)
