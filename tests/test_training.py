@@ -20,6 +20,7 @@ from msgldm_auto.training.augmentation import IntensityOnKeptTransform, build_tr
 from msgldm_auto.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint  # noqa: E402
 from msgldm_auto.training.data_loader import build_slice_index, make_training_batches, validation_batches  # noqa: E402
 from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
+from msgldm_auto.training.ema import make_ema  # noqa: E402
 from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
 from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
 from msgldm_auto.training.trainer import StageTrainer, TrainerSettings  # noqa: E402
@@ -267,6 +268,17 @@ def test_time_budget_ends_the_stage_cleanly_at_a_checkpoint(tmp_path):
     final = load_checkpoint(tmp_path / "checkpoint_final.pth")
     assert final["iteration"] == 1 and "inference_weights" in final
     assert "time budget" in (tmp_path / "training_log.txt").read_text()
+
+
+def test_ema_follows_the_model():
+    model = torch.nn.Linear(2, 2)
+    ema = make_ema(model, decay=0.5)
+    ema.update_parameters(model)                      # the first update copies
+    before = ema.module.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update_parameters(model)
+    assert torch.allclose(ema.module.weight, before + 0.5)
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI
