@@ -1,4 +1,4 @@
-"""The guided denoiser (stage 3 network) and the diffusion training targets / loss."""
+"""The guided denoiser (stage 3 network); its targets, loss and sampler are in test_diffusion.py."""
 from __future__ import annotations
 
 import itertools
@@ -7,16 +7,10 @@ import pytest
 import torch
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 
+from msgldm_auto.diffusion.targets import diffusion_loss_mask, masked_diffusion_loss
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.networks.denoiser import GuidedDenoiser, availability_label, unet_skip_shapes
-from msgldm_auto.networks.scheduler import make_scheduler, split_prediction
 from msgldm_auto.plans import Ablations, ConfigurationPlan, DiffusionPlan, DisentanglerPlan, UNetPlan
-from msgldm_auto.training.diffusion_targets import (
-    diffusion_loss_mask,
-    make_ema,
-    make_training_example,
-    masked_diffusion_loss,
-)
 
 
 def brats_like(**ablations) -> ConfigurationPlan:
@@ -215,65 +209,3 @@ def test_bad_unet_plan_is_a_one_line_error():
     config.image_size = [40, 40]  # latent 5², not divisible by the UNet's 2
     with pytest.raises(MSGLDMError, match="latent size"):
         GuidedDenoiser(config, 4)
-
-
-# --- training targets and loss ---------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-@pytest.mark.parametrize("target", ["latent", "residual"])
-def test_training_example_is_consistent_with_the_sampler_parametrisation(prediction_type, target):
-    config = tiny_cpu()
-    config.diffusion.prediction_type = prediction_type
-    scheduler = make_scheduler(config)
-    g = torch.Generator().manual_seed(0)
-    latents, one_pass = torch.randn(6, 3, 4, 4, 4, generator=g), torch.randn(6, 3, 4, 4, 4, generator=g)
-    present = torch.tensor([[True, True, False]] * 6)
-    latents[:, 2] = float("nan")  # an absent modality's latent is arbitrary
-    example = make_training_example(scheduler, latents, one_pass, present, target=target, generator=g)
-    assert torch.isfinite(example.noisy).all() and torch.isfinite(example.target).all()
-    alpha = scheduler.alphas_cumprod[example.timesteps][:, None, None, None, None]
-    x0 = latents - one_pass if target == "residual" else latents
-    expected_noisy = alpha.sqrt() * x0[:, :2] + (1 - alpha).sqrt() * example.noise[:, :2]
-    assert torch.allclose(example.noisy[:, :2], expected_noisy, atol=1e-5)
-    # The exact regression target, read back the way the sampler reads a prediction, gives the clean variable.
-    recovered, epsilon = split_prediction(prediction_type, example.target, example.noisy, alpha)
-    assert torch.allclose(recovered[:, :2], x0[:, :2], atol=1e-3)
-    assert torch.allclose(epsilon, example.noise, atol=1e-3)
-    # The absent modality is treated as if its truth were the one-pass synthesis.
-    absent_x0 = torch.zeros_like(one_pass[:, 2]) if target == "residual" else one_pass[:, 2]
-    assert torch.allclose(recovered[:, 2], absent_x0, atol=1e-3)
-
-
-def test_diffusion_loss_counts_only_dropped_modalities_that_exist():
-    present = torch.tensor([[True, True, True, False]])
-    kept = torch.tensor([[True, False, False, False]])
-    mask = diffusion_loss_mask(present, kept)
-    assert mask.tolist() == [[False, True, True, False]]
-    target = torch.zeros(1, 4, 2, 3, 3)
-    target[:, 3] = float("nan")                       # no truth for the absent modality
-    prediction = torch.ones(1, 4, 2, 3, 3, requires_grad=True)
-    loss = masked_diffusion_loss(prediction, target, mask)
-    assert loss.item() == pytest.approx(1.0)
-    loss.backward()
-    assert torch.isfinite(prediction.grad).all()
-    assert prediction.grad[:, [0, 3]].abs().sum() == 0 and prediction.grad[:, [1, 2]].abs().sum() > 0
-    # Kept and absent predictions do not move the loss; a dropped one does.
-    other = prediction.detach().clone()
-    other[:, 0] = 50.0
-    other[:, 3] = -50.0
-    assert masked_diffusion_loss(other, target, mask).item() == pytest.approx(1.0)
-    other[:, 1] = 3.0
-    assert masked_diffusion_loss(other, target, mask).item() > 1.0
-    nothing = masked_diffusion_loss(prediction, target, torch.zeros_like(mask))
-    assert nothing.item() == 0.0 and nothing.requires_grad
-
-
-def test_ema_follows_the_model():
-    model = torch.nn.Linear(2, 2)
-    ema = make_ema(model, decay=0.5)
-    ema.update_parameters(model)                      # the first update copies
-    before = ema.module.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    ema.update_parameters(model)
-    assert torch.allclose(ema.module.weight, before + 0.5)

@@ -1,8 +1,9 @@
-"""The one tiny end-to-end run of the default suite: plan -> train a few iterations -> predict -> evaluate.
+"""The tiny end-to-end runs of the default suite: plan -> train a few iterations -> predict -> evaluate.
 
 Everything goes through the same entry points a user calls (in-process). Checks what a user relies on: outputs on the
 exact input grid (also for an LPS-oriented copy of a case), present modalities never rewritten, the metrics summary,
-and that the fold's validation summary exists.
+and that the fold's validation summary exists. The first run uses the `cpu` plans as planned (one-pass decoder); the
+second switches diffusion on and trains all three stages, so prediction goes through DDIM sampling (~15 s on 2 cores).
 """
 from __future__ import annotations
 
@@ -90,3 +91,57 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
                          "-device", "cpu"]) == 0
     chosen_record = json.loads((chosen / "predictions.json").read_text())
     assert {e["mode"] for e in chosen_record["cases"].values()} == {choice["chosen"]["name"]}
+
+
+
+def _switch_diffusion_on(plans_file) -> None:
+    """The `cpu` preset plans the one-pass decoder only; `ablations.diffusion: true` is the documented switch back."""
+    from msgldm_auto.plans import Plans
+
+    plans = Plans.load(plans_file)
+    plans.configuration("2d").ablations.diffusion = True
+    plans.save(plans_file)
+
+
+def test_plan_train_predict_evaluate_with_diffusion_sampling(tiny_demo_dataset, msgldm_roots, tmp_path):
+    assert plan_and_preprocess.main(["-d", "901", "-pl", "cpu", "-np", "1"]) == 0
+    _switch_diffusion_on(msgldm_roots / "preprocessed" / "Dataset901_Demo" / "MSGLDMPlans_cpu.json")
+    assert train.main(["901", "2d", "0", "-p", "MSGLDMPlans_cpu", "-device", "cpu", "--epochs", "1",
+                       "--iters-per-epoch", "2", "--val-cases", "1", "--no-progress"]) == 0
+    fold = msgldm_roots / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "fold_0"
+    for stage in ("ae", "structure", "ldm"):
+        assert (fold / stage / "checkpoint_final.pth").is_file()
+    assert json.loads((fold / "validation" / "summary.json").read_text())["mode"] == "diffusion"
+
+    inputs = tiny_demo_dataset / "imagesTs"
+    out = tmp_path / "out"
+    assert predict.main(["-i", str(inputs), "-o", str(out), "-d", "901", "-p", "MSGLDMPlans_cpu", "-f", "0",
+                         "-device", "cpu", "--steps", "2", "--seed", "3"]) == 0
+    record = json.loads((out / "predictions.json").read_text())
+    assert record["cases"] and not record.get("failed")
+    for case_id, entry in record["cases"].items():
+        assert (entry["mode"], entry["steps"], entry["seed"]) == ("diffusion", 2, 3)
+        source = read_image(next(inputs.glob(f"{case_id}_*.nii.gz")))
+        for file_name in entry["files"]:
+            synthesized = read_image(out / file_name)
+            assert synthesized.same_grid(source, atol=1e-6), f"{file_name} is not on the input grid"
+            assert synthesized.array.shape == source.array.shape
+            assert np.isfinite(synthesized.array).all() and synthesized.array.max() > 0
+
+    summary_file = tmp_path / "summary.json"
+    assert evaluate.main(["-ref", str(tiny_demo_dataset / "referenceTs"), "-pred", str(out), "-d", "901",
+                          "-o", str(summary_file)]) == 0
+    summary = json.loads(summary_file.read_text())
+    assert summary["mean"]["psnr"]["n"] >= 1 and np.isfinite(summary["mean"]["psnr"]["mean"])
+
+    # Every mode the trained folds can run is validated on the same case, the sampled mean with its std map.
+    from msgldm_auto.cli import find_best_configuration
+
+    assert find_best_configuration.main(["901", "-p", "MSGLDMPlans_cpu", "--max-cases", "1", "--samples", "2",
+                                         "-device", "cpu"]) == 0
+    scores = {s["mode"]["name"]: s for s in
+              json.loads((fold.parent / "best_configuration.json").read_text())["scores"]}
+    assert set(scores) == {"one_pass", "diffusion", "diffusion_mean2"}
+    assert len({s["num_volumes"] for s in scores.values()}) == 1                 # the same volumes for every mode
+    assert scores["diffusion_mean2"]["coverage_2std"] is not None and scores["one_pass"]["coverage_2std"] is None
+    assert all(s["hf_ratio"] > 0 for s in scores.values())

@@ -20,6 +20,7 @@ from msgldm_auto.training.augmentation import IntensityOnKeptTransform, build_tr
 from msgldm_auto.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint  # noqa: E402
 from msgldm_auto.training.data_loader import build_slice_index, make_training_batches, validation_batches  # noqa: E402
 from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
+from msgldm_auto.training.ema import make_ema  # noqa: E402
 from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
 from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
 from msgldm_auto.training.trainer import (StageTrainer, TrainerSettings, poly_factor,  # noqa: E402
@@ -292,6 +293,17 @@ def test_continued_run_spends_only_the_rest_of_the_budget_and_ends_annealed(tmp_
     assert group["lr"] < 1e-3 * group["initial_lr"]                          # annealed to the end of the budget
     _, again = _tiny_run(tmp_path, epochs=50, max_minutes=10.0, resume=True)
     assert again.iterations_done == 4 and "raise --max-minutes" in (tmp_path / "training_log.txt").read_text()
+
+
+def test_ema_follows_the_model():
+    model = torch.nn.Linear(2, 2)
+    ema = make_ema(model, decay=0.5)
+    ema.update_parameters(model)                      # the first update copies
+    before = ema.module.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update_parameters(model)
+    assert torch.allclose(ema.module.weight, before + 0.5)
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI

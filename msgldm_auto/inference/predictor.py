@@ -213,7 +213,7 @@ class MSGLDMPredictor:
             raise MSGLDMError(f"case {case_id}: channel(s) {unknown} are not modalities of this model ({dict(enumerate(self.modalities))})")
 
     def _make_scheduler(self):
-        from msgldm_auto.networks.scheduler import make_scheduler
+        from msgldm_auto.diffusion.scheduler import make_scheduler
 
         return make_scheduler(self.model.configuration)
 

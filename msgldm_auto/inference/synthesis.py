@@ -119,7 +119,7 @@ def _as_numpy(images: torch.Tensor) -> np.ndarray:
 
 def _sample_batch(networks: FoldNetworks, scheduler, config: ConfigurationPlan, settings: SynthesisSettings, guidance,
                   kept: torch.Tensor, present_latents: torch.Tensor, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    from msgldm_auto.inference.sampler import sample_latents
+    from msgldm_auto.diffusion.sampler import sample_latents
 
     device = kept.device
     centre = config.context_slices // 2

@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 
-from msgldm_auto.inference.sampler import sample_latents
+from msgldm_auto.diffusion.sampler import sample_latents
+from msgldm_auto.diffusion.scheduler import make_scheduler
+from msgldm_auto.diffusion.targets import diffusion_loss_mask, make_training_example, masked_diffusion_loss
 from msgldm_auto.networks.denoiser import GuidedDenoiser
-from msgldm_auto.networks.scheduler import make_scheduler
 from msgldm_auto.plans import ConfigurationPlan
 from msgldm_auto.training.checkpoint import strip_wrappers
 from msgldm_auto.training.data_loader import SliceBatch
-from msgldm_auto.training.diffusion_targets import diffusion_loss_mask, make_ema, make_training_example, masked_diffusion_loss
+from msgldm_auto.training.ema import make_ema
 from msgldm_auto.training.stages.base import Stage, StepContext
 from msgldm_auto.training.stages.common import encode_images, mean_psnr
 from msgldm_auto.training.stages.structure import dropped_pairs
@@ -61,7 +62,8 @@ class LatentDiffusionStage(Stage):
 
     def train_step(self, batch: SliceBatch, step: StepContext) -> dict[str, float]:
         cond = self.condition(batch)
-        example = make_training_example(self.scheduler, cond.clean, cond.one_pass, batch.present, self.config.diffusion.target)
+        example = make_training_example(self.scheduler, cond.clean, cond.one_pass, batch.present,
+                                        self.config.diffusion.target)
         with step.autocast():
             prediction = self.module("denoiser")(example.noisy, example.timesteps, cond.clean, batch.kept,
                                                  cond.neighbours, cond.prior, cond.one_pass, cond.styles)
@@ -82,7 +84,8 @@ class LatentDiffusionStage(Stage):
                                      neighbours=cond.neighbours, prior=cond.prior, one_pass=cond.one_pass,
                                      styles=cond.styles, generator=generator)
             b, m = latents.shape[:2]
-            images = self.autoencoder.decode(latents.reshape(b * m, *latents.shape[2:])).reshape(b, m, *batch.images.shape[-2:])
+            decoded = self.autoencoder.decode(latents.reshape(b * m, *latents.shape[2:]))
+            images = decoded.reshape(b, m, *batch.images.shape[-2:])
             pairs.extend(dropped_pairs(images, batch))
         return mean_psnr(pairs)
 

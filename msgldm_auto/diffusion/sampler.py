@@ -1,8 +1,8 @@
 """DDIM sampling of the missing modalities' latents with the guided denoiser (DESIGN.md §6 stage 3, §7).
 
 Two plans fields decide how diffusion uses the disentangler's one-pass synthesis (`config.diffusion`):
-- `target`: "latent" samples the latents themselves (the paper); "residual" samples (latent − one-pass latent) and adds
-  the one-pass latent back at the end.
+- `target`: "latent" samples the latents themselves (the paper); "residual" samples (latent − one-pass latent) and
+  adds the one-pass latent back at the end.
 - `sampling_start`: "noise" starts from pure noise at the noisiest timestep; "one_pass" noises the one-pass latent
   (for the residual target: zero, i.e. the one-pass latent itself) to level t0 and spends all `steps` network
   evaluations between t0 and 0, so that few steps refine rather than invent.
@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import torch
 
+from msgldm_auto.diffusion.scheduler import TrailingDDIMScheduler, timestep_for_fraction
+from msgldm_auto.diffusion.targets import TARGETS
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.networks.scheduler import timestep_for_fraction
 from msgldm_auto.plans import ConfigurationPlan
 
 STARTS = ("noise", "one_pass")
-TARGETS = ("latent", "residual")
 
 
 @torch.no_grad()
 def sample_latents(
     denoiser: torch.nn.Module,
-    scheduler,
+    scheduler: TrailingDDIMScheduler,
     config: ConfigurationPlan,
     *,
     clean: torch.Tensor,
@@ -75,12 +75,14 @@ def sample_latents(
     return torch.where(hold, clean, sample + offset)
 
 
-def _noised(scheduler, value: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
+def _noised(scheduler: TrailingDDIMScheduler, value: torch.Tensor, noise: torch.Tensor, timestep: int) -> torch.Tensor:
     """`value` at noise level `timestep`, with the run's fixed noise (replacement sampling)."""
-    return scheduler.add_noise(value, noise, torch.full((value.shape[0],), timestep, device=value.device, dtype=torch.long))
+    timesteps = torch.full((value.shape[0],), timestep, device=value.device, dtype=torch.long)
+    return scheduler.add_noise(value, noise, timesteps)
 
 
-def _initial_sample(scheduler, start: str, t0: float, steps: int, one_pass_value: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def _initial_sample(scheduler: TrailingDDIMScheduler, start: str, t0: float, steps: int, one_pass_value: torch.Tensor,
+                    noise: torch.Tensor) -> torch.Tensor:
     """Set the scheduler's timesteps for this run and return x at its first timestep."""
     if start == "noise":
         scheduler.set_timesteps(steps, device=noise.device)

@@ -5,7 +5,7 @@ assumes the previous timestep is `t - 1000 // N`. The two disagree (e.g. N = 10:
 sample that `step` left at level 899, and the last step treats a sample at level 11 as clean), so sampling ends with
 residual noise. `TrailingDDIMScheduler` fixes both sides: timesteps are spaced "trailing" (999, 899, ..., 99 for N = 10,
 the last step jumping to the clean sample) and `step` goes to the next timestep of that very list.
-`tests/test_sampler.py` keeps a closed-form check that fails with the unpatched MONAI class.
+`tests/test_diffusion.py` keeps a closed-form check of our sampler that a mismatched timestep set fails.
 """
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ class TrailingDDIMScheduler(DDIMScheduler):
 def split_prediction(
     prediction_type: str, model_output: torch.Tensor, sample: torch.Tensor, alpha_cumprod: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predicted x_0, predicted ε) from an ε- or v-prediction at a noise level with cumulative ᾱ = `alpha_cumprod`."""
+    """(predicted x_0, predicted ε) from an ε- or v-prediction at the noise level whose cumulative ᾱ is
+    `alpha_cumprod`."""
     sqrt_alpha, sqrt_one_minus = alpha_cumprod**0.5, (1 - alpha_cumprod) ** 0.5
     if prediction_type == "epsilon":
         return (sample - sqrt_one_minus * model_output) / sqrt_alpha, model_output
@@ -88,16 +89,21 @@ def split_prediction(
 
 
 def make_scheduler(config: ConfigurationPlan) -> TrailingDDIMScheduler:
-    """The scheduler of `config.diffusion` (β schedule, prediction type); `clip_sample=False` because latents are unbounded."""
+    """The scheduler of `config.diffusion` (β schedule, prediction type).
+
+    `clip_sample=False` because latents are unbounded."""
     plan = config.diffusion
     if plan.prediction_type not in PREDICTION_TYPES:
         raise MSGLDMError(
-            f"plans diffusion.prediction_type is {plan.prediction_type!r}; set it to one of {', '.join(PREDICTION_TYPES)}"
+            f"plans diffusion.prediction_type is {plan.prediction_type!r}; "
+            f"set it to one of {', '.join(PREDICTION_TYPES)}"
         )
-    schedule_args = {"beta_start": plan.beta_start, "beta_end": plan.beta_end} if plan.beta_schedule in BETA_SCHEDULES else {}
+    takes_betas = plan.beta_schedule in BETA_SCHEDULES
+    schedule_args = {"beta_start": plan.beta_start, "beta_end": plan.beta_end} if takes_betas else {}
     if plan.beta_schedule not in BETA_SCHEDULES + ("cosine",):
         raise MSGLDMError(
-            f"plans diffusion.beta_schedule is {plan.beta_schedule!r}; set it to one of {', '.join(BETA_SCHEDULES + ('cosine',))}"
+            f"plans diffusion.beta_schedule is {plan.beta_schedule!r}; "
+            f"set it to one of {', '.join(BETA_SCHEDULES + ('cosine',))}"
         )
     return TrailingDDIMScheduler(
         num_train_timesteps=plan.num_train_timesteps,
@@ -110,12 +116,13 @@ def make_scheduler(config: ConfigurationPlan) -> TrailingDDIMScheduler:
 
 
 def timestep_for_fraction(scheduler: DDIMScheduler, fraction: float) -> int:
-    """The training timestep at `fraction` of the schedule (1.0 -> the noisiest, T-1); used for the one-pass start t0."""
+    """The training timestep at `fraction` of the schedule (1.0 -> the noisiest, T-1); the one-pass start's t0."""
     if not 0.0 < fraction <= 1.0:
         raise MSGLDMError(f"plans diffusion.t0 is {fraction}; set it to a fraction in (0, 1]")
     return max(0, min(scheduler.num_train_timesteps - 1, round(fraction * scheduler.num_train_timesteps) - 1))
 
 
-def velocity(scheduler: DDIMScheduler, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+def velocity(scheduler: DDIMScheduler, sample: torch.Tensor, noise: torch.Tensor,
+             timesteps: torch.Tensor) -> torch.Tensor:
     """v = √ᾱ ε − √(1−ᾱ) x_0 (MONAI's `get_velocity`, named for readers of the training code)."""
     return scheduler.get_velocity(sample, noise, timesteps)

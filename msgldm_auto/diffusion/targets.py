@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from msgldm_auto.networks.scheduler import velocity
+from msgldm_auto.diffusion.scheduler import TrailingDDIMScheduler, velocity
+
+TARGETS = ("latent", "residual")   # the diffused variable: the latent itself, or its residual from the one-pass latent
 
 
 @dataclass
@@ -27,7 +28,7 @@ class DiffusionExample:
 
 
 def make_training_example(
-    scheduler,
+    scheduler: TrailingDDIMScheduler,
     latents: torch.Tensor,
     one_pass: torch.Tensor,
     present: torch.Tensor,
@@ -39,7 +40,7 @@ def make_training_example(
     `latents` are the true latents (B, M, L, h, w), `one_pass` the one-pass latents, `present` (B, M) which modalities
     exist in the data.
     """
-    if target not in ("latent", "residual"):
+    if target not in TARGETS:
         raise ValueError(f"diffusion target {target!r}; expected 'latent' or 'residual'")
     present = present.bool()[:, :, None, None, None]
     truth = torch.where(present, latents, one_pass)
@@ -65,11 +66,3 @@ def masked_diffusion_loss(prediction: torch.Tensor, target: torch.Tensor, loss_m
     difference = torch.where(select, prediction - target, prediction.new_zeros(()))
     # The sum keeps the graph connected even when nothing is counted, so DDP and optimisers see a normal loss.
     return (difference**2).sum() / select.sum().clamp(min=1)
-
-
-def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
-    """EMA copy of `model` (torch's AveragedModel); call `.update_parameters(model)` after each optimiser step.
-
-    Buffers are averaged too (`use_buffers=True`) so the EMA model is self-contained for inference.
-    """
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
