@@ -1,6 +1,7 @@
 """Shared helpers of the benchmark scripts: the machine line, summary statistics, markdown tables, stored results and
 the marked sections of documentation/benchmarks.md that each script owns.
 
+Run every script from the repository root as a module of this package (`python -m benchmarks.<name>`).
 A script stores its raw numbers in `benchmarks/results/<name>.json` (so a table can be re-rendered and reviewed
 without rerunning hours of CPU work) and writes its tables between `<!-- <section>:start -->` and
 `<!-- <section>:end -->` in the document, replacing only that block.
@@ -77,6 +78,19 @@ def load_summary_means(path: Path) -> dict:
     """What the comparison tables need of an `msgldm_evaluate` summary.json: the per-modality and overall means."""
     summary = json.loads(Path(path).read_text())
     return {"per_modality": summary["per_modality"], "mean": summary["mean"]}
+
+
+def trained_iterations(model_folder: Path, fold: str, stages: Sequence[str] | None = None) -> dict[str, int]:
+    """Iterations each stage of a trained fold reached, as its final checkpoint records them (every stage found, or
+    those of `stages` that exist)."""
+    import torch
+
+    found = {}
+    for path in sorted(Path(model_folder, f"fold_{fold}").glob("*/checkpoint_final.pth")):
+        stage = path.parent.name
+        if stages is None or stage in stages:
+            found[stage] = int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
+    return found
 
 
 def provenance(command: str, machine: str, date: str | None = None, extra: str = "") -> str:

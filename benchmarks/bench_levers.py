@@ -1,16 +1,16 @@
 """One lever at a time: a variant of the `cpu` plans trained for a short budget and scored on a set's test cases
 (section `levers`).
 
-    python benchmarks/bench_levers.py run --home /tmp/icbm -d 902 --name lr8e-4 --minutes 3 \
+    python -m benchmarks.bench_levers run --home /tmp/icbm -d 902 --name lr8e-4 --minutes 3 \
         schedule.structure.learning_rate=8e-4
-    python benchmarks/bench_levers.py run --home /tmp/icbm -d 902 --name control --minutes 3 --method unet
-    python benchmarks/bench_levers.py write
+    python -m benchmarks.bench_levers run --home /tmp/icbm -d 902 --name control --minutes 3 --method unet
+    python -m benchmarks.bench_levers write
 
 A variant is `MSGLDMPlans_cpu` with dotted edits of its `2d` configuration (JSON values), saved as
 `MSGLDMPlans_cpu_<name>` beside it (same preprocessed data). It is trained on fold `all` for `--minutes`, predicts
 imagesTs and is scored against referenceTs (inside masksTs where present), all through the user's commands. Short
 budgets rank levers by how fast the model learns, which is what the `cpu` budget is about; the whole-budget figures
-are bench_sets.py's. Results are appended to benchmarks/results/levers.json.
+are bench_sets'. Results are appended to benchmarks/results/levers.json.
 """
 from __future__ import annotations
 
@@ -21,28 +21,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import (RESULTS, load_results, machine_line, markdown_table, provenance, replace_section,  # noqa: E402
-                     save_results, today)
+from benchmarks._common import (RESULTS, load_results, machine_line, markdown_table, provenance, replace_section,
+                                save_results, today)
 
 BASE_PLANS = "MSGLDMPlans_cpu"
 
 
 def write_variant(preprocessed: Path, name: str, edits: list[str]) -> str:
     """Save the edited plans as MSGLDMPlans_cpu_<name>.json and return that plans name."""
-    plans = json.loads((preprocessed / f"{BASE_PLANS}.json").read_text())
-    plans["plans_name"] = f"{BASE_PLANS}_{name}"
-    for edit in edits:
-        key, value = edit.split("=", 1)
-        node = plans["configurations"]["2d"]
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = json.loads(value)
-    (preprocessed / f"{plans['plans_name']}.json").write_text(json.dumps(plans, indent=1))
-    return plans["plans_name"]
+    from msgldm_auto.plans import Plans, plans_file_name
+
+    from benchmarks.plans_edits import dotted_changes, plans_variant
+
+    plans_name = f"{BASE_PLANS}_{name}"
+    plans = Plans.load(preprocessed / plans_file_name(BASE_PLANS))
+    plans_variant(plans, "2d", dotted_changes(edits), plans_name).save(preprocessed / plans_file_name(plans_name))
+    return plans_name
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -95,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         record = load_results("levers") if (RESULTS / "levers.json").is_file() else {"rows": []}
         record["rows"].append(run(args))
-        record["rows"][-1]["command"] = " ".join(["benchmarks/bench_levers.py", *(argv or sys.argv[1:])])
-        record.setdefault("command", "benchmarks/bench_levers.py run --home H -d D --name NAME [EDITS]")
+        record["rows"][-1]["command"] = " ".join(["python -m benchmarks.bench_levers", *(argv or sys.argv[1:])])
+        record.setdefault("command", "python -m benchmarks.bench_levers run --home H -d D --name NAME [EDITS]")
         record.update(date=today(), machine=machine_line())
         save_results("levers", record)
         print(record["rows"][-1])

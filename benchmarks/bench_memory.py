@@ -2,7 +2,7 @@
 present, 1 synthesized), with networks sized by the DEFAULT (GPU) preset as the planner plans them for such a
 dataset. Target: under 4 GB. Issue 8.
 
-    .venv/bin/python benchmarks/bench_memory.py [--steps 1 2] [--threads 2] [--write]
+    .venv/bin/python -m benchmarks.bench_memory [--steps 1 2] [--threads 2] [--write]
 
 The weights are random (memory and time do not depend on their values) and the case is a synthetic head of BraTS
 size; both are made in a temporary MSGLDM_HOME. Each prediction runs in a fresh process and its peak RSS is read
@@ -20,10 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,  # noqa: E402
-                     today)
+from benchmarks._common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,
+                                today)
 
 TARGET_GB = 4.0
 
@@ -35,7 +33,7 @@ def predict_command(home: Path, extra: list[str]) -> list[str]:
 
 
 def prepare_home(home: Path) -> dict:
-    from synthetic_model import brats_case, brats_plans, write_case, write_random_model
+    from benchmarks.synthetic_model import brats_case, brats_plans, write_case, write_random_model
 
     plans = brats_plans("default", device="cuda")
     write_random_model(home / "results" / "Dataset990_BraTSLike", plans)
@@ -47,7 +45,7 @@ def prepare_home(home: Path) -> dict:
 
 
 def measure(steps: list[int], threads: int) -> dict:
-    from bench_preprocessing import run_measured
+    from benchmarks.bench_preprocessing import run_measured
 
     home = Path(tempfile.mkdtemp(prefix="bench_memory_"))
     try:
@@ -90,7 +88,7 @@ def section(record: dict) -> str:
         "DDIM steps run one after another on the same tensors, so the peak of a 1-step run is that of a 50-step run."
         + per_step + (f" {record['note']}" if record.get("note") else ""),
         "",
-        provenance("benchmarks/bench_memory.py --write", record["machine"], record["date"]),
+        provenance("python -m benchmarks.bench_memory --write", record["machine"], record["date"]),
     ])
 
 

@@ -1,8 +1,8 @@
 """Speed and memory of planning + preprocessing on the demo dataset (issue 4), optionally against nnU-Net v2.
 
-    .venv/bin/python benchmarks/bench_preprocessing.py [--resolutions 2 1] [--cases 24] [-np 2]
+    .venv/bin/python -m benchmarks.bench_preprocessing [--resolutions 2 1] [--cases 24] [-np 2]
         [--nnunet-python /path/to/nnunet-venv/bin/python] [--write]
-    .venv/bin/python benchmarks/bench_preprocessing.py --write-only      # re-render from results/preprocessing.json
+    .venv/bin/python -m benchmarks.bench_preprocessing --write-only      # re-render from results/preprocessing.json
 
 A venv for nnU-Net next to ours, on the same CPU torch:
     python3 -m venv /tmp/nnunet_venv && /tmp/nnunet_venv/bin/pip install torch==2.13.0 && \
@@ -26,10 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import load_results, machine_line, provenance, replace_section, save_results, today  # noqa: E402
+from benchmarks._common import REPO, load_results, machine_line, provenance, replace_section, save_results, today
 
 
 def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -150,7 +147,7 @@ def main() -> None:
         finally:
             shutil.rmtree(home, ignore_errors=True)
     print(table(rows))
-    command = (f"benchmarks/bench_preprocessing.py --resolutions {' '.join(f'{r:g}' for r in args.resolutions)}"
+    command = (f"python -m benchmarks.bench_preprocessing --resolutions {' '.join(f'{r:g}' for r in args.resolutions)}"
                + (" --nnunet-python <nnU-Net venv>/bin/python" if args.nnunet_python else ""))
     record = {"rows": rows, "processes": args.processes, "machine": machine_line(1), "date": today(), "command": command}
     if args.nnunet_python:

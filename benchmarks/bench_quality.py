@@ -1,14 +1,16 @@
 """Quality of MSG-LDM on the demo test set against its one-pass decoder, the copy and regression floors and the
 autoencoder ceiling; sampling settings; retrained variants (diffusion target, ablations). Issue 8.
 
-    # 1. sampling settings, one-pass decoder, floors, ceiling (fold 0 of a trained demo model; ~30 min on 2 cores)
-    .venv/bin/python benchmarks/bench_quality.py sampling --source /tmp/demo_full
+    # from the repository root:
+    # 1. sampling settings, one-pass decoder, floors, ceiling (fold 0 of a trained demo model; ~35 min on 2 cores)
+    .venv/bin/python -m benchmarks.bench_quality sampling --source /tmp/demo_full
     # 2. retrain what changes, at the same number of iterations per stage as the source model
-    .venv/bin/python benchmarks/bench_quality.py train --source /tmp/demo_full --home /tmp/bench_quality control latent no_multiscale no_hfib no_style
+    .venv/bin/python -m benchmarks.bench_quality train --source /tmp/demo_full --home /tmp/bench_quality \
+        control latent no_multiscale no_hfib no_style
     # 3. score the retrained variants at the setting step 1 chose
-    .venv/bin/python benchmarks/bench_quality.py variants --source /tmp/demo_full --home /tmp/bench_quality --samples 2
+    .venv/bin/python -m benchmarks.bench_quality variants --source /tmp/demo_full --home /tmp/bench_quality --samples 2
     # 4. tables into documentation/benchmarks.md (sections quality-sampling, quality-variants) and the planner choice
-    .venv/bin/python benchmarks/bench_quality.py write
+    .venv/bin/python -m benchmarks.bench_quality write
 
 `--source` is the MSGLDM_HOME of a `make demo` run (Dataset901_Demo, plans MSGLDMPlans_cpu, fold 0) whose LDM was
 then trained too (the cpu plans skip it: `MSGLDM_HOME=<demo home> msgldm_train 901 2d 0 -p MSGLDMPlans_cpu --stage
@@ -29,10 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import load_results, machine_line, replace_section, save_results, today  # noqa: E402
-from quality_report import VARIANT_TITLES  # noqa: E402
+from benchmarks._common import (REPO, load_results, machine_line, replace_section, save_results, today,
+                                trained_iterations)
+from benchmarks.quality_report import VARIANT_TITLES
 
 DATASET = "Dataset901_Demo"
 PLANS = "MSGLDMPlans_cpu"
@@ -54,7 +55,7 @@ def sampling_grid(steps: list[int], t0s: list[float], sweep_steps: list[int], sa
     """Noise start and one-pass start at the plans' t0 at every step count, each with `samples` averaged (sample 0
     alone is scored too); the other t0 values (one sample) only at `sweep_steps`; independent slice noise at the
     plans' setting."""
-    from quality_runs import Setting
+    from benchmarks.quality_runs import Setting
 
     grid = []
     for n in steps:
@@ -67,47 +68,39 @@ def sampling_grid(steps: list[int], t0s: list[float], sweep_steps: list[int], sa
 
 
 def load_model(model_folder: Path):
-    from quality_runs import load_fold_with_denoiser
+    from benchmarks.quality_runs import load_fold
 
-    return load_fold_with_denoiser(model_folder, FOLD)
+    return load_fold(model_folder, FOLD)
 
 
 def test_set(raw_dataset: Path):
     from msgldm_auto.dataset.dataset_json import DatasetJson
-    from quality_runs import load_test_cases
+    from benchmarks.quality_runs import load_test_cases
 
     dataset = DatasetJson.load(raw_dataset / "dataset.json")
     return dataset, load_test_cases(raw_dataset, dataset)
 
 
 def stage_iterations(model_folder: Path) -> dict[str, int]:
-    """Iterations each stage of the fold actually trained (its final checkpoint says)."""
-    import torch
-
-    found = {}
-    for stage in ("ae", "structure", "ldm"):
-        path = model_folder / f"fold_{FOLD}" / stage / "checkpoint_final.pth"
-        if path.is_file():
-            found[stage] = int(torch.load(path, map_location="cpu", weights_only=True).get("iteration", 0))
-    return found
+    """Iterations each MSG-LDM stage of the fold actually trained (the control's, if any, is not compared here)."""
+    return trained_iterations(model_folder, FOLD, ("ae", "structure", "ldm"))
 
 
 def run_sampling(args: argparse.Namespace) -> None:
     import torch
     from msgldm_auto.dataset.cases import training_cases
-    from quality_runs import Scores, Setting, prepare_case, run_ceiling, run_floors, run_setting
+    from benchmarks.quality_runs import Scores, Setting, run_ceiling, run_floors, run_setting
 
     torch.set_num_threads(args.threads)
     source = Path(args.source)
     model_folder = source / "results" / DATASET / f"{PLANS}__2d"
     dataset, cases = test_set(source / "raw" / DATASET)
     predictor = load_model(model_folder)
-    prepared = [prepare_case(predictor, case) for case in cases]
     scores = Scores()
     settings = [Setting(one_pass=True)] + sampling_grid(args.steps, args.t0, args.sweep_steps, args.samples)
     for setting in settings:
         started = time.perf_counter()
-        run_setting(predictor, prepared, setting, scores)
+        run_setting(predictor, cases, setting, scores)
         print(f"{setting.name} x{setting.samples}: {time.perf_counter() - started:.0f} s", flush=True)
     run_ceiling(predictor, cases, scores)
     splits = json.loads((source / "preprocessed" / DATASET / "splits_final.json").read_text())
@@ -116,7 +109,7 @@ def run_sampling(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_floors_") as folder:
         run_floors(train, source / "raw" / DATASET, dataset, cases, Path(folder), scores)
     record = {"scores": scores.to_dict(), "settings": [s.__dict__ for s in settings], "machine": machine_line(),
-              "date": today(), "command": "benchmarks/bench_quality.py sampling --source <demo home>",
+              "date": today(), "command": "python -m benchmarks.bench_quality sampling --source <demo home>",
               "model": {"plans": PLANS, "fold": FOLD, "iterations": stage_iterations(model_folder),
                         "diffusion": predictor.model.configuration.diffusion.__dict__},
               "test_cases": [c.case_id for c in cases]}
@@ -128,29 +121,23 @@ def variant_plans_name(variant: str) -> str:
     return f"{PLANS}_{variant}"
 
 
-def _deep_update(target: dict, changes: dict) -> None:
-    for key, value in changes.items():
-        if isinstance(value, dict):
-            _deep_update(target[key], value)
-        else:
-            target[key] = value
-
-
 def prepare_variant(source: Path, home: Path, variant: str) -> list[str]:
     """Edited plans under another plans name (same preprocessed data), the reused stages copied; -> stages to train."""
+    from msgldm_auto.plans import Plans, plans_file_name
+
+    from benchmarks.plans_edits import plans_variant
+
     changes, stages = VARIANTS[variant]
     name = variant_plans_name(variant)
     src_pre, dst_pre = source / "preprocessed" / DATASET, home / "preprocessed" / DATASET
     dst_pre.mkdir(parents=True, exist_ok=True)
     for file in ("dataset.json", "dataset_fingerprint.json", "splits_final.json"):
         shutil.copyfile(src_pre / file, dst_pre / file)
-    plans = json.loads((src_pre / f"{PLANS}.json").read_text())
-    data_folder = plans["configurations"]["2d"]["data_identifier"]
+    plans = Plans.load(src_pre / plans_file_name(PLANS))
+    data_folder = plans.configuration("2d").data_identifier
     if not (dst_pre / data_folder).exists():
         (dst_pre / data_folder).symlink_to(src_pre / data_folder)      # read only: training never writes there
-    plans["plans_name"] = name
-    _deep_update(plans["configurations"]["2d"], changes)
-    (dst_pre / f"{name}.json").write_text(json.dumps(plans, indent=2))
+    plans_variant(plans, "2d", changes, plans_name=name).save(dst_pre / plans_file_name(name))
     src_model = source / "results" / DATASET / f"{PLANS}__2d" / f"fold_{FOLD}"
     dst_model = home / "results" / DATASET / f"{name}__2d" / f"fold_{FOLD}"
     for stage in ("ae", "structure", "ldm"):
@@ -160,28 +147,30 @@ def prepare_variant(source: Path, home: Path, variant: str) -> list[str]:
 
 
 def train_variant(source: Path, home: Path, variant: str, threads: int) -> None:
+    from msgldm_auto.plans import Plans, plans_file_name
+
     stages = prepare_variant(source, home, variant)
     iterations = stage_iterations(source / "results" / DATASET / f"{PLANS}__2d")
-    plans = json.loads((source / "preprocessed" / DATASET / f"{PLANS}.json").read_text())
+    config = Plans.load(source / "preprocessed" / DATASET / plans_file_name(PLANS)).configuration("2d")
     # An empty raw root: training then skips its case-level validation (this benchmark scores the test set itself).
     (home / "no_raw").mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MSGLDM_RAW=str(home / "no_raw"), MSGLDM_PREPROCESSED=str(home / "preprocessed"),
                MSGLDM_RESULTS=str(home / "results"), OMP_NUM_THREADS=str(threads), MSGLDM_NUM_WORKERS="1")
     for stage in stages:
-        schedule = plans["configurations"]["2d"]["schedule"][stage]
+        schedule = config.schedule[stage]
         # Whole epochs covering the iterations the source model reached in its time budget: the same budget for every
         # variant however busy the shared CPU is (a wall-clock budget would not be). The control gets the same.
-        epochs = max(1, math.ceil(iterations[stage] / schedule["iterations_per_epoch"]))
+        epochs = max(1, math.ceil(iterations[stage] / schedule.iterations_per_epoch))
         command = [sys.executable, "-m", "msgldm_auto.cli.train", "901", "2d", FOLD, "-p", variant_plans_name(variant),
-                   "--stage", stage, "--epochs", str(epochs), "--max-minutes", str(4 * (schedule["max_minutes"] or 10)),
+                   "--stage", stage, "--epochs", str(epochs), "--max-minutes", str(4 * (schedule.max_minutes or 10)),
                    "-device", "cpu", "--no-progress", "--val-cases", "1"]
-        print(f"[{variant}] {stage}: {epochs} epochs x {schedule['iterations_per_epoch']} iterations", flush=True)
-        subprocess.run(command, env=env, check=True, cwd=Path(__file__).resolve().parents[1])
+        print(f"[{variant}] {stage}: {epochs} epochs x {schedule.iterations_per_epoch} iterations", flush=True)
+        subprocess.run(command, env=env, check=True, cwd=REPO)
 
 
 def run_variants(args: argparse.Namespace) -> None:
     import torch
-    from quality_runs import Scores, Setting, prepare_case, run_setting
+    from benchmarks.quality_runs import Scores, Setting, run_setting
 
     torch.set_num_threads(args.threads)
     source, home = Path(args.source), Path(args.home)
@@ -194,19 +183,20 @@ def run_variants(args: argparse.Namespace) -> None:
             print(f"[{variant}] not trained; skipped (run the train step)", flush=True)
             continue
         predictor = load_model(folder)
-        prepared = [prepare_case(predictor, case) for case in cases]
         for setting in (chosen, Setting(one_pass=True)):
             if variant in ("control", "latent", "no_multiscale") and setting.one_pass:
                 continue          # the one-pass decoder is the source model's own: those variants retrain only the LDM
-            run_setting(predictor, prepared, setting, scores, prefix=f"{VARIANT_TITLES[variant]}: ")
+            run_setting(predictor, cases, setting, scores, prefix=f"{VARIANT_TITLES[variant]}: ")
         if variant == "latent":
-            run_setting(predictor, prepared, Setting(steps=args.steps, start="noise", samples=1), scores,
+            run_setting(predictor, cases, Setting(steps=args.steps, start="noise", samples=1), scores,
                         prefix=f"{VARIANT_TITLES[variant]}: ")
         iterations[variant] = stage_iterations(folder)
         print(f"[{variant}] scored", flush=True)
     record = {"scores": scores.to_dict(), "setting": chosen.__dict__, "iterations": iterations, "machine": machine_line(),
               "source_iterations": stage_iterations(source / "results" / DATASET / f"{PLANS}__2d"),
-              "date": today(), "command": f"benchmarks/bench_quality.py variants --source <demo home> --home <bench home> --samples {args.samples}"}
+              "date": today(),
+              "command": "python -m benchmarks.bench_quality variants --source <demo home> --home <bench home> "
+                         f"--samples {args.samples}"}
     if args.merge:
         record = merge_variant_records(load_results("quality_variants"), record)
     print("stored", save_results("quality_variants", record))
@@ -225,7 +215,7 @@ def merge_variant_records(earlier: dict, later: dict) -> dict:
 
 # ----------------------------------------------------------------------------------------------- document
 def run_write(args: argparse.Namespace) -> None:
-    from quality_report import sampling_section, variants_section
+    from benchmarks.quality_report import sampling_section, variants_section
 
     sampling = load_results("quality_sampling")
     body, choice = sampling_section(sampling)
@@ -236,7 +226,7 @@ def run_write(args: argparse.Namespace) -> None:
     except SystemExit:
         variants = None
     if variants is not None:
-        from quality_report import same_source
+        from benchmarks.quality_report import same_source
 
         if not same_source(sampling, variants):
             print("WARNING: the stored variants were retrained from another model than the sampling table's: re-run them")

@@ -1,11 +1,11 @@
 """Quality per compute on whole benchmark sets: MSG-LDM and the plain UNet control, each trained by the same pipeline
 at the `cpu` plans' default budget, against the copy and per-voxel regression floors (section `sets`).
 
-    MSGLDM_HOME=/tmp/bench_icbm python benchmarks/make_icbm_dataset.py          # the measured-contrast set (902)
-    python benchmarks/bench_sets.py run --home /tmp/bench_icbm -d 902           # ~25 min on 2 cores, machine idle
+    MSGLDM_HOME=/tmp/bench_icbm python -m benchmarks.make_icbm_dataset          # the measured-contrast set (902)
+    python -m benchmarks.bench_sets run --home /tmp/bench_icbm -d 902           # ~25 min on 2 cores, machine idle
     MSGLDM_HOME=/tmp/bench_demo msgldm_make_demo_dataset -d 901                 # the demo set (simulated contrasts)
-    python benchmarks/bench_sets.py run --home /tmp/bench_demo -d 901
-    python benchmarks/bench_sets.py write                                       # both into documentation/benchmarks.md
+    python -m benchmarks.bench_sets run --home /tmp/bench_demo -d 901
+    python -m benchmarks.bench_sets write                                       # both into documentation/benchmarks.md
 
 Per set: `msgldm_plan_and_preprocess -pl cpu`; `msgldm_train D 2d all` for each method (fold `all`: every training
 case, the plans' wall-clock budget, the control with MSG-LDM's whole budget); `msgldm_predict` on imagesTs; the floors
@@ -22,11 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import (load_results, load_summary_means, machine_line, provenance, replace_section,  # noqa: E402
-                     save_results, today)
+from benchmarks._common import (RESULTS, load_results, load_summary_means, machine_line, provenance, replace_section,
+                                save_results, today, trained_iterations)
 
 PLANS = "MSGLDMPlans_cpu"
 METHOD_LABELS = {"msgldm": "MSG-LDM", "unet": "plain UNet control", "floor_copy": "copy floor",
@@ -42,15 +39,6 @@ def _run(argv: list[str], env: dict[str, str]) -> float:
 
 def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
-
-
-def _iterations(model: Path, fold: str = "all") -> dict[str, int]:
-    import torch
-
-    found = {}
-    for path in sorted((model / f"fold_{fold}").glob("*/checkpoint_final.pth")):
-        found[path.parent.name] = int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
-    return found
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -84,10 +72,10 @@ def run(args: argparse.Namespace) -> dict:
         _run(evaluate, env)
         summaries[METHOD_LABELS[folder]] = load_summary_means(out / folder / "summary.json")
     model = args.home / "results" / name / f"{PLANS}__2d"
-    return {"dataset": name, "summaries": summaries, "iterations": _iterations(model), "seconds": seconds,
+    return {"dataset": name, "summaries": summaries, "iterations": trained_iterations(model, "all"), "seconds": seconds,
             "threads": args.threads, "minutes": args.minutes, "date": today(),
             "machine": machine_line(threads=args.threads or None),
-            "command": f"benchmarks/bench_sets.py run --home H -d {ds}"
+            "command": f"python -m benchmarks.bench_sets run --home H -d {ds}"
                        + (f" --threads {args.threads}" if args.threads else "")}
 
 
@@ -155,8 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         save_results(f"sets_{args.name or record['dataset']}", record)
         print(section([record]))
         return 0
-    from _common import RESULTS
-
     records = [load_results(p.stem) for p in sorted(RESULTS.glob("sets_*.json"))]
     replace_section("sets", section(records))
     return 0

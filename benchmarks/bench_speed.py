@@ -2,7 +2,7 @@
 within 0.5 dB of 50 (from bench_quality's stored scores), training slices/s per stage (cpu preset) and the data
 loader's throughput alone (it must deliver at least 3x what the fastest-consuming stage takes). Issue 8.
 
-    .venv/bin/python benchmarks/bench_speed.py --source /tmp/demo_full [--threads 2] [--write]
+    .venv/bin/python -m benchmarks.bench_speed --source /tmp/demo_full [--threads 2] [--write]    # repository root
 
 `--source` is the MSGLDM_HOME of a finished `make demo` run (only read). Sampling is timed on the test case with
 three contrasts present (one synthesized), through `MSGLDMPredictor.predict_case` (preprocessing, every network,
@@ -17,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,  # noqa: E402
-                     today)
+from benchmarks._common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,
+                                today)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
 STEP_COUNTS = (50, 25, 10, 5)
@@ -30,25 +28,27 @@ LOADER_MARGIN = 3.0
 def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: int) -> dict:
     from msgldm_auto.dataset.cases import discover_cases
     from msgldm_auto.dataset.dataset_json import DatasetJson
-    from msgldm_auto.inference.predictor import PredictionOptions
+    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
     from msgldm_auto.preprocessing.pipeline import preprocess_case
     from msgldm_auto.dataset.image_io import read_image
-    from quality_runs import load_fold_with_denoiser
+
+    from benchmarks.quality_runs import load_fold
 
     raw = source / "raw" / DATASET
     dataset = DatasetJson.load(raw / "dataset.json")
     case = next(c for c in discover_cases(raw / "imagesTs", dataset)[0] if c.case_id == case_id)
     images = {ch: read_image(p) for ch, p in case.images.items()}
     model = source / "results" / DATASET / f"{PLANS}__2d"
-    predictor = load_fold_with_denoiser(model, FOLD)
-    config = predictor.model.configuration
+    fold = load_fold(model, FOLD)
+    config = fold.model.configuration
+    # Only to describe the workload (slices and their size); the timed runs preprocess inside predict_case.
     data, _, _, properties = preprocess_case(images, config, whole_head=True)
     slices = len(properties.foreground_slices)
-    predictor.predict_case(images)                              # warm-up: first calls allocate
+    fold.predict_case(images)                                   # warm-up: first calls allocate
     rows = {}
     for label, options in [("one-pass decoder", PredictionOptions(one_pass=True))] + \
             [(f"DDIM {n}", PredictionOptions(steps=n)) for n in steps]:
-        predictor.options = options
+        predictor = MSGLDMPredictor(fold.model, fold.networks, fold.device, options)
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
@@ -64,7 +64,8 @@ def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: i
 def time_training(source: Path, threads: int) -> dict:
     import torch
     from msgldm_auto.plans import Plans
-    from stage_timing import STAGE_NAMES, time_loader, time_stage
+
+    from benchmarks.stage_timing import STAGE_NAMES, time_loader, time_stage
 
     preprocessed = source / "preprocessed" / DATASET
     plans = Plans.load(preprocessed / f"{PLANS}.json")
@@ -87,8 +88,8 @@ def fewest_steps() -> str:
     try:
         record = load_results("quality_sampling")
     except SystemExit:
-        return "Run `bench_quality.py sampling` for the step count within 0.5 dB of 50 steps."
-    from quality_report import minimum_steps_within
+        return "Run `python -m benchmarks.bench_quality sampling` for the step count within 0.5 dB of 50 steps."
+    from benchmarks.quality_report import minimum_steps_within
 
     metrics = record["scores"]["metrics"]
     parts = []
@@ -118,7 +119,7 @@ def section(record: dict) -> str:
     best_loader = max(training["loader"].values())
     verdict = ("at least" if best_loader >= LOADER_MARGIN * need else "LESS than") + \
         f" {LOADER_MARGIN:g}× what the fastest-consuming stage ({hungriest}) takes"
-    command = "benchmarks/bench_speed.py --source <demo home> --write"
+    command = "python -m benchmarks.bench_speed --source <demo home> --write"
     return "\n".join([
         "## Speed on CPU: sampling, training, data loading",
         "",

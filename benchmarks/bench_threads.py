@@ -1,7 +1,7 @@
 """Training speed by torch thread count, on an idle machine and on one shared with a busy process (section `threads`).
 
-    python benchmarks/bench_threads.py run --home /tmp/bench_demo -d 901 [--minutes 1]
-    python benchmarks/bench_threads.py write
+    python -m benchmarks.bench_threads run --home /tmp/bench_demo -d 901 [--minutes 1]
+    python -m benchmarks.bench_threads write
 
 Needs a planned and preprocessed dataset under HOME (`msgldm_plan_and_preprocess -pl cpu`). For each setting it runs
 `msgldm_train D 2d all -p MSGLDMPlans_cpu --max-minutes M` in its own process (the product's default thread choice
@@ -17,11 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import (RESULTS, load_results, machine_line, markdown_table, provenance, replace_section,  # noqa: E402
-                     save_results, today)
+from benchmarks._common import (RESULTS, load_results, machine_line, markdown_table, provenance, replace_section,
+                                save_results, today, trained_iterations)
 
 PLANS = "MSGLDMPlans_cpu"
 SETTINGS = {  # label -> environment of the training process
@@ -33,8 +30,6 @@ SETTINGS = {  # label -> environment of the training process
 
 
 def _train(home: Path, dataset: str, minutes: float, extra_env: dict[str, str], method: str) -> dict:
-    import torch
-
     from msgldm_auto.paths import resolve_dataset_name
 
     os.environ["MSGLDM_HOME"] = str(home)
@@ -46,8 +41,7 @@ def _train(home: Path, dataset: str, minutes: float, extra_env: dict[str, str], 
     subprocess.run([tool, dataset, "2d", "all", "-p", PLANS, "-m", method, "-device", "cpu", "--no-progress",
                     "--max-minutes", str(minutes)], env=env, check=True, stdout=subprocess.DEVNULL)
     stage = "unet" if method == "unet" else "structure"
-    iterations = int(torch.load(model / "fold_all" / stage / "checkpoint_final.pth", map_location="cpu",
-                                weights_only=True)["iteration"])
+    iterations = trained_iterations(model, "all", (stage,))[stage]
     return {"iterations": iterations, "per_second": iterations / (60.0 * minutes)}
 
 
@@ -71,7 +65,7 @@ def run(args: argparse.Namespace) -> dict:
     rows.sort(key=lambda r: (r["load"] != "idle", list(SETTINGS).index(r["setting"])))
     return {"rows": rows, "minutes": args.minutes, "method": args.method, "date": today(),
             "machine": machine_line(device=f"{os.cpu_count()} cores"),
-            "command": f"benchmarks/bench_threads.py run --home H -d {args.dataset} --minutes {args.minutes:g}"}
+            "command": f"python -m benchmarks.bench_threads run --home H -d {args.dataset} --minutes {args.minutes:g}"}
 
 
 def section(record: dict) -> str:

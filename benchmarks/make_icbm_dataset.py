@@ -1,6 +1,6 @@
 """Build the measured-contrast benchmark dataset Dataset902_ICBM152 (T1 / T2 / PD) into MSGLDM_RAW.
 
-    .venv/bin/python benchmarks/make_icbm_dataset.py [-d 902] [--cases 24] [--test-cases 6] [--seed 0]
+    .venv/bin/python -m benchmarks.make_icbm_dataset [-d 902] [--cases 24] [--test-cases 6] [--seed 0]
         [--wheel spm_runtime-25.1.2.post4-py3-none-any.whl] [--cache ~/.cache/msgldm_auto] [--overwrite]
 
 Without --wheel, `pip download --no-deps spm-runtime==25.1.2.post4` fetches the 82 MB wheel into the cache once.
@@ -13,14 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from msgldm_auto.cli._common import entry_point, print_roots  # noqa: E402
+from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.paths import roots
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="make_icbm_dataset.py",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.make_icbm_dataset",
                                      description="Build the ICBM152 measured-contrast (T1, T2, PD) benchmark dataset "
                                                  "from SPM's avg152 templates into MSGLDM_RAW.")
     parser.add_argument("-d", "--dataset-id", "--dataset_id", dest="dataset_id", type=int, default=902,
@@ -36,18 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print_roots()
+    print(roots().describe())
+    try:
+        folder, seconds = build(args)
+    except MSGLDMError as err:           # a user error (no wheel, dataset exists): one line, like the msgldm_* tools
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 2
+    print(f"ICBM152 dataset written to {folder} ({args.cases} training + {args.test_cases} test cases, "
+          f"{seconds:.0f} s)")
+    return 0
+
+
+def build(args: argparse.Namespace) -> tuple[Path, float]:
     from dataset_conversion.icbm_benchmark import make_icbm_dataset  # after parsing: --help stays instant
 
     start = time.perf_counter()
     folder = make_icbm_dataset(wheel=args.wheel, dataset_id=args.dataset_id, cases=args.cases,
                                test_cases=args.test_cases, seed=args.seed, overwrite=args.overwrite, cache=args.cache)
-    print(f"ICBM152 dataset written to {folder} ({args.cases} training + {args.test_cases} test cases, "
-          f"{time.perf_counter() - start:.0f} s)")
-    return 0
+    return folder, time.perf_counter() - start
 
 
 if __name__ == "__main__":

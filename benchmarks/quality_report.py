@@ -5,8 +5,8 @@ import math
 import re
 from typing import Any
 
-from _common import mean_std, provenance
-from quality_tables import (GRADIENT_BAND, Choice, choose_default, gradient_verdict, mean_of, overview_table,
+from benchmarks._common import mean_std, provenance
+from benchmarks.quality_tables import (GRADIENT_BAND, Choice, choose_default, gradient_verdict, mean_of, overview_table,
                             paired_differences, per_pattern_table, per_target_table)
 
 ONE_PASS = "one-pass decoder"
@@ -179,7 +179,7 @@ def variants_section(sampling: dict[str, Any], variants: dict[str, Any]) -> str:
         *([] if same_source(sampling, variants) else [
             "**Stale:** these variants were retrained from another demo model than the one the table above measured "
             "(its iterations differ), so the demo-model rows and the Δ against them compare two models. Re-run "
-            "`bench_quality.py train` and `variants`.", ""]),
+            "`python -m benchmarks.bench_quality train` and `variants`.", ""]),
         "Each variant copies the demo model's fold 0 and retrains only what its change touches (`msgldm_train --stage`, "
         "edited plans under another plans name, the same preprocessed data), for whole epochs covering the iterations "
         "the demo model reached in its time budget, so every variant gets the same budget however busy the shared CPU "

@@ -1,18 +1,18 @@
-"""The measuring core of bench_quality.py: synthesize a fixed test set with one trained fold under many settings and
+"""The measuring core of bench_quality: synthesize a fixed test set with one trained fold under many settings and
 score every synthesized volume exactly like `msgldm_evaluate` does.
 
-Every method goes through the product's own path — `preprocess_case` -> networks (`synthesize_volume`) ->
-`export.restore_to_input_grid` -> dataset intensity -> head mask — so the numbers are those `msgldm_predict` would
-give. A case is preprocessed once and reused by every setting. Several samples of one setting use the predictor's own
-per-sample seeds, so "1 sample" is exactly sample 0 of the "K samples" run (the scores of both come from one run).
+Every setting is a `MSGLDMPredictor` (the object behind `msgldm_predict`) sharing the fold's networks; its sampling
+start and t0 come from a copy of the plans (`plans_edits.model_variant`), its steps, samples and noise from
+`PredictionOptions`. So the numbers are those `msgldm_predict` gives, and there is no second prediction path to keep
+in step with the product. A setting with K samples is predicted twice: with K samples (their mean in image space, the
+`×K` row) and with one (by the predictor's per-sample seeds exactly sample 0 of the K, the 1-sample row).
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,12 +22,14 @@ from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.evaluation.metrics import evaluate_volumes, slice_axis_from_spacing
 from msgldm_auto.inference import export
-from msgldm_auto.inference.predictor import MSGLDMPredictor
-from msgldm_auto.inference.synthesis import SynthesisSettings, make_volume_input, synthesize_volume
+from msgldm_auto.inference.model_loading import ALL_STAGES, load_fold_networks, load_trained_model
+from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.preprocessing.pipeline import preprocess_case
-from msgldm_auto.preprocessing.properties import CaseProperties
+
+from benchmarks.plans_edits import model_variant
 
 METRICS = ("psnr", "ssim", "mae", "gradient_ratio", "ssim_tumour")
+CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,6 @@ class TestCase:
 
 
 @dataclass
-class PreparedCase:
-    """A test case preprocessed for one model, ready for any number of settings."""
-    case: TestCase
-    volume_input: Any
-    properties: CaseProperties
-    grid: Image
-    head_mask: np.ndarray
-
-
-@dataclass
 class Scores:
     """metrics[method][case][target name] = {metric: value}; seconds[method] = wall seconds per volume-set."""
     metrics: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
@@ -85,16 +77,20 @@ class Scores:
         return {"metrics": self.metrics, "patterns": self.patterns, "seconds": self.seconds}
 
 
-def load_fold_with_denoiser(model_folder: Path, fold: str) -> MSGLDMPredictor:
+def load_fold(model_folder: Path, fold: str) -> MSGLDMPredictor:
     """One fold with its denoiser, whatever the plans say: the `cpu` plans switch diffusion off (prediction then
     skips the LDM), and the benchmarks measure both paths. The LDM must have been trained (`--stage ldm`)."""
-    from msgldm_auto.inference.model_loading import load_fold_networks, load_trained_model
-    from msgldm_auto.inference.predictor import PredictionOptions
+    model = model_variant(load_trained_model(model_folder), {"ablations": {"diffusion": True}})
+    networks = [load_fold_networks(model, fold, "final", CPU, ALL_STAGES)]
+    return MSGLDMPredictor(model, networks, CPU, PredictionOptions(seed=0))
 
-    model = load_trained_model(model_folder)
-    model.configuration.ablations.diffusion = True
-    networks = [load_fold_networks(model, fold, "final", torch.device("cpu"), ("ae", "structure", "ldm"))]
-    return MSGLDMPredictor(model, networks, torch.device("cpu"), PredictionOptions(seed=0))
+
+def setting_predictor(base: MSGLDMPredictor, setting: Setting, samples: int) -> MSGLDMPredictor:
+    """The fold's networks predicting under `setting` with `samples` samples (the seed stays the base's)."""
+    start = {"diffusion": {"sampling_start": setting.start, "t0": setting.t0}}
+    options = PredictionOptions(steps=setting.steps, num_samples=samples, seed=base.options.seed,
+                                one_pass=setting.one_pass, noise=setting.noise)
+    return MSGLDMPredictor(model_variant(base.model, start), base.networks, base.device, options)
 
 
 def load_test_cases(dataset_folder: Path, dataset: DatasetJson) -> list[TestCase]:
@@ -110,7 +106,8 @@ def load_test_cases(dataset_folder: Path, dataset: DatasetJson) -> list[TestCase
         label_path = dataset_folder / "labelsTs" / f"{case.case_id}{dataset.file_ending}"
         label = read_image(label_path).array if label_path.is_file() else None
         if references:
-            found.append(TestCase(case.case_id, {ch: read_image(p) for ch, p in case.images.items()}, references, label))
+            images = {ch: read_image(p) for ch, p in case.images.items()}
+            found.append(TestCase(case.case_id, images, references, label))
     return found
 
 
@@ -118,67 +115,34 @@ def pattern_name(case: TestCase, modalities: list[str]) -> str:
     return "+".join(modalities[ch] for ch in sorted(case.images))
 
 
-def prepare_case(predictor: MSGLDMPredictor, case: TestCase) -> PreparedCase:
-    config = predictor.model.configuration
-    data, present, _, properties = preprocess_case(case.images, config, case_id=case.case_id, whole_head=True)
-    volume_input = make_volume_input(np.asarray(data), list(present), len(predictor.modalities),
-                                     properties.foreground_slices)
-    grid = case.images[min(case.images)]
-    return PreparedCase(case, volume_input, properties, grid, export.head_mask_on_input_grid(properties, grid))
-
-
-@contextlib.contextmanager
-def sampling_plan(predictor: MSGLDMPredictor, setting: Setting) -> Iterator[None]:
-    """Temporarily give the model's plans this setting's start and t0 (the sampler reads them from the plans)."""
-    diffusion = predictor.model.configuration.diffusion
-    saved = (diffusion.sampling_start, diffusion.t0)
-    diffusion.sampling_start, diffusion.t0 = setting.start, setting.t0
-    try:
-        yield
-    finally:
-        diffusion.sampling_start, diffusion.t0 = saved
-
-
-def synthesize(predictor: MSGLDMPredictor, prepared: PreparedCase, setting: Setting) -> list[np.ndarray]:
-    """One (T, k, j, i) array per sample: dataset intensity on the input grid, zero outside the head (= msgldm_predict)."""
-    config = predictor.model.configuration
-    networks = predictor.networks[0]
-    use_diffusion = not setting.one_pass and networks.denoiser is not None
-    settings = SynthesisSettings(use_diffusion, setting.steps, setting.noise, config.batch_size)
-    scales = [predictor.model.plans.intensity_p995[predictor.modalities[ch]] for ch in prepared.case.targets]
-    outputs = []
-    with sampling_plan(predictor, setting):
-        for sample in range(setting.samples if use_diffusion else 1):
-            synthesis = synthesize_volume(networks, predictor.scheduler, config, prepared.volume_input,
-                                          prepared.case.targets, settings, predictor._sample_seed(sample))
-            outputs.append(np.stack([_export(synthesis[i], scale, prepared) for i, scale in enumerate(scales)]))
-    return outputs
-
-
-def _export(volume: np.ndarray, scale: float, prepared: PreparedCase) -> np.ndarray:
-    restored = export.to_dataset_intensity(export.restore_to_input_grid(volume, prepared.properties, prepared.grid), scale)
-    return export.finish_volume(restored, prepared.head_mask, prepared.grid).array
+def predict(predictor: MSGLDMPredictor, case: TestCase) -> dict[int, np.ndarray]:
+    """{target channel: array} on the input grid, dataset intensity, zero outside the head (= msgldm_predict)."""
+    result = predictor.predict_case_full(case.images, case.targets, case_id=case.case_id)
+    return {channel: image.array for channel, image in result.synthesized.items()}
 
 
 @torch.no_grad()
-def autoencoder_ceiling(predictor: MSGLDMPredictor, case: TestCase) -> np.ndarray:
-    """(T, k, j, i): the autoencoder's reconstruction of the TRUE targets, through the same export path."""
+def autoencoder_ceiling(predictor: MSGLDMPredictor, case: TestCase) -> dict[int, np.ndarray]:
+    """{target: array}: the autoencoder's reconstruction of the TRUE targets, through the predictor's export steps.
+
+    No predictor setting expresses this (it needs the held-out truth as input), so it calls the autoencoder and the
+    public preprocessing and export functions directly; it samples nothing."""
     config = predictor.model.configuration
     autoencoder = predictor.networks[0].autoencoder
     device = next(autoencoder.parameters()).device
-    everything = {**case.images, **case.references}
-    data, present, _, properties = preprocess_case(everything, config, case_id=case.case_id, whole_head=True)
+    data, present, _, properties = preprocess_case({**case.images, **case.references}, config, case_id=case.case_id,
+                                                   whole_head=True)
     grid = case.images[min(case.images)]
     head_mask = export.head_mask_on_input_grid(properties, grid)
-    prepared = PreparedCase(case, None, properties, grid, head_mask)
-    results = []
+    results = {}
     for channel in case.targets:
         slices = torch.from_numpy(np.asarray(data[list(present).index(channel)], dtype=np.float32))[:, None]
         decoded = torch.cat([autoencoder.decode(autoencoder.encode(chunk.to(device))).cpu()
                              for chunk in torch.split(slices, config.batch_size)])
+        restored = export.restore_to_input_grid(decoded[:, 0].clamp(-1, 1).numpy(), properties, grid)
         scale = predictor.model.plans.intensity_p995[predictor.modalities[channel]]
-        results.append(_export(decoded[:, 0].clamp(-1, 1).numpy(), scale, prepared))
-    return np.stack(results)
+        results[channel] = export.finish_volume(export.to_dataset_intensity(restored, scale), head_mask, grid).array
+    return results
 
 
 def score(case: TestCase, channel: int, prediction: np.ndarray) -> dict[str, float]:
@@ -187,29 +151,38 @@ def score(case: TestCase, channel: int, prediction: np.ndarray) -> dict[str, flo
     return evaluate_volumes(reference.array, prediction, label=case.label, slice_axis=axis)
 
 
-def run_setting(predictor: MSGLDMPredictor, prepared: list[PreparedCase], setting: Setting, scores: Scores,
+def add_scores(scores: Scores, method: str, case: TestCase, modalities: list[str],
+               predictions: dict[int, np.ndarray]) -> None:
+    for channel in case.targets:
+        scores.add(method, case.case_id, modalities[channel], score(case, channel, predictions[channel]))
+
+
+def run_setting(base: MSGLDMPredictor, cases: list[TestCase], setting: Setting, scores: Scores,
                 prefix: str = "") -> None:
-    """Score sample 0 under `prefix + setting.name` and, with several samples, their mean under `... ×K`."""
-    modalities = predictor.modalities
+    """Score sample 0 under `prefix + setting.name` and, with several samples, their mean under `... ×K`.
+
+    seconds[`prefix + setting.name`] is the wall time of the whole K-sample prediction of a case (quality_report
+    divides it by K)."""
+    modalities = base.modalities
     single = prefix + setting.name
-    averaged = f"{single} ×{setting.samples}" if setting.samples > 1 and not setting.one_pass else None
-    for item in prepared:
-        case = item.case
-        scores.patterns[case.case_id] = pattern_name(case, modalities)
-        start = time.perf_counter()
-        samples = synthesize(predictor, item, setting)
-        scores.seconds.setdefault(single, []).append(time.perf_counter() - start)
-        for i, channel in enumerate(case.targets):
-            scores.add(single, case.case_id, modalities[channel], score(case, channel, samples[0][i]))
-            if averaged:
-                scores.add(averaged, case.case_id, modalities[channel], score(case, channel, np.mean([s[i] for s in samples], axis=0)))
-
-
-def run_ceiling(predictor: MSGLDMPredictor, cases: list[TestCase], scores: Scores, method: str = "ceiling: autoencoder reconstruction") -> None:
+    several = setting.samples > 1 and not setting.one_pass
+    timed = setting_predictor(base, setting, setting.samples if several else 1)
+    first_sample = setting_predictor(base, setting, 1) if several else timed
     for case in cases:
-        reconstruction = autoencoder_ceiling(predictor, case)
-        for i, channel in enumerate(case.targets):
-            scores.add(method, case.case_id, predictor.modalities[channel], score(case, channel, reconstruction[i]))
+        scores.patterns[case.case_id] = pattern_name(case, modalities)
+        started = time.perf_counter()
+        predictions = predict(timed, case)
+        scores.seconds.setdefault(single, []).append(time.perf_counter() - started)
+        if several:
+            add_scores(scores, f"{single} ×{setting.samples}", case, modalities, predictions)
+            predictions = predict(first_sample, case)
+        add_scores(scores, single, case, modalities, predictions)
+
+
+def run_ceiling(predictor: MSGLDMPredictor, cases: list[TestCase], scores: Scores,
+                method: str = "ceiling: autoencoder reconstruction") -> None:
+    for case in cases:
+        add_scores(scores, method, case, predictor.modalities, autoencoder_ceiling(predictor, case))
 
 
 def run_floors(train_cases: list, dataset_folder: Path, dataset: DatasetJson, cases: list[TestCase], output: Path,

@@ -1,4 +1,4 @@
-"""Markdown tables and the default-choosing rule of bench_quality.py, from stored scores (no torch needed).
+"""Markdown tables and the default-choosing rule of bench_quality, from stored scores (no torch needed).
 
 Scores are `metrics[method][case][target] = {metric: value}` as `quality_runs.Scores` stores them. Every difference
 "against the full model" is paired: per (case, target) volume, method minus full model, then mean ± std.
@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from _common import fmt_mean_std, markdown_table, mean_std
+from benchmarks._common import fmt_mean_std, markdown_table, mean_std
 
 Metrics = dict[str, dict[str, dict[str, dict[str, float]]]]
 GRADIENT_BAND = (0.8, 1.25)          # DESIGN §7: through-plane gradient-energy ratio, synthesis / reference

@@ -6,7 +6,7 @@
 # Plans the dataset with the default preset, trains fold 0 with each stage ended by its wall-clock budget, predicts
 # imagesTs with diffusion (the plans' DDIM steps) and with the one-pass decoder, and evaluates both against
 # referenceTs. $OUT gets the plans, the two evaluation summaries and the log.
-# Back on the development machine: .venv/bin/python benchmarks/write_gpu_quality.py <files_at>
+# Back on the development machine: .venv/bin/python -m benchmarks.write_gpu_quality <files_at>
 # (A dry run on a CPU: DEVICE=cpu PREDICT_FLAGS="--steps 1" bash benchmarks/run_gpu_quality.sh 0.05 0.05 0.05)
 set -euo pipefail
 OUT="${OUT:-$PWD/gpu_quality_out}"

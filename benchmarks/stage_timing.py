@@ -1,14 +1,18 @@
-"""Training throughput of the three stages and of the data loader alone (bench_speed.py on CPU, bench_gpu.py on CUDA).
+"""Training throughput of the three stages and of the data loader alone (bench_speed on CPU, bench_gpu on CUDA).
 
 A stage is timed on batches of exactly the plans' shape (random values: the cost of a step does not depend on them),
-with the product's own stage classes and optimiser step (`StepContext.optimize`, AMP as the trainer sets it up). The
-LDM stage gets frozen random autoencoder and disentangler networks of the plans' shapes. The AE stage is timed after
-its adversarial warm-up (discriminator on), its costlier phase.
+with the product's own stage classes and optimiser step (`StepContext.optimize`), and the gradient scalers and autocast
+of a `StageTrainer` made for the stage (so AMP is exactly the trainer's). The trainer's own loop is not used: it needs
+a data loader and writes checkpoints, and one stage's step is what is measured here. The LDM stage gets frozen random
+autoencoder and disentangler networks of the plans' shapes. The AE stage is timed after its adversarial warm-up
+(discriminator on), its costlier phase.
 """
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +21,7 @@ from msgldm_auto.plans import ConfigurationPlan, Plans
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.ddp import DistributedContext
 from msgldm_auto.training.stages.base import StepContext
-from msgldm_auto.training.trainer import _autocast_factory
+from msgldm_auto.training.trainer import StageTrainer, TrainerSettings
 
 STAGE_NAMES = ("ae", "structure", "ldm")
 
@@ -69,18 +73,20 @@ def time_stage(stage_name: str, plans: Plans, device: torch.device, amp: bool, i
                configuration: str = "2d") -> StageSpeed:
     config = plans.configuration(configuration)
     stage = build_stage(stage_name, plans, config, device)
-    stage.parallelize(DistributedContext(0, 1, 0, device), False)
+    context = DistributedContext(0, 1, 0, device)
+    total = 4 * (warmup + iterations)
+    with tempfile.TemporaryDirectory(prefix="stage_timing_") as folder:   # the trainer writes nothing until it trains
+        trainer = StageTrainer(stage, TrainerSettings(epochs=1, iterations_per_epoch=total, amp=amp), Path(folder),
+                               context, identity={})
+    stage.parallelize(context, False)
     for network in stage.networks.values():
         network.train()
-    use_fp16 = amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scalers = {n: torch.amp.GradScaler(device.type, enabled=use_fp16) for n in stage.optimizers}
-    autocast = _autocast_factory(device, amp)
     batch = random_batch(config, plans.num_modalities, device)
-    total = 4 * (warmup + iterations)
 
     def step(i: int) -> None:
         # Iterations in the last three quarters of the schedule: the AE's adversarial part is switched on.
-        stage.train_step(batch, StepContext(total // 4 + i, total, device, stage.optimizers, scalers, autocast))
+        services = StepContext(total // 4 + i, total, device, stage.optimizers, trainer.scalers, trainer.autocast)
+        stage.train_step(batch, services)
 
     for i in range(warmup):
         step(i)

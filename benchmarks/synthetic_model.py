@@ -11,7 +11,7 @@ import torch
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, write_image
-from msgldm_auto.inference.model_loading import FoldNetworks, TrainedModel, build_networks
+from msgldm_auto.inference.model_loading import FoldNetworks, TrainedModel, build_networks, checkpoint_path
 from msgldm_auto.plans import Plans
 from planning.fingerprint import CaseFingerprint, DatasetFingerprint
 from planning.planner import plan_experiment
@@ -60,11 +60,14 @@ def write_random_model(results_dataset_folder: Path, plans: Plans, seed: int = 0
     (folder / "fold_0").mkdir(parents=True, exist_ok=True)
     plans.save(folder / "plans.json")
     brats_dataset_json().save(folder / "dataset.json")
+    from msgldm_auto.training.checkpoint import save_checkpoint
+
     networks = random_networks(plans, "cpu", seed)
     for stage, network in (("ae", networks.autoencoder), ("structure", networks.disentangler), ("ldm", networks.denoiser)):
-        (folder / "fold_0" / stage).mkdir(parents=True, exist_ok=True)
-        torch.save({"stage": stage, "iteration": 0, "inference_weights": network.state_dict(), "plans_name": plans.plans_name,
-                    "configuration": "2d", "fold": "0"}, folder / "fold_0" / stage / "checkpoint_final.pth")
+        # What prediction reads of a checkpoint (model_loading.load_inference_weights), at the path it looks in.
+        payload = {"stage": stage, "iteration": 0, "inference_weights": network.state_dict(),
+                   "plans_name": plans.plans_name, "configuration": "2d", "fold": "0"}
+        save_checkpoint(payload, checkpoint_path(folder, "0", stage, "final"))
     return folder
 
 

@@ -1,7 +1,7 @@
 """The `make demo` section of documentation/benchmarks.md (section `demo-clean`) from a finished `make demo` run.
 
     git clone <repo> /tmp/demo_clone && cd /tmp/demo_clone && /usr/bin/time -f %e make demo     # on an idle machine
-    .venv/bin/python benchmarks/write_demo_table.py /tmp/demo_clone/demo_data --seconds <the time printed> [--print]
+    .venv/bin/python -m benchmarks.write_demo_table /tmp/demo_clone/demo_data --seconds <the time printed> [--print]
 
 Reads the evaluation summaries `make demo` wrote (MSG-LDM in the plans' mode and the two floors), the iterations each
 stage trained (its final checkpoint) and the plans; keeps the numbers in benchmarks/results/demo.json.
@@ -13,11 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import (cpu_name, load_results, load_summary_means, machine_line, provenance, replace_section,  # noqa: E402
-                     save_results, today)
+from benchmarks._common import (cpu_name, load_results, load_summary_means, machine_line, provenance, replace_section,
+                                save_results, today, trained_iterations)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
 METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "plain UNet control": "unet",
@@ -25,17 +22,11 @@ METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "plain UNet 
 
 
 def collect(home: Path, seconds: float | None) -> dict:
-    import torch
-
     from msgldm_auto.plans import Plans
 
     model = home / "results" / DATASET / f"{PLANS}__2d"
     predictions = home / "results" / DATASET / "demo_predictions"
-    iterations = {}
-    for stage in ("ae", "structure", "ldm", "unet"):
-        path = model / f"fold_{FOLD}" / stage / "checkpoint_final.pth"
-        if path.is_file():
-            iterations[stage] = int(torch.load(path, map_location="cpu", weights_only=True)["iteration"])
+    iterations = trained_iterations(model, FOLD, ("ae", "structure", "ldm", "unet"))
     config = Plans.load(model / "plans.json").configuration("2d")
     summaries = {}
     for label, folder in METHODS.items():
@@ -49,7 +40,7 @@ def collect(home: Path, seconds: float | None) -> dict:
     return {"summaries": summaries, "iterations": iterations, "seconds": seconds, "machine": machine,
             "date": today(), "budget_minutes": {s: config.stage_schedule(s).max_minutes for s in iterations},
             "diffusion": config.ablations.diffusion,
-            "command": "git clone … && make demo, then benchmarks/write_demo_table.py <clone>/demo_data"}
+            "command": "git clone … && make demo, then python -m benchmarks.write_demo_table <clone>/demo_data"}
 
 
 def section(record: dict) -> str:

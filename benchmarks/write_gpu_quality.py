@@ -2,8 +2,8 @@
 documentation/benchmarks.md, next to the `cpu` plans' `make demo` result on the same test set, and keep the numbers in
 benchmarks/results/gpu_quality.json.
 
-    .venv/bin/python benchmarks/write_gpu_quality.py <files_at> --demo <MSGLDM_HOME of a finished make demo> [--print]
-    .venv/bin/python benchmarks/write_gpu_quality.py --stored      # re-render from benchmarks/results/gpu_quality.json
+    .venv/bin/python -m benchmarks.write_gpu_quality <files_at> --demo <MSGLDM_HOME of a finished make demo> [--print]
+    .venv/bin/python -m benchmarks.write_gpu_quality --stored      # re-render from benchmarks/results/gpu_quality.json
 """
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import load_results, load_summary_means, provenance, replace_section, save_results, today  # noqa: E402
+from benchmarks._common import load_results, load_summary_means, provenance, replace_section, save_results, today
 
 DEMO_METHODS = {"msgldm": "msgldm", "copy floor": "floor_copy", "regression floor": "floor_regression"}
 
@@ -38,7 +35,7 @@ def collect(folder: Path, demo_home: Path) -> dict:
                       "target": plans["diffusion"]["target"],
                       "schedule": {s: [v["epochs"], v["iterations_per_epoch"]] for s, v in plans["schedule"].items()}},
             "command": f"bash benchmarks/run_gpu_quality.sh {' '.join(f'{m:g}' for m in run['budget_minutes'].values())} "
-                       "(GPU machine), then benchmarks/write_gpu_quality.py <its files> --demo <make demo home>"}
+                       "(GPU machine), then python -m benchmarks.write_gpu_quality <its files> --demo <make demo home>"}
 
 
 def section(record: dict) -> str:

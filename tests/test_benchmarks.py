@@ -1,21 +1,36 @@
-"""Benchmarks (issue 8): document sections, statistics, the default-choosing rule, variant preparation, and the GPU
-script's dry run. The heavy benchmark runs themselves are not tests; these check the code that turns them into
-numbers and decisions."""
+"""Benchmarks (issues 8, 14): every module imports, document sections, statistics, the default-choosing rule, plans
+variants made as copies, variant preparation, and the GPU script's dry run. The heavy benchmark runs themselves are
+not tests; these check the code that turns them into numbers and decisions."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import math
-import sys
+import pkgutil
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+import benchmarks
+from benchmarks import _common, quality_report, quality_tables
 
-import _common  # noqa: E402
-import quality_report  # noqa: E402
-import quality_tables  # noqa: E402
+
+# --------------------------------------------------------------------------------------------------- the package
+def benchmark_modules() -> list[str]:
+    return sorted(f"benchmarks.{m.name}" for m in pkgutil.iter_modules(benchmarks.__path__))
+
+
+@pytest.mark.parametrize("name", benchmark_modules())
+def test_every_benchmark_module_imports(name):
+    """A script is run as `python -m benchmarks.<name>`: a broken import (a moved product module, a private name that
+    went away) must fail here, not when someone runs an hour-long benchmark."""
+    importlib.import_module(name)
+
+
+def test_the_import_test_sees_every_script():
+    scripts = {f"benchmarks.{p.stem}" for p in Path(benchmarks.__path__[0]).glob("*.py") if p.stem != "__init__"}
+    assert set(benchmark_modules()) == scripts and "benchmarks.quality_runs" in scripts
 
 
 # --------------------------------------------------------------------------------------------------- _common
@@ -100,16 +115,79 @@ def test_sampling_section_renders_every_method_and_the_decision():
     assert "regression floor" in body and "beats it on 0 of 4" in body
 
 
+# --------------------------------------------------------------------------------------------------- plans variants
+@pytest.fixture(scope="module")
+def cpu_plans():
+    from benchmarks.plans_edits import plans_variant
+    from benchmarks.synthetic_model import brats_plans
+
+    plans = brats_plans("cpu", device="cpu")
+    return plans_variant(plans, "2d", {"data_identifier": "MSGLDMPlans_cpu_2d"}, plans_name="MSGLDMPlans_cpu")
+
+
+def test_plans_variants_are_copies_and_refuse_unknown_fields(cpu_plans):
+    from benchmarks.plans_edits import dotted_changes, plans_variant
+
+    before = json.dumps(cpu_plans.to_dict(), sort_keys=True)
+    changes = dotted_changes(["schedule.structure.learning_rate=8e-4", "ablations.hfib=false", "diffusion.t0=0.5"])
+    variant = plans_variant(cpu_plans, "2d", changes, plans_name="MSGLDMPlans_cpu_x")
+    config = variant.configuration("2d")
+    assert variant.plans_name == "MSGLDMPlans_cpu_x" and config.schedule["structure"].learning_rate == 8e-4
+    assert config.ablations.hfib is False and config.diffusion.t0 == 0.5
+    assert config.schedule["ae"] == cpu_plans.configuration("2d").schedule["ae"]
+    assert json.dumps(cpu_plans.to_dict(), sort_keys=True) == before          # the loaded plans are untouched
+    for typo in ({"ablations": {"hbif": False}}, {"schedule": {"structur": {"epochs": 1}}}):
+        with pytest.raises(KeyError):
+            plans_variant(cpu_plans, "2d", typo)
+
+
+def test_setting_predictors_share_the_networks_and_leave_the_model_alone(cpu_plans):
+    from benchmarks.quality_runs import Setting, setting_predictor
+    from benchmarks.synthetic_model import random_networks, trained_model_stub
+    import torch
+    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+
+    model = trained_model_stub(cpu_plans, Path("/nonexistent"))
+    base = MSGLDMPredictor(model, [random_networks(cpu_plans, "cpu")], torch.device("cpu"), PredictionOptions(seed=3))
+    diffusion = dataclasses.asdict(model.configuration.diffusion)
+    setting = Setting(steps=2, start="noise", t0=0.75, samples=4, noise="independent")
+    predictor = setting_predictor(base, setting, samples=4)
+    assert predictor.networks is base.networks and predictor.steps == 2 and predictor.samples == 4
+    assert predictor.options.noise == "independent" and predictor.options.seed == 3
+    assert predictor.model.configuration.diffusion.sampling_start == "noise"
+    assert predictor.model.configuration.diffusion.t0 == 0.75
+    assert dataclasses.asdict(base.model.configuration.diffusion) == diffusion
+    assert setting_predictor(base, Setting(one_pass=True), samples=1).mode == "one_pass"
+
+
+def test_quality_runs_score_sample_0_and_the_mean_through_the_predictor(cpu_plans):
+    """A tiny case through the path bench_quality measures: the predictor per setting, the ceiling beside it."""
+    import torch
+    from benchmarks.plans_edits import model_variant
+    from benchmarks.quality_runs import Scores, Setting, TestCase, run_ceiling, run_setting
+    from benchmarks.synthetic_model import brats_case, random_networks, trained_model_stub
+    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+
+    model = model_variant(trained_model_stub(cpu_plans, Path("/nonexistent")), {"ablations": {"diffusion": True}})
+    base = MSGLDMPredictor(model, [random_networks(cpu_plans, "cpu")], torch.device("cpu"), PredictionOptions())
+    images = brats_case((16, 48, 48), present=(0, 1, 2, 3))
+    case = TestCase("c0", {0: images[0], 1: images[1]}, {3: images[3]}, None)
+    scores = Scores()
+    run_setting(base, [case], Setting(steps=1, start="noise", samples=2), scores, prefix="m: ")
+    run_ceiling(base, [case], scores)
+    single, mean = scores.metrics["m: DDIM 1, start noise"], scores.metrics["m: DDIM 1, start noise ×2"]
+    assert set(single["c0"]) == {"FLAIR"} and single["c0"]["FLAIR"]["psnr"] != mean["c0"]["FLAIR"]["psnr"]
+    assert len(scores.seconds["m: DDIM 1, start noise"]) == 1 and scores.patterns == {"c0": "T1+T1ce"}
+    assert math.isfinite(scores.metrics["ceiling: autoencoder reconstruction"]["c0"]["FLAIR"]["psnr"])
+
+
 # --------------------------------------------------------------------------------------------------- retrained variants
-def _fake_source(root: Path) -> Path:
+def _fake_source(root: Path, plans) -> Path:
     pre = root / "preprocessed" / "Dataset901_Demo"
     (pre / "MSGLDMPlans_cpu_2d").mkdir(parents=True)
     for name in ("dataset.json", "dataset_fingerprint.json", "splits_final.json"):
         (pre / name).write_text("{}")
-    plans = {"plans_name": "MSGLDMPlans_cpu", "configurations": {"2d": {
-        "data_identifier": "MSGLDMPlans_cpu_2d", "diffusion": {"target": "residual"},
-        "ablations": {"hfib": True, "multiscale_injection": True, "style_consistency": True}}}}
-    (pre / "MSGLDMPlans_cpu.json").write_text(json.dumps(plans))
+    plans.save(pre / "MSGLDMPlans_cpu.json")
     for stage in ("ae", "structure", "ldm"):
         folder = root / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "fold_0" / stage
         folder.mkdir(parents=True)
@@ -117,16 +195,17 @@ def _fake_source(root: Path) -> Path:
     return root
 
 
-def test_prepare_variant_edits_plans_reuses_data_and_copies_only_untouched_stages(tmp_path):
-    import bench_quality
+def test_prepare_variant_edits_plans_reuses_data_and_copies_only_untouched_stages(tmp_path, cpu_plans):
+    from benchmarks import bench_quality
 
-    source, home = _fake_source(tmp_path / "source"), tmp_path / "home"
+    source, home = _fake_source(tmp_path / "source", cpu_plans), tmp_path / "home"
     stages = bench_quality.prepare_variant(source, home, "no_hfib")
     assert stages == ["structure", "ldm"]
     pre = home / "preprocessed" / "Dataset901_Demo"
     plans = json.loads((pre / "MSGLDMPlans_cpu_no_hfib.json").read_text())
     assert plans["plans_name"] == "MSGLDMPlans_cpu_no_hfib"
-    assert plans["configurations"]["2d"]["ablations"] == {"hfib": False, "multiscale_injection": True, "style_consistency": True}
+    ablations = plans["configurations"]["2d"]["ablations"]
+    assert ablations == {**dataclasses.asdict(cpu_plans.configuration("2d").ablations), "hfib": False}
     assert (pre / "MSGLDMPlans_cpu_2d").is_symlink()
     fold = home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu_no_hfib__2d" / "fold_0"
     assert (fold / "ae" / "checkpoint_final.pth").read_text() == "ae"
@@ -142,7 +221,7 @@ def test_prepare_variant_edits_plans_reuses_data_and_copies_only_untouched_stage
 def test_random_batches_have_a_valid_availability_pattern_per_row():
     import torch
     from msgldm_auto.plans import ConfigurationPlan
-    from stage_timing import random_batch
+    from benchmarks.stage_timing import random_batch
 
     config = ConfigurationPlan(slice_axis=2, spacing=[1.0, 1.0], image_size=[16, 24], latent_scale=4, context_slices=3, batch_size=5)
     batch = random_batch(config, 4, torch.device("cpu"))
@@ -155,21 +234,23 @@ def test_random_batches_have_a_valid_availability_pattern_per_row():
 # --------------------------------------------------------------------------------------------------- GPU script
 @pytest.mark.slow
 def test_gpu_script_dry_run_writes_a_json_the_table_writer_reads(tmp_path):
-    import bench_gpu
-    import write_gpu_table
+    from benchmarks import bench_gpu, write_gpu_table
 
     out = tmp_path / "gpu.json"
     assert bench_gpu.main(["--dry-run", "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["dry_run"] and set(record["sampling"]["steps"]) == {"1", "2"}
+    assert record["sampling"]["timing"] == "predict_case" and record["sampling"]["slices"] > 0
     assert set(record["training"]["stages"]) == {"ae", "structure", "ldm"}
     assert all(s["iterations_per_second"] > 0 for s in record["training"]["stages"].values())
     text = write_gpu_table.section(record)
     assert "Dry run on CPU" in text and "DDIM 2" in text and "| ldm |" in text
+    assert "End to end through `predict_case`" in text and "Networks only" not in text
 
 
 def test_gpu_table_from_a_recorded_json():
-    import write_gpu_table
+    """A record of the earlier networks-only timing (the stored one) keeps its wording and its end-to-end line."""
+    from benchmarks import write_gpu_table
 
     stage = {"iterations_per_second": 4.0, "slices_per_second": 64.0, "batch_size": 16, "peak_allocated_gb": 3.5}
     record = {"device": {"device": "cuda", "name": "NVIDIA H100", "memory_gb": 80.0, "torch": "2.11", "cuda": "12.8"},
@@ -184,3 +265,4 @@ def test_gpu_table_from_a_recorded_json():
     assert "NVIDIA H100 (80 GB)" in text and "240 × 240 × 155" in text
     assert text.index("| DDIM 5 |") < text.index("| DDIM 50 |")
     assert "| DDIM 50 | 14.00 | 100.0 | 2.00 |" in text and "Dry run" not in text
+    assert "Networks only" in text and "End to end (`predict_case`, 10 steps" in text
