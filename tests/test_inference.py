@@ -349,7 +349,11 @@ def test_the_python_api_expands_a_home_path(model_folder, monkeypatch):
 def test_a_control_only_model_exports_and_installs_and_predicts_with_it(msgldm_roots, tmp_path, monkeypatch):
     from msgldm_auto.cli.model_zip import export_main, install_main
 
-    write_fake_model(msgldm_roots / "results", stages=("unet",))
+    from msgldm_auto.evaluation.model_choice import ModelChoice, ModeScore, PredictionMode
+
+    folder = write_fake_model(msgldm_roots / "results", stages=("unet",))
+    control = PredictionMode.control()
+    ModelChoice(control, "the only mode", "final", ["0"], [ModeScore(control, 1, 20.0, 0.8, 0.9, 1.0)]).write(folder)
     inputs = tmp_path / "in"
     write_case(inputs, "z", [0, 2], direction=RAS_DIRECTION)
     archive = tmp_path / "model.zip"
@@ -360,7 +364,7 @@ def test_a_control_only_model_exports_and_installs_and_predicts_with_it(msgldm_r
     assert predict(["-i", str(inputs), "-o", str(tmp_path / "here"), "-d", "42", "-m", "unet"]) == 0
     monkeypatch.setenv("MSGLDM_RESULTS", str(tmp_path / "elsewhere"))
     assert install_main([str(archive)]) == 0
-    assert predict(["-i", str(inputs), "-o", str(tmp_path / "there"), "-d", "42", "-m", "unet"]) == 0
+    assert predict(["-i", str(inputs), "-o", str(tmp_path / "there"), "-d", "42"]) == 0     # the zip's chosen mode
     here, there = outputs_of(tmp_path / "here"), outputs_of(tmp_path / "there")
     assert list(here) == list(there) == ["z_0001.nii.gz"]
     assert np.array_equal(here["z_0001.nii.gz"].array, there["z_0001.nii.gz"].array)

@@ -24,7 +24,8 @@ from msgldm_auto.inference.model_loading import (
     available_folds, checkpoint_path, load_trained_model, resolve_folds,
 )
 from msgldm_auto.paths import DATASET_NAME_PATTERN, results_root
-from msgldm_auto.plans import METHODS
+from msgldm_auto.evaluation.model_choice import CHOICE_FILE, CHOICE_TABLE_FILE, read_model_choice
+from msgldm_auto.plans import METHODS, STAGES
 
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 KEPT_CHECKPOINT_KEYS = ("stage", "epoch", "inference_weights", "plans_name", "configuration", "fold")
@@ -59,6 +60,7 @@ def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | 
     with atomic_path(output) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             _add_model_files(archive, model_folder, prefix)
+            _add_mode_choice(archive, model_folder, prefix, model.configuration, stages)
             for fold in chosen:
                 for stage in stages:
                     source = checkpoint_path(model_folder, fold, stage, checkpoint)
@@ -74,6 +76,22 @@ def _add_model_files(archive: zipfile.ZipFile, model_folder: Path, prefix: PureP
         if not path.is_file():
             raise MSGLDMError(f"{path}: missing, so the model cannot be exported; copy it from the preprocessed dataset folder")
         archive.write(path, str(prefix / name))
+
+
+def _add_mode_choice(archive: zipfile.ZipFile, model_folder: Path, prefix: PurePosixPath, config,
+                     stages: tuple[str, ...]) -> None:
+    """The prediction mode chosen by cross-validation travels with the model when the zip can run it."""
+    choice = read_model_choice(model_folder)
+    if choice is None:
+        return
+    needed = STAGES if choice.chosen.name.startswith("diffusion") else config.method_stages(
+        choice.chosen.method, choice.chosen.one_pass)
+    if not set(needed) <= set(stages):
+        print(f"warning: the chosen mode {choice.chosen.name} is not in the zip; it predicts in its default mode",
+              file=sys.stderr)
+        return
+    for name in (CHOICE_FILE, CHOICE_TABLE_FILE):
+        archive.write(model_folder / name, str(prefix / name))
 
 
 def _stripped_checkpoint(path: Path) -> bytes:

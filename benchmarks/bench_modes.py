@@ -1,0 +1,152 @@
+"""What each prediction mode is for, measured (section `modes`): the `cpu` plans with the LDM trained, fold 0, then
+`msgldm_find_best_configuration` on fold 0's held-out cases — PSNR/SSIM beside realism (in-plane high-frequency and
+through-plane ratios) and, for the mean of K samples, uncertainty (Spearman(std, |error|), ±2 std coverage).
+
+    python -m benchmarks.bench_modes run --home /tmp/bench_icbm -d 902     # ~25 min on 2 cores, machine idle
+    python -m benchmarks.bench_modes write
+
+The plans are the `cpu` preset's with `ablations.diffusion: true` (so the autoencoder and the LDM are trained, at the
+preset's 2 + 10 + 2 minutes), saved under their own plans name beside the preset's. Every step is the user's command
+in its own process. Results: benchmarks/results/modes_<dataset>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._common import (RESULTS, load_results, machine_line, provenance, replace_section, save_results, today,
+                                trained_iterations)
+from benchmarks.plans_edits import plans_variant
+
+BASE_PLANS = "MSGLDMPlans_cpu"
+PLANS = "MSGLDMPlans_cpu_diffusion"
+# The targets of the diffusion issue: (what, the check on the chosen table).
+HF_BAND, GRADIENT_BAND, MEAN_GAP_DB, SPEARMAN_MIN = (0.9, 1.1), (0.8, 1.25), 0.5, 0.3
+
+
+def _run(argv: list[str], env: dict[str, str]) -> float:
+    started = time.monotonic()
+    print("+", " ".join(argv), flush=True)
+    subprocess.run(argv, env=env, check=True)
+    return time.monotonic() - started
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _write_diffusion_plans(home: Path, dataset_name: str) -> None:
+    from msgldm_auto.plans import Plans
+
+    folder = home / "preprocessed" / dataset_name
+    plans = Plans.load(folder / f"{BASE_PLANS}.json")
+    plans_variant(plans, "2d", {"ablations": {"diffusion": True}}, plans_name=PLANS).save(folder / f"{PLANS}.json")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from msgldm_auto.paths import resolve_dataset_name
+
+    env = dict(os.environ, MSGLDM_HOME=str(args.home))
+    for name in ("MSGLDM_RAW", "MSGLDM_PREPROCESSED", "MSGLDM_RESULTS"):
+        env.pop(name, None)
+    os.environ.update(MSGLDM_HOME=str(args.home))
+    name, ds = resolve_dataset_name(args.dataset), str(args.dataset)
+    _run([_tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
+    _write_diffusion_plans(args.home, name)
+    cases = ["--val-cases", str(args.max_cases)]
+    seconds = {"train": _run([_tool("msgldm_train"), ds, "2d", "0", "-p", PLANS, "-device", "cpu", "--no-progress"]
+                             + cases, env)}
+    seconds["choose"] = _run([_tool("msgldm_find_best_configuration"), ds, "-p", PLANS, "-f", "0", "--samples",
+                              str(args.samples), "--max-cases", str(args.max_cases), "-device", "cpu"], env)
+    model = args.home / "results" / name / f"{PLANS}__2d"
+    return {"dataset": name, "choice": json.loads((model / "best_configuration.json").read_text()),
+            "iterations": trained_iterations(model, "0"), "seconds": seconds, "date": today(),
+            "machine": machine_line(), "max_cases": args.max_cases,
+            "command": f"python -m benchmarks.bench_modes run --home H -d {ds} --samples {args.samples} "
+                       f"--max-cases {args.max_cases}"}
+
+
+def _number(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(scores: list[dict]) -> str:
+    rows = [("mode", "volumes", "PSNR dB", "SSIM", "HF ratio", "grad ratio", "rho(std,err)", "cover 2std")]
+    for s in scores:
+        rows.append((s["mode"]["name"], str(s["num_volumes"]), _number(s["psnr"], 2), _number(s["ssim"]),
+                     _number(s["hf_ratio"]), _number(s["gradient_ratio"]), _number(s["std_error_spearman"]),
+                     _number(s["coverage_2std"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def targets(choice: dict) -> list[str]:
+    """Each target of the diffusion issue, met or missed by how much."""
+    scores = {s["mode"]["name"]: s for s in choice["scores"]}
+    one_pass, single = scores.get("one_pass"), scores.get("diffusion")
+    mean = next((s for n, s in scores.items() if n.startswith("diffusion_mean")), None)
+    chosen = scores[choice["chosen"]["name"]]
+    lines = []
+    if mean and one_pass:
+        gap = mean["psnr"] - one_pass["psnr"]
+        lines.append(f"{mean['mode']['name']} − one-pass decoder: {gap:+.2f} dB (target ≥ −{MEAN_GAP_DB}: "
+                     f"{'met' if gap >= -MEAN_GAP_DB else 'missed'}).")
+    if single and one_pass:
+        hf = single["hf_ratio"]
+        lines.append(f"HF ratio of one sample {_number(hf)} (target {HF_BAND[0]}–{HF_BAND[1]}: "
+                     f"{'met' if HF_BAND[0] <= hf <= HF_BAND[1] else 'missed'}); one-pass decoder "
+                     f"{_number(one_pass['hf_ratio'])}.")
+    grad = chosen["gradient_ratio"]
+    lines.append(f"Through-plane ratio of the chosen mode ({chosen['mode']['name']}) {_number(grad)} (target "
+                 f"{GRADIENT_BAND[0]}–{GRADIENT_BAND[1]}: {'met' if GRADIENT_BAND[0] <= grad <= GRADIENT_BAND[1] else 'missed'}).")
+    if mean and mean["std_error_spearman"] is not None:
+        rho = mean["std_error_spearman"]
+        lines.append(f"Spearman(std, |error|) of {mean['mode']['name']} {rho:.3f} (target ≥ {SPEARMAN_MIN}: "
+                     f"{'met' if rho >= SPEARMAN_MIN else 'missed'}).")
+    return lines
+
+
+def section(records: list[dict]) -> str:
+    parts = ["## Prediction modes: what diffusion is for, chosen by cross-validation", "",
+             "The `cpu` plans with the LDM trained (2 + 10 + 2 minutes), fold 0; `msgldm_find_best_configuration` "
+             "validated every mode on the same held-out cases (each single-missing and only-one-present pattern). "
+             "HF ratio: in-plane high-frequency energy ÷ the reference's (1 = as sharp, < 1 = blur); grad ratio: the "
+             "same across slices; the last two columns score the std map of the mean of K samples.", ""]
+    for record in records:
+        choice = record["choice"]
+        iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
+        parts += [f"### {record['dataset']}", "", "```text", _table(choice["scores"]), "```", "",
+                  f"Chosen: **{choice['chosen']['name']}** ({choice['reason']}).", "", *targets(choice), "",
+                  provenance(record["command"], record["machine"], record["date"],
+                             f"Iterations trained: {iterations}; {record['max_cases']} held-out case(s)."), ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    runner = sub.add_parser("run", help="plan, train fold 0 with the LDM, choose the mode")
+    runner.add_argument("--home", type=Path, required=True, help="MSGLDM_HOME holding raw/DatasetXXX_Name")
+    runner.add_argument("-d", "--dataset", required=True)
+    runner.add_argument("--samples", type=int, default=8)
+    runner.add_argument("--max-cases", type=int, default=2, help="held-out cases validated per mode")
+    sub.add_parser("write", help="render every stored record into documentation/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        record = run(args)
+        save_results(f"modes_{record['dataset']}", record)
+        print("\n".join(targets(record["choice"])))
+        return 0
+    records = [load_results(p.stem) for p in sorted(RESULTS.glob("modes_*.json"))]
+    replace_section("modes", section(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
