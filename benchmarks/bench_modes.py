@@ -58,15 +58,15 @@ def run(args: argparse.Namespace) -> dict:
     name, ds = resolve_dataset_name(args.dataset), str(args.dataset)
     _run([_tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
     _write_diffusion_plans(args.home, name)
-    cases = ["--val-cases", str(args.max_cases)]
+    extra = ["--val-cases", str(args.max_cases)] + (["--max-minutes", str(args.minutes)] if args.minutes else [])
     seconds = {"train": _run([_tool("msgldm_train"), ds, "2d", "0", "-p", PLANS, "-device", "cpu", "--no-progress"]
-                             + cases, env)}
+                             + extra, env)}
     seconds["choose"] = _run([_tool("msgldm_find_best_configuration"), ds, "-p", PLANS, "-f", "0", "--samples",
                               str(args.samples), "--max-cases", str(args.max_cases), "-device", "cpu"], env)
     model = args.home / "results" / name / f"{PLANS}__2d"
     return {"dataset": name, "choice": json.loads((model / "best_configuration.json").read_text()),
             "iterations": trained_iterations(model, "0"), "seconds": seconds, "date": today(),
-            "machine": machine_line(), "max_cases": args.max_cases,
+            "machine": machine_line(), "max_cases": args.max_cases, "minutes": args.minutes,
             "command": f"python -m benchmarks.bench_modes run --home H -d {ds} --samples {args.samples} "
                        f"--max-cases {args.max_cases}"}
 
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("-d", "--dataset", required=True)
     runner.add_argument("--samples", type=int, default=8)
     runner.add_argument("--max-cases", type=int, default=2, help="held-out cases validated per mode")
+    runner.add_argument("--minutes", type=float, default=None, help="per-stage budget (default: the plans'; smoke runs)")
     sub.add_parser("write", help="render every stored record into documentation/benchmarks.md")
     args = parser.parse_args(argv)
     if args.command == "run":
