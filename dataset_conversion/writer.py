@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
 from dataset_conversion.common import SourceCase, SourceDataset
@@ -21,7 +20,7 @@ from dataset_conversion.summary import LOG_NAME
 from dataset_conversion.registration import RigidRegistrationSettings, register_and_resample
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
-from msgldm_auto.dataset.image_io import read_image, write_image
+from msgldm_auto.dataset.image_io import read_image, read_image_header, write_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import make_dataset_name, raw_root
 
@@ -197,24 +196,9 @@ def remap_labels(array: np.ndarray, mapping: dict[int, int], path: Path | str = 
     return lookup[np.rint(array).astype(np.int64)]
 
 
-def _same_grid(path_a: Path, path_b: Path, atol: float = 1e-4) -> bool:
-    """Compare two files' grids from their headers only (no voxel data is read)."""
-    a, b = _header(path_a), _header(path_b)
-    if a[0] != b[0]:
-        return False
-    tol = atol * max(1.0, float(np.max(a[1])))
-    return (np.allclose(a[1], b[1], rtol=atol, atol=atol) and np.allclose(a[2], b[2], atol=tol)
-            and np.allclose(a[3], b[3], atol=atol))
-
-
-def _header(path: Path) -> tuple:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise MSGLDMError(f"{path}: unreadable image header; re-export or remove this file") from None
-    return reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+def _same_grid(path: Path, reference: Path) -> bool:
+    """Image.same_grid on the two files' headers (no voxel data is read)."""
+    return read_image_header(path).same_grid(read_image_header(reference))
 
 
 def _dataset_json(source: SourceDataset, options: WriteOptions, num_training: int) -> DatasetJson:

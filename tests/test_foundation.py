@@ -13,7 +13,7 @@ from msgldm_auto import paths
 from msgldm_auto.dataset import image_io
 from msgldm_auto.dataset.cases import (discover_cases, image_file_name, split_image_name, training_cases)
 from msgldm_auto.dataset.dataset_json import DatasetJson
-from msgldm_auto.dataset.image_io import Image, read_image, write_image
+from msgldm_auto.dataset.image_io import Image, read_image, read_image_header, write_image
 from msgldm_auto.errors import MSGLDMError
 
 MINIMAL = {"channel_names": {"0": "T1", "1": "T2"}, "file_ending": ".nii.gz", "numTraining": 2}
@@ -247,3 +247,11 @@ def test_same_grid_tolerates_float_noise_only():
     assert not image.same_grid(Image(image.array[:-1], image.spacing, image.origin, image.direction))
     with pytest.raises(ValueError, match="does not match the grid"):
         image.with_array(image.array[:-1])
+
+
+def test_read_image_header_gives_the_grid_without_voxels(tmp_path):
+    image = Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), (1.0, 2.0, 3.0), (4.0, 5.0, 6.0),
+                  (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    write_image(image, tmp_path / "x.nii.gz")
+    header = read_image_header(tmp_path / "x.nii.gz")
+    assert header.array.shape == image.array.shape and header.same_grid(image) and image.same_grid(header)

@@ -195,7 +195,7 @@ def test_failing_case_is_reported_and_the_others_complete(model_folder, tmp_path
     assert "FAILED shifted" in capsys.readouterr().err
 
     # the flag resamples the mismatched channel onto the first one, and the case now succeeds
-    with pytest.warns(UserWarning, match="resampling"):
+    with pytest.warns(UserWarning, match="resampled"):
         assert predict(["-i", str(inputs), "-o", str(output), "-d", DATASET, "--one-pass", "--resample_mismatched"]) == 1
     assert "shifted_0002.nii.gz" in outputs_of(output)
     assert set(json.loads((output / "predictions.json").read_text())["failed"]) == {"alien"}

@@ -175,7 +175,7 @@ def test_grid_mismatch_is_an_error_unless_resampling(tmp_path):
     images[1] = Image(shifted.array, shifted.spacing, (shifted.origin[0] + 3.0, *shifted.origin[1:]), shifted.direction)
     with pytest.raises(MSGLDMError, match="--resample-mismatched"):
         preprocess_case(images, make_config(), case_id="bad")
-    with pytest.warns(UserWarning, match="resampling"):
+    with pytest.warns(UserWarning, match="resampled"):
         data, _, _, properties = preprocess_case(images, make_config(), resample_mismatched=True, case_id="bad")
     assert properties["resampled_channels"] == [1] and data.shape[0] == 2
 
