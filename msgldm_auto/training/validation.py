@@ -15,9 +15,10 @@ from typing import Any
 
 from msgldm_auto.dataset.cases import Case
 from msgldm_auto.dataset.image_io import Image, read_image
-from msgldm_auto.evaluation.metrics import evaluate_volumes, slice_axis_from_spacing
+from msgldm_auto.evaluation.metrics import evaluate_volumes
 from msgldm_auto.evaluation.previews import save_preview
 from msgldm_auto.evaluation.table import aggregate, json_safe
+from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.atomic import write_json_atomic
 
@@ -93,7 +94,7 @@ def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, I
         for channel, prediction in sorted(synthesized.items()):
             reference = images[channel]
             metrics = evaluate_volumes(reference.array, prediction.array, label=label,
-                                       slice_axis=slice_axis_from_spacing(reference.spacing))
+                                       slice_axis=numpy_slice_axis(reference.spacing, reference.direction))
             records.append({"case": case_id, "modality": names[channel], "channel": channel,
                             "pattern": pattern.name(names), "metrics": metrics})
         if preview_folder is not None and len(pattern.inputs) == 1:
