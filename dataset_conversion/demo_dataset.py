@@ -123,7 +123,7 @@ def make_demo_dataset(dataset_id: int = 901, name: str = "Demo", cases: int = 24
     settings = DemoSettings(resolution_mm=float(resolution_mm), add_skull=bool(add_skull), noise_level=float(noise_level))
     raw = paths.raw_root()
     final = raw / paths.make_dataset_name(dataset_id, name)
-    existing = _existing_with_id(raw, dataset_id)
+    existing = paths.datasets_with_id(dataset_id, [raw])
     if existing and not overwrite:
         raise MSGLDMError(f"{existing[0]} already exists: pass --overwrite to replace it, or choose another -d ID")
     write_staged(raw, final, existing, lambda staging: _write_dataset(staging, name, cases, test_cases, seed, settings))
@@ -152,11 +152,6 @@ def _check_arguments(cases: int, test_cases: int, resolution_mm: float, noise_le
         raise MSGLDMError(f"--resolution {resolution_mm}: use a voxel size between 0.5 and 8 mm")
     if not 0.0 <= noise_level <= 0.5:
         raise MSGLDMError(f"noise_level {noise_level}: use a value between 0 and 0.5")
-
-
-def _existing_with_id(raw: Path, dataset_id: int) -> list[Path]:
-    prefix = f"Dataset{int(dataset_id):03d}_"
-    return sorted(p for p in raw.glob(prefix + "*") if p.is_dir()) if raw.is_dir() else []
 
 
 def _replace_folder(staging: Path, final: Path, existing: list[Path]) -> None:

@@ -22,7 +22,7 @@ from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import read_image, read_image_header, write_image
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.paths import make_dataset_name, raw_root
+from msgldm_auto.paths import datasets_with_id, make_dataset_name, raw_root
 
 COPY, LINK = "copy", "link"
 MIN_TRAINING_MODALITIES = 2  # DESIGN.md §3: a training case needs at least two modalities
@@ -51,11 +51,9 @@ def target_folder(options: WriteOptions, source_root: Path | None = None) -> Pat
     """The dataset folder to create, after refusing what would clash with existing data or destroy the source."""
     name = make_dataset_name(options.dataset_id, options.name)
     target = raw_root() / name
-    prefix = f"Dataset{int(options.dataset_id):03d}_"
-    if raw_root().is_dir():
-        for other in sorted(raw_root().iterdir()):
-            if other.is_dir() and other.name.startswith(prefix) and other.name != name:
-                raise MSGLDMError(f"dataset ID {options.dataset_id} is already used by {other}; choose another -d or remove that folder")
+    for other in datasets_with_id(options.dataset_id, [raw_root()]):
+        if other.name != name:
+            raise MSGLDMError(f"dataset ID {options.dataset_id} is already used by {other}; choose another -d or remove that folder")
     if source_root is not None and _is_within(Path(source_root), target):
         raise MSGLDMError(f"{source_root}: the source lies inside the target {target}; convert into another -d/--name")
     if target.exists() and not options.overwrite:

@@ -59,6 +59,22 @@ def test_unknown_ambiguous_and_malformed_dataset_identifiers(msgldm_roots):
         paths.resolve_dataset_name("Brats")
 
 
+def test_one_scan_finds_datasets_by_id_for_lookups_and_clash_checks(msgldm_roots):
+    """`datasets_with_id` is what ID lookup, the converters' clash check and the demo builders all use."""
+    from dataset_conversion.writer import WriteOptions, target_folder
+
+    raw = msgldm_roots / "raw"
+    (raw / "Dataset005_A").mkdir(parents=True)
+    (raw / ".Dataset005_B.incomplete-1234").mkdir()        # a staging folder is not a dataset
+    (raw / "Dataset005_C.txt").write_text("a file, not a dataset")
+    (raw / "Dataset050_Other").mkdir()
+    assert paths.datasets_with_id(5, [raw, msgldm_roots / "results"]) == [raw / "Dataset005_A"]
+    assert paths.resolve_dataset_name(5) == "Dataset005_A"
+    with pytest.raises(MSGLDMError, match="dataset ID 5 is already used by .*Dataset005_A"):
+        target_folder(WriteOptions(dataset_id=5, name="B"))
+    assert target_folder(WriteOptions(dataset_id=5, name="A", overwrite=True)) == raw / "Dataset005_A"
+
+
 def test_make_dataset_name_validates():
     assert paths.make_dataset_name(1, "BraTS2020") == "Dataset001_BraTS2020"
     with pytest.raises(MSGLDMError, match="out of range"):
