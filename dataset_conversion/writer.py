@@ -5,9 +5,7 @@ so an interrupted or failed conversion leaves no half-written dataset. The sourc
 """
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,6 +16,7 @@ from tqdm import tqdm
 from dataset_conversion.common import SourceCase, SourceDataset
 from dataset_conversion.summary import LOG_NAME
 from dataset_conversion.registration import RigidRegistrationSettings, register_and_resample
+from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import read_image, read_image_header, write_image
@@ -73,35 +72,12 @@ def write_dataset(source: SourceDataset, options: WriteOptions, source_root: Pat
                   log: Callable[[ConversionResult], str] | None = None) -> ConversionResult:
     """Write the dataset; `log(result)` gives the text kept as `conversion_log.txt` inside it."""
     target = target_folder(options, source_root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.converting-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged_folder(target) as staging:
         result = _write_into(staging, source, options)
         result.dataset_folder = target
         if log is not None:
             (staging / LOG_NAME).write_text(log(result) + "\n")
-        _swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Rename the finished folder to its final name; an old dataset (--overwrite) is removed only afterwards."""
-    retired = None
-    if target.exists():
-        retired = target.parent / f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.replace(target, retired)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if retired is not None:
-            os.replace(retired, target)
-        raise
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def _write_into(folder: Path, source: SourceDataset, options: WriteOptions) -> ConversionResult:

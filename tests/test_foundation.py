@@ -271,3 +271,35 @@ def test_read_image_header_gives_the_grid_without_voxels(tmp_path):
     write_image(image, tmp_path / "x.nii.gz")
     header = read_image_header(tmp_path / "x.nii.gz")
     assert header.array.shape == image.array.shape and header.same_grid(image) and image.same_grid(header)
+
+
+def test_staged_folder_swaps_in_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The one stage-then-swap helper behind the converters, the demo/ICBM152 builders and model-zip installs."""
+    from msgldm_auto import atomic
+
+    target, other = tmp_path / "Dataset001_A", tmp_path / "Dataset001_B"
+    for folder in (target, other):
+        folder.mkdir()
+        (folder / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic.staged_folder(target, replaces=[other]) as staging:
+            (staging / "new.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_A", "Dataset001_B"]
+
+    real_replace = atomic.os.replace
+
+    def refuse_the_new_folder(source, destination):
+        if ".incomplete-" in str(source):
+            raise OSError("rename failed")
+        real_replace(source, destination)
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="rename failed"):
+        patch.setattr(atomic.os, "replace", refuse_the_new_folder)
+        with atomic.staged_folder(target, replaces=[other]) as staging:
+            (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_A", "Dataset001_B"]    # old ones put back
+    with atomic.staged_folder(target, replaces=[other]) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_A"]
+    assert [p.name for p in target.iterdir()] == ["new.txt"]

@@ -397,6 +397,30 @@ def test_install_refuses_entries_outside_a_model_folder(msgldm_roots, tmp_path):
     assert not (msgldm_roots / "results").exists() or not any((msgldm_roots / "results").rglob("escaped.txt"))
 
 
+def test_an_interrupted_install_leaves_the_installed_model_untouched(msgldm_roots, tmp_path, monkeypatch):
+    from msgldm_auto.inference import model_zip
+
+    def make_zip(path: Path, plans: str) -> Path:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(f"{DATASET}/MSGLDMPlans__2d/plans.json", plans)
+            archive.writestr(f"{DATASET}/MSGLDMPlans__2d/fold_0/ae/checkpoint_final.pth", "weights")
+        return path
+
+    installed = model_zip.install_model_zip(make_zip(tmp_path / "old.zip", "old"))[0]
+    assert installed == msgldm_roots / "results" / DATASET / "MSGLDMPlans__2d"
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
+        patch.setattr(model_zip.shutil, "copyfileobj", fail)
+        model_zip.install_model_zip(make_zip(tmp_path / "new.zip", "new"), overwrite=True)
+    assert (installed / "plans.json").read_text() == "old"
+    assert sorted(p.name for p in installed.parent.iterdir()) == ["MSGLDMPlans__2d"]    # no staging folder left
+    model_zip.install_model_zip(make_zip(tmp_path / "new.zip", "new"), overwrite=True)
+    assert (installed / "plans.json").read_text() == "new" and (installed / "fold_0/ae/checkpoint_final.pth").is_file()
+
+
 # ------------------------------------------------------------------------------------------------ fold validation
 def test_validation_patterns_hold_out_each_modality_and_keep_each_alone():
     from msgldm_auto.training.validation import Pattern, validation_patterns
