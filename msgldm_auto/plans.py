@@ -16,6 +16,7 @@ from typing import Any
 
 from msgldm_auto.atomic import write_text_atomic
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 PLANS_VERSION = 1
 STAGES = ("ae", "structure", "ldm")          # MSG-LDM's stages, in training order
@@ -208,12 +209,10 @@ class Plans:
     @classmethod
     def load(cls, path: Path) -> "Plans":
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise MSGLDMError(f"{path}: plans file not found; run msgldm_plan_and_preprocess (or msgldm_plan_experiment) first")
+        data = load_json(path, "run msgldm_plan_and_preprocess (or msgldm_plan_experiment) first",
+                         missing="plans file not found")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as err:
-            raise MSGLDMError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+            return cls.from_dict(data)
         except MSGLDMError as err:
             raise MSGLDMError(f"{path}: {err}") from None
 

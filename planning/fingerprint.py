@@ -18,6 +18,7 @@ import numpy as np
 from msgldm_auto.dataset.cases import Case, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 from msgldm_auto.preprocessing.grids import harmonise_grids
 from msgldm_auto.preprocessing.head_mask import bounding_box, compute_head_mask
 from msgldm_auto.preprocessing.normalization import head_percentiles
@@ -112,11 +113,11 @@ class DatasetFingerprint:
     @classmethod
     def load(cls, path: Path) -> "DatasetFingerprint":
         path = Path(path)
-        if not path.is_file():
-            raise MSGLDMError(f"{path}: fingerprint not found; run msgldm_extract_fingerprint (or msgldm_plan_and_preprocess) first")
+        data = load_json(path, "run msgldm_extract_fingerprint --clean (or msgldm_plan_and_preprocess --clean)",
+                         missing="fingerprint not found")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            return cls.from_dict(data)
+        except (KeyError, TypeError) as err:
             raise MSGLDMError(f"{path}: not a valid fingerprint ({err}); re-run msgldm_extract_fingerprint --clean") from None
 
 

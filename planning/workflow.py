@@ -5,7 +5,6 @@ the plans (`<plans_name>.json`) and one folder per configuration (`<plans_name>_
 """
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from msgldm_auto.dataset.cases import training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 from msgldm_auto.paths import preprocessed_root, raw_root
 from msgldm_auto.plans import Plans, plans_file_name
 from msgldm_auto.atomic import atomic_path
@@ -82,10 +82,10 @@ def save_plans_keeping_extras(plans: Plans, path: Path) -> Plans:
     path = Path(path)
     if path.is_file():
         try:
-            old = json.loads(path.read_text()).get("configurations", {})
-        except json.JSONDecodeError:
+            old = load_json(path, "it is replaced").get("configurations", {})
+        except MSGLDMError as err:
             old = {}
-            warnings.warn(f"{path} is not valid JSON; it is replaced", stacklevel=2)
+            warnings.warn(str(err), stacklevel=2)
         data = plans.to_dict()
         extras = {name: value for name, value in old.items() if name not in data["configurations"]}
         if extras:

@@ -303,3 +303,26 @@ def test_staged_folder_swaps_in_whole_or_not_at_all(tmp_path, monkeypatch):
         (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_A"]
     assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_every_json_file_reports_missing_and_corrupt_in_one_line(tmp_path):
+    """dataset.json, plans, fingerprint, splits and preprocessed properties all load through `load_json`."""
+    from msgldm_auto.json_files import load_json
+    from msgldm_auto.plans import Plans
+    from msgldm_auto.preprocessing.storage import load_case
+    from msgldm_auto.training.splits import load_splits
+    from planning.fingerprint import DatasetFingerprint
+
+    with pytest.raises(MSGLDMError, match=r"missing.json: file not found; run it"):
+        load_json(tmp_path / "missing.json", "run it")
+    loaders = {"any.json": lambda p: load_json(p, "rewrite it"), "dataset.json": DatasetJson.load,
+               "plans.json": Plans.load, "fingerprint.json": DatasetFingerprint.load,
+               "splits_final.json": lambda p: load_splits(p.parent, ["a"]),
+               "case_x.json": lambda p: load_case(p.parent, "case_x")}           # preprocessed properties
+    for name, loader in loaders.items():
+        path = tmp_path / name
+        path.write_text('{"a": 1,\n oops}')
+        with pytest.raises(MSGLDMError) as error:
+            loader(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: not valid JSON (") and "line 2); " in message and "\n" not in message

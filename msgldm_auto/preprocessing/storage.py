@@ -17,6 +17,7 @@ import numpy as np
 
 from msgldm_auto.atomic import atomic_path, write_text_atomic
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 DATA_SUFFIX = ".b2nd"
 SEG_SUFFIX = "_seg.b2nd"
@@ -53,9 +54,8 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, present: list[int], 
 def load_case(folder: Path, case_id: str, lazy: bool = True) -> PreprocessedCase:
     folder = Path(folder)
     properties_path = folder / f"{case_id}{PROPERTIES_SUFFIX}"
-    if not properties_path.is_file():
-        raise MSGLDMError(f"{properties_path}: preprocessed case not found; run msgldm_plan_and_preprocess (or msgldm_preprocess) first")
-    properties = json.loads(properties_path.read_text())
+    properties = load_json(properties_path, "run msgldm_plan_and_preprocess (or msgldm_preprocess) first",
+                           missing="preprocessed case not found")
     data = _read_array(folder / f"{case_id}{DATA_SUFFIX}", lazy)
     seg_path = folder / f"{case_id}{SEG_SUFFIX}"
     seg = _read_array(seg_path, lazy) if seg_path.is_file() else None

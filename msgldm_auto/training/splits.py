@@ -5,7 +5,6 @@ Created on first use with a fixed seed (12345) so every machine gets the same fo
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 SPLITS_FILE = "splits_final.json"
 SPLIT_SEED = 12345
@@ -62,10 +62,7 @@ def load_splits(preprocessed_folder: Path, case_ids: list[str]) -> tuple[list[di
     path = Path(preprocessed_folder) / SPLITS_FILE
     if not path.is_file():
         return make_splits(case_ids), True
-    try:
-        splits = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MSGLDMError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); fix it or delete it to regenerate") from None
+    splits = load_json(path, "fix it or delete it to regenerate")
     return _check_user_splits(splits, path, set(case_ids)), False
 
 
