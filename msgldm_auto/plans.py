@@ -19,6 +19,8 @@ from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.json_files import load_json
 
 PLANS_VERSION = 1
+DEFAULT_PLANS_NAME = "MSGLDMPlans"           # `-pl cpu` writes DEFAULT_PLANS_NAME + "_cpu" (planning/presets.py)
+DEFAULT_CONFIGURATION = "2d"                 # the one configuration the planner writes
 STAGES = ("ae", "structure", "ldm")          # MSG-LDM's stages, in training order
 CONTROL_STAGE = "unet"                       # the plain UNet control (one stage, its own method)
 METHODS = ("msgldm", "unet")

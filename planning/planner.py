@@ -14,7 +14,7 @@ import numpy as np
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import (STAGES, Ablations, AutoencoderPlan, ConfigurationPlan, ControlPlan, DiffusionPlan,
+from msgldm_auto.plans import (DEFAULT_CONFIGURATION, STAGES, Ablations, AutoencoderPlan, ConfigurationPlan, ControlPlan, DiffusionPlan,
                                DisentanglerPlan, Plans, StageSchedule, UNetPlan)
 from msgldm_auto.preprocessing.orientation import coarsest_axes, slice_axis_for_spacing, slice_layout
 from msgldm_auto.preprocessing.resampling import resampled_size
@@ -22,7 +22,6 @@ from planning.cost import activation_bytes_per_sample, estimate_stage_minutes, f
 from planning.fingerprint import DatasetFingerprint
 from planning.presets import Preset, get_preset
 
-DEFAULT_CONFIGURATION = "2d"
 LATENT_SCALES = (4, 8, 16)
 MAX_LATENT_SIDE = 32
 MIN_BOTTLENECK = 4

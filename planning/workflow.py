@@ -14,7 +14,7 @@ from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.json_files import load_json
 from msgldm_auto.paths import preprocessed_root, raw_root
-from msgldm_auto.plans import Plans, plans_file_name
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, Plans, plans_file_name
 from msgldm_auto.atomic import atomic_path
 from msgldm_auto.preprocessing.run import PreprocessReport, preprocess_dataset
 from planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint, extract_fingerprint
@@ -66,7 +66,7 @@ def fingerprint_dataset(dataset_name: str, num_processes: int = 1, resample_mism
 
 def plan_dataset(dataset_name: str, preset: str = "default", gpu_memory_target_gb: float = 8.0, device: str | None = None,
                  overwrite_target_spacing: list[float] | None = None, plans_name: str | None = None,
-                 configuration: str = "2d") -> tuple[Plans, Path]:
+                 configuration: str = DEFAULT_CONFIGURATION) -> tuple[Plans, Path]:
     folder = preprocessed_folder(dataset_name)
     fingerprint = DatasetFingerprint.load(folder / FINGERPRINT_FILE)
     dataset = DatasetJson.load(folder / "dataset.json") if (folder / "dataset.json").is_file() else \
@@ -99,7 +99,7 @@ def load_plans(dataset_name: str, plans_name: str) -> Plans:
     return Plans.load(preprocessed_folder(dataset_name) / plans_file_name(plans_name))
 
 
-def preprocess(dataset_name: str, plans: Plans, configuration: str = "2d", num_processes: int = 1, clean: bool = False,
+def preprocess(dataset_name: str, plans: Plans, configuration: str = DEFAULT_CONFIGURATION, num_processes: int = 1, clean: bool = False,
                resample_mismatched: bool = False) -> PreprocessReport:
     config = plans.configuration(configuration)
     output = preprocessed_folder(dataset_name) / (config.data_identifier or f"{plans.plans_name}_{configuration}")

@@ -298,8 +298,11 @@ def test_user_errors_are_one_clear_line(model_folder, tmp_path, capsys):
     assert "fold_3" in error and "checkpoint missing" in error and len(error.strip().splitlines()) == 1
     assert predict(["-i", str(inputs), "-o", str(tmp_path / "o"), "-d", "42", "--targets", "PD"]) == 1
     assert "PD" in json.loads((tmp_path / "o" / "predictions.json").read_text())["failed"]["a"]
+    capsys.readouterr()
     assert predict(["-i", str(inputs), "-o", str(tmp_path / "o"), "-d", "42", "-c", "3d"]) == 2
-    assert "no trained model" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "no trained model" in error and "pick with -p/-c): MSGLDMPlans__2d;" in error
+    assert len(error.strip().splitlines()) == 1
 
 
 def test_missing_checkpoint_names_the_file(model_folder):

@@ -18,7 +18,8 @@ import torch
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
-from msgldm_auto.plans import CONTROL_STAGE, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans, plans_file_name
+from msgldm_auto.plans import (CONTROL_STAGE, DEFAULT_PLANS_NAME, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans,
+                               plans_file_name)
 from msgldm_auto.training.checkpoint import checkpoint_path
 from msgldm_auto.training.data_loader import (StorageReader, build_slice_index, default_num_workers,
                                               make_training_batches, validation_batches)
@@ -26,7 +27,6 @@ from msgldm_auto.training.ddp import DistributedContext, init_distributed, shutd
 from msgldm_auto.training.splits import FoldCases, fold_cases, load_splits, parse_fold, write_splits
 from msgldm_auto.training.trainer import StageResult, StageTrainer, TrainerSettings
 
-DEFAULT_PLANS = "MSGLDMPlans"
 VALIDATION_SLICES = 16
 CHECKPOINT_EVERY = 5
 
@@ -38,7 +38,7 @@ class TrainingRequest:
     fold: str
     stage: str = "all"                         # ae | structure | ldm | all
     method: str = "msgldm"                     # msgldm | unet (the plain UNet control: one stage, no `stage`)
-    plans_name: str = DEFAULT_PLANS
+    plans_name: str = DEFAULT_PLANS_NAME
     epochs: int | None = None                  # overrides the plans' schedule for every stage run
     iterations_per_epoch: int | None = None
     max_minutes: float | None = None
