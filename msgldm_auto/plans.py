@@ -190,9 +190,10 @@ class Plans:
 
     def configuration(self, name: str) -> ConfigurationPlan:
         if name not in self.configurations:
+            planned = ", ".join(sorted(self.configurations))
             raise MSGLDMError(
-                f"configuration '{name}' is not in plans {self.plans_name} (has: {', '.join(sorted(self.configurations))}); "
-                "plan it with msgldm_plan_and_preprocess or pick one of those"
+                f"configuration '{name}': plans {self.plans_name} have configuration(s) {planned}; "
+                f"pick one of those (the planner writes {DEFAULT_CONFIGURATION}; others must be added to the plans file)"
             )
         return self.configurations[name]
 
