@@ -64,11 +64,6 @@ def print_roots() -> None:
     print(roots().describe())
 
 
-def not_built_yet(command: str) -> int:
-    print(f"{command}: not built yet", file=sys.stderr)
-    return EXIT_USER_ERROR
-
-
 def resolve_device(requested: str | None) -> str:
     """`-device` default: cuda when torch sees a GPU, else cpu (nnU-Net always defaults to cuda; we run anywhere)."""
     if requested:

@@ -98,8 +98,8 @@ def to_sitk(image: Image) -> sitk.Image:
     return itk
 
 
-def write_image(image: Image, path: Path | str, compress: bool = True) -> None:
+def write_image(image: Image, path: Path | str) -> None:
     path = Path(path)
     ending = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     with atomic_path(path, suffix=ending) as tmp:     # SimpleITK picks the format from the ending
-        sitk.WriteImage(to_sitk(image), str(tmp), useCompression=compress)
+        sitk.WriteImage(to_sitk(image), str(tmp), useCompression=True)

@@ -51,14 +51,15 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, present: list[int], 
     write_text_atomic(folder / f"{case_id}{PROPERTIES_SUFFIX}", json.dumps(properties, indent=1))
 
 
-def load_case(folder: Path, case_id: str, lazy: bool = True) -> PreprocessedCase:
+def load_case(folder: Path, case_id: str) -> PreprocessedCase:
+    """The case's arrays open lazily (blosc2): a loader decompresses only the slices it indexes."""
     folder = Path(folder)
     properties_path = folder / f"{case_id}{PROPERTIES_SUFFIX}"
     properties = load_json(properties_path, "run msgldm_plan_and_preprocess (or msgldm_preprocess) first",
                            missing="preprocessed case not found")
-    data = _read_array(folder / f"{case_id}{DATA_SUFFIX}", lazy)
+    data = _read_array(folder / f"{case_id}{DATA_SUFFIX}")
     seg_path = folder / f"{case_id}{SEG_SUFFIX}"
-    seg = _read_array(seg_path, lazy) if seg_path.is_file() else None
+    seg = _read_array(seg_path) if seg_path.is_file() else None
     return PreprocessedCase(case_id, data, [int(c) for c in properties["present"]], seg, properties)
 
 
@@ -71,11 +72,6 @@ def list_cases(folder: Path) -> list[str]:
                   if (folder / (p.name[: -len(PROPERTIES_SUFFIX)] + DATA_SUFFIX)).is_file())
 
 
-def remove_case(folder: Path, case_id: str) -> None:
-    for suffix in (PROPERTIES_SUFFIX, DATA_SUFFIX, SEG_SUFFIX):
-        (Path(folder) / f"{case_id}{suffix}").unlink(missing_ok=True)
-
-
 def _write_array(path: Path, array: np.ndarray) -> None:
     # One slice per chunk: a loader that wants slice z (and its 2.5D neighbours) decompresses only those.
     chunks = (*array.shape[:-3], 1, *array.shape[-2:]) if array.ndim >= 3 else array.shape
@@ -84,9 +80,8 @@ def _write_array(path: Path, array: np.ndarray) -> None:
                        cparams={"codec": blosc2.Codec.ZSTD, "clevel": 5, "filters": [blosc2.Filter.SHUFFLE]})
 
 
-def _read_array(path: Path, lazy: bool) -> Any:
+def _read_array(path: Path) -> Any:
     if not path.is_file():
         raise MSGLDMError(f"{path}: missing; the preprocessed case is incomplete, re-run msgldm_preprocess with --clean")
-    array = blosc2.open(str(path), mode="r")
-    return array if lazy else array[...]
+    return blosc2.open(str(path), mode="r")
 

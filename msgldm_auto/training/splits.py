@@ -34,11 +34,11 @@ def parse_fold(text: str | int) -> str:
     return fold
 
 
-def make_splits(case_ids: list[str], seed: int = SPLIT_SEED, num_folds: int = NUM_FOLDS) -> list[dict[str, list[str]]]:
-    """Shuffle the sorted case IDs with a seeded generator and cut them into `num_folds` near-equal validation sets."""
+def make_splits(case_ids: list[str]) -> list[dict[str, list[str]]]:
+    """Shuffle the sorted case IDs with a seeded generator and cut them into NUM_FOLDS near-equal validation sets."""
     ordered = sorted(case_ids)
-    permutation = np.random.RandomState(seed).permutation(len(ordered))
-    chunks = np.array_split(permutation, num_folds)
+    permutation = np.random.RandomState(SPLIT_SEED).permutation(len(ordered))
+    chunks = np.array_split(permutation, NUM_FOLDS)
     splits = []
     for chunk in chunks:
         val = sorted(ordered[i] for i in chunk)

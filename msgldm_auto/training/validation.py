@@ -47,13 +47,13 @@ def validation_patterns(present: list[int]) -> list[Pattern]:
 
 def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], *, checkpoint: str = "final",
                   device: str = "cpu", options: PredictionOptions | None = None, output_folder: Path | str | None = None,
-                  max_cases: int | None = None, num_previews: int = 2, compare_one_pass: bool = True) -> dict[str, Any]:
+                  max_cases: int | None = None, num_previews: int = 2) -> dict[str, Any]:
     """Synthesize, score and summarise the held-out `cases` (raw `Case`s) of `fold`; returns the written summary."""
     model_folder = Path(model_folder)
     output = Path(output_folder) if output_folder is not None else model_folder / f"fold_{fold}" / "validation"
     predictor = MSGLDMPredictor.from_trained_folder(model_folder, [fold], checkpoint, device, options)
     one_pass = None
-    if compare_one_pass and predictor.uses_diffusion:
+    if predictor.uses_diffusion:        # the one-pass decoder is the yardstick diffusion must beat (DESIGN.md §6)
         one_pass = MSGLDMPredictor(predictor.model, predictor.networks, predictor.device,
                                    replace(predictor.options, one_pass=True), checkpoint)
     records: list[dict[str, Any]] = []
