@@ -52,7 +52,8 @@ def target_folder(options: WriteOptions, source_root: Path | None = None) -> Pat
     target = raw_root() / name
     for other in datasets_with_id(options.dataset_id, [raw_root()]):
         if other.name != name:
-            raise MSGLDMError(f"dataset ID {options.dataset_id} is already used by {other}; choose another -d or remove that folder")
+            raise MSGLDMError(f"dataset ID {options.dataset_id} is already used by {other}; "
+                              "choose another -d or remove that folder")
     if source_root is not None and _is_within(Path(source_root), target):
         raise MSGLDMError(f"{source_root}: the source lies inside the target {target}; convert into another -d/--name")
     if target.exists() and not options.overwrite:

@@ -193,7 +193,7 @@ class Plans:
             planned = ", ".join(sorted(self.configurations))
             raise MSGLDMError(
                 f"configuration '{name}': plans {self.plans_name} have configuration(s) {planned}; "
-                f"pick one of those (the planner writes {DEFAULT_CONFIGURATION}; others must be added to the plans file)"
+                f"pick one (the planner writes {DEFAULT_CONFIGURATION}; others must be added to the plans file)"
             )
         return self.configurations[name]
 

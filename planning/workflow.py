@@ -99,8 +99,8 @@ def load_plans(dataset_name: str, plans_name: str) -> Plans:
     return Plans.load(preprocessed_folder(dataset_name) / plans_file_name(plans_name))
 
 
-def preprocess(dataset_name: str, plans: Plans, configuration: str = DEFAULT_CONFIGURATION, num_processes: int = 1, clean: bool = False,
-               resample_mismatched: bool = False) -> PreprocessReport:
+def preprocess(dataset_name: str, plans: Plans, configuration: str = DEFAULT_CONFIGURATION, num_processes: int = 1,
+               clean: bool = False, resample_mismatched: bool = False) -> PreprocessReport:
     config = plans.configuration(configuration)
     output = preprocessed_folder(dataset_name) / (config.data_identifier or f"{plans.plans_name}_{configuration}")
     return preprocess_dataset(raw_folder(dataset_name), output, config, num_processes, clean, resample_mismatched)

@@ -53,8 +53,9 @@ def test_shared_flags_are_spelled_and_explained_the_same_in_every_command():
     """`-d -c -p -f -chk` come from one helper (cli/_common.py), so their help text cannot drift apart."""
     from msgldm_auto.cli import model_zip, plan_and_preprocess, predict, train, verify_dataset
 
-    parsers = {"predict": predict.build_parser(), "train": train.build_parser(), "verify": verify_dataset.build_parser(),
-               "export": model_zip.build_export_parser(), "preprocess": plan_and_preprocess.build_preprocess_parser()}
+    parsers = {"predict": predict.build_parser(), "train": train.build_parser(),
+               "verify": verify_dataset.build_parser(), "export": model_zip.build_export_parser(),
+               "preprocess": plan_and_preprocess.build_preprocess_parser()}
     flags = {"-d": ("predict", "export", "verify", "preprocess"), "-p": ("predict", "export", "train", "preprocess"),
              "-c": ("predict", "export"), "-f": ("predict", "export"), "-chk": ("predict", "export")}
     for flag, commands in flags.items():

@@ -37,7 +37,8 @@ def _add_planning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite_target_spacing", "--overwrite-target-spacing", dest="overwrite_target_spacing",
                         type=float, nargs="+", default=None, help="in-plane (2 values) or RAS (3 values) spacing in mm")
     parser.add_argument("-p", "-overwrite_plans_name", "--plans-name", dest="plans_name", default=None,
-                        help=f"name of the plans to write (default {DEFAULT_PLANS_NAME}, {DEFAULT_PLANS_NAME}_cpu for -pl cpu)")
+                        help=f"name of the plans to write (default {DEFAULT_PLANS_NAME}, "
+                             f"{DEFAULT_PLANS_NAME}_cpu for -pl cpu)")
 
 
 def _add_preprocessing(parser: argparse.ArgumentParser) -> None:

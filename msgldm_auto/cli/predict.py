@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples, seed=args.seed, one_pass=args.one_pass,
                                 method=args.method,
                                 noise=args.noise, batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
-    predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.folds, args.checkpoint, resolve_device(args.device),
-                                                    options)
+    device = resolve_device(args.device)
+    predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.folds, args.checkpoint, device, options)
     modes = {"diffusion": f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)",
              "one_pass": "one-pass decoder", "unet": "plain UNet control"}
     mode = modes[predictor.mode]

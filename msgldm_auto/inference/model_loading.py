@@ -50,7 +50,7 @@ def model_folder_name(plans_name: str, configuration: str) -> str:
 
 def find_model_folder(dataset: str | int, configuration: str = DEFAULT_CONFIGURATION,
                       plans_name: str = DEFAULT_PLANS_NAME) -> Path:
-    """`MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>`, with an error that names the models there and how to get one."""
+    """`MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>`; the error names the models there and how to get one."""
     dataset_folder = results_root() / resolve_dataset_name(dataset)
     folder = dataset_folder / model_folder_name(plans_name, configuration)
     if not (folder / "plans.json").is_file():

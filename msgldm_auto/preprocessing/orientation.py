@@ -92,7 +92,7 @@ def coarsest_axes(ras_spacing: tuple[float, ...] | list[float]) -> list[int]:
 
 
 def slice_axis_for_spacing(ras_spacing: tuple[float, ...] | list[float]) -> int:
-    """DESIGN.md §4, the one slice-axis rule: the coarsest RAS axis; superior-inferior when isotropic or tied with it."""
+    """DESIGN.md §4, the one slice-axis rule: the coarsest RAS axis; superior-inferior when isotropic or tied."""
     candidates = coarsest_axes(ras_spacing)
     return SUPERIOR_INFERIOR if SUPERIOR_INFERIOR in candidates else candidates[0]
 
