@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dataset_conversion.brats import RELEASES, read_brats
 from dataset_conversion.common import SkippedFile, SourceDataset, hidden_files, require_source_folder
@@ -14,6 +13,7 @@ from dataset_conversion.registration import RigidRegistrationSettings
 from dataset_conversion.summary import format_summary
 from dataset_conversion.wmh import read_wmh
 from dataset_conversion.writer import COPY, ConversionResult, WriteOptions, write_dataset
+from msgldm_auto.dataset.verify import VerifyReport, verify_dataset
 
 KINDS = ("brats2020", "brats2021", "brats2023", "wmh2017", "ixi", "nnunet", "folder")
 
@@ -31,7 +31,7 @@ class Conversion:
     source: SourceDataset
     result: ConversionResult
     summary: str
-    verification: Any = None  # msgldm_auto.dataset.verify report (`.ok`, `.format()`), None when unavailable
+    verification: VerifyReport
 
 
 def read_source(kind: str, source: Path, folder: FolderOptions | None = None) -> SourceDataset:
@@ -57,25 +57,12 @@ def _read(kind: str, source: Path, folder: FolderOptions | None) -> SourceDatase
 
 def convert_dataset(kind: str, source: Path | str, dataset_id: int, name: str | None = None, mode: str = COPY,
                     overwrite: bool = False, folder: FolderOptions | None = None,
-                    registration: RigidRegistrationSettings | None = None, verify: bool = True) -> Conversion:
+                    registration: RigidRegistrationSettings | None = None) -> Conversion:
     """Convert `source` into `MSGLDM_RAW/DatasetXXX_<name>`; the source is only read (or linked to)."""
     root = require_source_folder(Path(source))
     found = read_source(kind, root, folder)
     options = WriteOptions(dataset_id=dataset_id, name=name or found.default_name, mode=mode, overwrite=overwrite,
                            registration=registration or RigidRegistrationSettings())
     result = write_dataset(found, options, root, log=lambda r: format_summary(found, r, root, complete=True))
-    conversion = Conversion(found, result, format_summary(found, result, root))
-    if verify:
-        conversion.verification = run_integrity_check(result.dataset_folder)
-    return conversion
+    return Conversion(found, result, format_summary(found, result, root), verify_dataset(result.dataset_folder))
 
-
-def run_integrity_check(dataset_folder: Path):
-    """The integrity check of msgldm_auto.dataset.verify, imported lazily; None while that module does not exist."""
-    try:
-        from msgldm_auto.dataset.verify import verify_dataset
-    except ModuleNotFoundError as err:
-        if err.name != "msgldm_auto.dataset.verify":
-            raise
-        return None
-    return verify_dataset(dataset_folder)

@@ -11,9 +11,6 @@ scalp shell surrounds the brain and noise fills the background, as in an unstrip
 """
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from dataset_conversion import mr_physics
 from dataset_conversion.demo_anatomy import (DeformationSettings, Grid, Template, add_head_shell, add_lesions,
                                              deform_template, load_template, output_grid)
 from msgldm_auto import paths
+from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import write_image
@@ -123,24 +121,12 @@ def make_demo_dataset(dataset_id: int = 901, name: str = "Demo", cases: int = 24
     settings = DemoSettings(resolution_mm=float(resolution_mm), add_skull=bool(add_skull), noise_level=float(noise_level))
     raw = paths.raw_root()
     final = raw / paths.make_dataset_name(dataset_id, name)
-    existing = _existing_with_id(raw, dataset_id)
+    existing = paths.datasets_with_id(dataset_id, [raw])
     if existing and not overwrite:
         raise MSGLDMError(f"{existing[0]} already exists: pass --overwrite to replace it, or choose another -d ID")
-    write_staged(raw, final, existing, lambda staging: _write_dataset(staging, name, cases, test_cases, seed, settings))
+    with staged_folder(final, replaces=existing) as staging:
+        _write_dataset(staging, name, cases, test_cases, seed, settings)
     return final
-
-
-def write_staged(raw: Path, final: Path, existing: list[Path], write) -> None:
-    """Write a dataset into a hidden staging folder of `raw` with `write(staging)`, then swap it in for `existing`:
-    an interrupted or failed build leaves nothing half-written."""
-    raw.mkdir(parents=True, exist_ok=True)
-    staging = raw / f".{final.name}.incomplete-{uuid.uuid4().hex[:8]}"
-    try:
-        write(staging)
-        _replace_folder(staging, final, existing)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_arguments(cases: int, test_cases: int, resolution_mm: float, noise_level: float) -> None:
@@ -152,23 +138,6 @@ def _check_arguments(cases: int, test_cases: int, resolution_mm: float, noise_le
         raise MSGLDMError(f"--resolution {resolution_mm}: use a voxel size between 0.5 and 8 mm")
     if not 0.0 <= noise_level <= 0.5:
         raise MSGLDMError(f"noise_level {noise_level}: use a value between 0 and 0.5")
-
-
-def _existing_with_id(raw: Path, dataset_id: int) -> list[Path]:
-    prefix = f"Dataset{int(dataset_id):03d}_"
-    return sorted(p for p in raw.glob(prefix + "*") if p.is_dir()) if raw.is_dir() else []
-
-
-def _replace_folder(staging: Path, final: Path, existing: list[Path]) -> None:
-    """Move old datasets of this ID aside, rename the new one in, then delete the old ones."""
-    trash = []
-    for old in existing:
-        aside = old.parent / f".{old.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.replace(old, aside)
-        trash.append(aside)
-    os.replace(staging, final)
-    for aside in trash:
-        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _write_dataset(folder: Path, name: str, cases: int, test_cases: int, seed: int, settings: DemoSettings) -> None:

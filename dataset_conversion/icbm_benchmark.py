@@ -32,8 +32,9 @@ import numpy as np
 from dataset_conversion import mr_physics
 from dataset_conversion.demo_anatomy import BRAIN_TISSUES, DeformationSettings, Grid, Template, add_lesions, \
     deform_template
-from dataset_conversion.demo_dataset import _existing_with_id, case_name, case_rng, write_staged
+from dataset_conversion.demo_dataset import case_name, case_rng
 from msgldm_auto import paths
+from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import write_image
@@ -219,11 +220,12 @@ def make_icbm_dataset(wheel: Path | None = None, dataset_id: int = 902, cases: i
     _check_arguments(cases, test_cases, settings)
     raw = paths.raw_root()
     final = raw / paths.make_dataset_name(dataset_id, NAME)
-    existing = _existing_with_id(raw, dataset_id)
+    existing = paths.datasets_with_id(dataset_id, [raw])
     if existing and not overwrite:
         raise MSGLDMError(f"{existing[0]} already exists: pass --overwrite to replace it, or choose another -d ID")
     source = load_source(Path(wheel) if wheel else fetch_wheel(cache))
-    write_staged(raw, final, existing, lambda staging: _write_dataset(staging, source, cases, test_cases, seed, settings))
+    with staged_folder(final, replaces=existing) as staging:
+        _write_dataset(staging, source, cases, test_cases, seed, settings)
     return final
 
 

@@ -72,13 +72,16 @@ PD_WEIGHTED = Sequence("PD", tr_ms=4000.0, te_ms=10.0)
 DEMO_SEQUENCES: tuple[Sequence, ...] = (T1_WEIGHTED, T2_WEIGHTED, FLAIR, PD_WEIGHTED)
 
 
-def jitter_tissue(tissue: Tissue, rng: np.random.Generator, relaxation_sd: float = 0.05, pd_sd: float = 0.02) -> Tissue:
+PD_JITTER_SD = 0.02      # proton density varies less between subjects than relaxation times
+
+
+def jitter_tissue(tissue: Tissue, rng: np.random.Generator, relaxation_sd: float = 0.05) -> Tissue:
     """Per-subject tissue values: relative Gaussian jitter, clipped at 2 SD so contrast orderings always survive."""
     def factor(sd: float) -> float:
         return 1.0 + float(np.clip(rng.normal(0.0, sd), -2 * sd, 2 * sd))
 
     return Tissue(tissue.name, tissue.t1_ms * factor(relaxation_sd), tissue.t2_ms * factor(relaxation_sd),
-                  tissue.pd * factor(pd_sd))
+                  tissue.pd * factor(PD_JITTER_SD))
 
 
 def bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float = 0.1) -> np.ndarray:

@@ -5,25 +5,23 @@ so an interrupted or failed conversion leaves no half-written dataset. The sourc
 """
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import SimpleITK as sitk
 from tqdm import tqdm
 
 from dataset_conversion.common import SourceCase, SourceDataset
 from dataset_conversion.summary import LOG_NAME
 from dataset_conversion.registration import RigidRegistrationSettings, register_and_resample
+from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
-from msgldm_auto.dataset.image_io import read_image, write_image
+from msgldm_auto.dataset.image_io import read_image, read_image_header, write_image
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.paths import make_dataset_name, raw_root
+from msgldm_auto.paths import datasets_with_id, make_dataset_name, raw_root
 
 COPY, LINK = "copy", "link"
 MIN_TRAINING_MODALITIES = 2  # DESIGN.md §3: a training case needs at least two modalities
@@ -52,11 +50,10 @@ def target_folder(options: WriteOptions, source_root: Path | None = None) -> Pat
     """The dataset folder to create, after refusing what would clash with existing data or destroy the source."""
     name = make_dataset_name(options.dataset_id, options.name)
     target = raw_root() / name
-    prefix = f"Dataset{int(options.dataset_id):03d}_"
-    if raw_root().is_dir():
-        for other in sorted(raw_root().iterdir()):
-            if other.is_dir() and other.name.startswith(prefix) and other.name != name:
-                raise MSGLDMError(f"dataset ID {options.dataset_id} is already used by {other}; choose another -d or remove that folder")
+    for other in datasets_with_id(options.dataset_id, [raw_root()]):
+        if other.name != name:
+            raise MSGLDMError(f"dataset ID {options.dataset_id} is already used by {other}; "
+                              "choose another -d or remove that folder")
     if source_root is not None and _is_within(Path(source_root), target):
         raise MSGLDMError(f"{source_root}: the source lies inside the target {target}; convert into another -d/--name")
     if target.exists() and not options.overwrite:
@@ -76,35 +73,12 @@ def write_dataset(source: SourceDataset, options: WriteOptions, source_root: Pat
                   log: Callable[[ConversionResult], str] | None = None) -> ConversionResult:
     """Write the dataset; `log(result)` gives the text kept as `conversion_log.txt` inside it."""
     target = target_folder(options, source_root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.converting-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with staged_folder(target) as staging:
         result = _write_into(staging, source, options)
         result.dataset_folder = target
         if log is not None:
             (staging / LOG_NAME).write_text(log(result) + "\n")
-        _swap_into_place(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Rename the finished folder to its final name; an old dataset (--overwrite) is removed only afterwards."""
-    retired = None
-    if target.exists():
-        retired = target.parent / f".{target.name}.replaced-{uuid.uuid4().hex[:8]}"
-        os.replace(target, retired)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if retired is not None:
-            os.replace(retired, target)
-        raise
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def _write_into(folder: Path, source: SourceDataset, options: WriteOptions) -> ConversionResult:
@@ -197,24 +171,9 @@ def remap_labels(array: np.ndarray, mapping: dict[int, int], path: Path | str = 
     return lookup[np.rint(array).astype(np.int64)]
 
 
-def _same_grid(path_a: Path, path_b: Path, atol: float = 1e-4) -> bool:
-    """Compare two files' grids from their headers only (no voxel data is read)."""
-    a, b = _header(path_a), _header(path_b)
-    if a[0] != b[0]:
-        return False
-    tol = atol * max(1.0, float(np.max(a[1])))
-    return (np.allclose(a[1], b[1], rtol=atol, atol=atol) and np.allclose(a[2], b[2], atol=tol)
-            and np.allclose(a[3], b[3], atol=atol))
-
-
-def _header(path: Path) -> tuple:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise MSGLDMError(f"{path}: unreadable image header; re-export or remove this file") from None
-    return reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+def _same_grid(path: Path, reference: Path) -> bool:
+    """Image.same_grid on the two files' headers (no voxel data is read)."""
+    return read_image_header(path).same_grid(read_image_header(reference))
 
 
 def _dataset_json(source: SourceDataset, options: WriteOptions, num_training: int) -> DatasetJson:

@@ -51,13 +51,16 @@ def roots() -> Roots:
     return Roots(raw_root(), preprocessed_root(), results_root())
 
 
+def datasets_with_id(dataset_id: int, search_roots: list[Path]) -> list[Path]:
+    """Every `DatasetXXX_*` folder with this ID in `search_roots`: the one scan behind ID lookups and clash checks."""
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    return [p for root in search_roots if root.is_dir() for p in sorted(root.glob(prefix + "*")) if p.is_dir()]
+
+
 def dataset_name_from_id(dataset_id: int) -> str:
     """Find `DatasetXXX_*` for an integer ID in any of the three roots (raw first)."""
     prefix = f"Dataset{int(dataset_id):03d}_"
-    candidates: set[str] = set()
-    for root in (raw_root(), preprocessed_root(), results_root()):
-        if root.is_dir():
-            candidates.update(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith(prefix))
+    candidates = {p.name for p in datasets_with_id(dataset_id, [raw_root(), preprocessed_root(), results_root()])}
     if not candidates:
         raise MSGLDMError(
             f"no dataset with ID {int(dataset_id)} ({prefix}*) in {raw_root()}, {preprocessed_root()} or {results_root()}: "

@@ -16,8 +16,11 @@ from typing import Any
 
 from msgldm_auto.atomic import write_text_atomic
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 PLANS_VERSION = 1
+DEFAULT_PLANS_NAME = "MSGLDMPlans"           # `-pl cpu` writes DEFAULT_PLANS_NAME + "_cpu" (planning/presets.py)
+DEFAULT_CONFIGURATION = "2d"                 # the one configuration the planner writes
 STAGES = ("ae", "structure", "ldm")          # MSG-LDM's stages, in training order
 CONTROL_STAGE = "unet"                       # the plain UNet control (one stage, its own method)
 METHODS = ("msgldm", "unet")
@@ -188,9 +191,10 @@ class Plans:
 
     def configuration(self, name: str) -> ConfigurationPlan:
         if name not in self.configurations:
+            planned = ", ".join(sorted(self.configurations))
             raise MSGLDMError(
-                f"configuration '{name}' is not in plans {self.plans_name} (has: {', '.join(sorted(self.configurations))}); "
-                "plan it with msgldm_plan_and_preprocess or pick one of those"
+                f"configuration '{name}': plans {self.plans_name} have configuration(s) {planned}; "
+                f"pick one (the planner writes {DEFAULT_CONFIGURATION}; others must be added to the plans file)"
             )
         return self.configurations[name]
 
@@ -209,12 +213,10 @@ class Plans:
     @classmethod
     def load(cls, path: Path) -> "Plans":
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise MSGLDMError(f"{path}: plans file not found; run msgldm_plan_and_preprocess (or msgldm_plan_experiment) first")
+        data = load_json(path, "run msgldm_plan_and_preprocess (or msgldm_plan_experiment) first",
+                         missing="plans file not found")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as err:
-            raise MSGLDMError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+            return cls.from_dict(data)
         except MSGLDMError as err:
             raise MSGLDMError(f"{path}: {err}") from None
 

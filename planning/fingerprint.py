@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
 
 from msgldm_auto.dataset.cases import Case, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 from msgldm_auto.preprocessing.grids import harmonise_grids
-from msgldm_auto.preprocessing.head_mask import bounding_box, compute_head_mask
+from msgldm_auto.preprocessing.head_mask import compute_head_mask
 from msgldm_auto.preprocessing.normalization import head_percentiles
 from msgldm_auto.preprocessing.orientation import Reorientation
 from msgldm_auto.preprocessing.parallel import failure_summary, parallel_map
@@ -112,11 +114,11 @@ class DatasetFingerprint:
     @classmethod
     def load(cls, path: Path) -> "DatasetFingerprint":
         path = Path(path)
-        if not path.is_file():
-            raise MSGLDMError(f"{path}: fingerprint not found; run msgldm_extract_fingerprint (or msgldm_plan_and_preprocess) first")
+        data = load_json(path, "run msgldm_extract_fingerprint --clean (or msgldm_plan_and_preprocess --clean)",
+                         missing="fingerprint not found")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            return cls.from_dict(data)
+        except (KeyError, TypeError) as err:
             raise MSGLDMError(f"{path}: not a valid fingerprint ({err}); re-run msgldm_extract_fingerprint --clean") from None
 
 
@@ -130,8 +132,8 @@ def fingerprint_case(case: Case, resample_mismatched: bool = False) -> CaseFinge
     head = compute_head_mask(list(ras.values()))
     if not head.mask.any():
         raise MSGLDMError(f"case {case.case_id}: no head voxels found (the images are empty or constant); check or remove its files")
-    box = bounding_box(head.mask)
-    crop = tuple(slice(start, stop) for start, stop in box)
+    box = get_bbox_from_mask(head.mask)
+    crop = bounding_box_to_slice(box)
     percentiles = {str(channel): head_percentiles(volume[crop], head.mask[crop]) for channel, volume in ras.items()}
     return CaseFingerprint(case.case_id, list(reference.array.shape), [float(s) for s in reference.spacing],
                            [float(d) for d in reference.direction], sorted(images), box, percentiles,

@@ -14,19 +14,17 @@ import numpy as np
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import (STAGES, Ablations, AutoencoderPlan, ConfigurationPlan, ControlPlan, DiffusionPlan,
-                               DisentanglerPlan, Plans, StageSchedule, UNetPlan)
-from msgldm_auto.preprocessing.orientation import slice_layout
+from msgldm_auto.plans import (DEFAULT_CONFIGURATION, STAGES, Ablations, AutoencoderPlan, ConfigurationPlan,
+                               ControlPlan, DiffusionPlan, DisentanglerPlan, Plans, StageSchedule, UNetPlan)
+from msgldm_auto.preprocessing.orientation import coarsest_axes, slice_axis_for_spacing, slice_layout
 from msgldm_auto.preprocessing.resampling import resampled_size
 from planning.cost import activation_bytes_per_sample, estimate_stage_minutes, fold_summary, usable_memory_bytes
 from planning.fingerprint import DatasetFingerprint
 from planning.presets import Preset, get_preset
 
-DEFAULT_CONFIGURATION = "2d"
 LATENT_SCALES = (4, 8, 16)
 MAX_LATENT_SIDE = 32
 MIN_BOTTLENECK = 4
-ISOTROPY_TOLERANCE = 1.1       # axes within 10 % of the coarsest count as equally coarse
 CONTEXT_RATIO = 2.0            # 2.5D context when slice spacing < 2 x in-plane spacing
 SIZE_PERCENTILE = 95
 MAX_BATCH_FRACTION = 0.05      # a batch holds at most 5 % of all training slices
@@ -105,11 +103,9 @@ def _diffusion_rationale(config: ConfigurationPlan, preset: Preset) -> str:
 def choose_slice_axis(fingerprint: DatasetFingerprint, why: dict[str, str]) -> int:
     """The coarsest RAS axis; axial (2) when isotropic or tied."""
     spacing = fingerprint.median_ras_spacing()
-    coarsest = max(spacing)
-    candidates = [a for a in range(3) if spacing[a] * ISOTROPY_TOLERANCE >= coarsest]
-    axis = 2 if 2 in candidates else candidates[0]
+    axis = slice_axis_for_spacing(spacing)
     text = " x ".join(f"{s:.2f}" for s in spacing)
-    if len(candidates) == 3:
+    if len(coarsest_axes(spacing)) == 3:
         why["slice_axis"] = f"median RAS spacing {text} mm is isotropic: axial slices, axis 2 ({AXIS_NAMES[2]})"
     else:
         why["slice_axis"] = f"median RAS spacing {text} mm: slices across the coarsest axis {axis} ({AXIS_NAMES[axis]})"

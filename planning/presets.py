@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import STAGES
-
-PLANS_BASE_NAME = "MSGLDMPlans"
+from msgldm_auto.plans import DEFAULT_PLANS_NAME, STAGES
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Preset:
 
     @property
     def plans_name(self) -> str:
-        return PLANS_BASE_NAME if self.name == "default" else f"{PLANS_BASE_NAME}_{self.name}"
+        return DEFAULT_PLANS_NAME if self.name == "default" else f"{DEFAULT_PLANS_NAME}_{self.name}"
 
     def stage_epochs(self, stage: str) -> int:
         return dict(self.epochs)[stage]

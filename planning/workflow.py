@@ -5,7 +5,6 @@ the plans (`<plans_name>.json`) and one folder per configuration (`<plans_name>_
 """
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -13,8 +12,9 @@ from pathlib import Path
 from msgldm_auto.dataset.cases import training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 from msgldm_auto.paths import preprocessed_root, raw_root
-from msgldm_auto.plans import Plans, plans_file_name
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, Plans, plans_file_name
 from msgldm_auto.atomic import atomic_path
 from msgldm_auto.preprocessing.run import PreprocessReport, preprocess_dataset
 from planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint, extract_fingerprint
@@ -66,7 +66,7 @@ def fingerprint_dataset(dataset_name: str, num_processes: int = 1, resample_mism
 
 def plan_dataset(dataset_name: str, preset: str = "default", gpu_memory_target_gb: float = 8.0, device: str | None = None,
                  overwrite_target_spacing: list[float] | None = None, plans_name: str | None = None,
-                 configuration: str = "2d") -> tuple[Plans, Path]:
+                 configuration: str = DEFAULT_CONFIGURATION) -> tuple[Plans, Path]:
     folder = preprocessed_folder(dataset_name)
     fingerprint = DatasetFingerprint.load(folder / FINGERPRINT_FILE)
     dataset = DatasetJson.load(folder / "dataset.json") if (folder / "dataset.json").is_file() else \
@@ -82,10 +82,10 @@ def save_plans_keeping_extras(plans: Plans, path: Path) -> Plans:
     path = Path(path)
     if path.is_file():
         try:
-            old = json.loads(path.read_text()).get("configurations", {})
-        except json.JSONDecodeError:
+            old = load_json(path, "it is replaced").get("configurations", {})
+        except MSGLDMError as err:
             old = {}
-            warnings.warn(f"{path} is not valid JSON; it is replaced", stacklevel=2)
+            warnings.warn(str(err), stacklevel=2)
         data = plans.to_dict()
         extras = {name: value for name, value in old.items() if name not in data["configurations"]}
         if extras:
@@ -99,8 +99,8 @@ def load_plans(dataset_name: str, plans_name: str) -> Plans:
     return Plans.load(preprocessed_folder(dataset_name) / plans_file_name(plans_name))
 
 
-def preprocess(dataset_name: str, plans: Plans, configuration: str = "2d", num_processes: int = 1, clean: bool = False,
-               resample_mismatched: bool = False) -> PreprocessReport:
+def preprocess(dataset_name: str, plans: Plans, configuration: str = DEFAULT_CONFIGURATION, num_processes: int = 1,
+               clean: bool = False, resample_mismatched: bool = False) -> PreprocessReport:
     config = plans.configuration(configuration)
     output = preprocessed_folder(dataset_name) / (config.data_identifier or f"{plans.plans_name}_{configuration}")
     return preprocess_dataset(raw_folder(dataset_name), output, config, num_processes, clean, resample_mismatched)

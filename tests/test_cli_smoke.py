@@ -43,3 +43,21 @@ def test_help_of_the_inference_commands_loads_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _help_of(parser, flag: str) -> str:
+    return next(a.help for a in parser._actions if flag in a.option_strings)
+
+
+def test_shared_flags_are_spelled_and_explained_the_same_in_every_command():
+    """`-d -c -p -f -chk` come from one helper (cli/_common.py), so their help text cannot drift apart."""
+    from msgldm_auto.cli import model_zip, plan_and_preprocess, predict, train, verify_dataset
+
+    parsers = {"predict": predict.build_parser(), "train": train.build_parser(),
+               "verify": verify_dataset.build_parser(), "export": model_zip.build_export_parser(),
+               "preprocess": plan_and_preprocess.build_preprocess_parser()}
+    flags = {"-d": ("predict", "export", "verify", "preprocess"), "-p": ("predict", "export", "train", "preprocess"),
+             "-c": ("predict", "export"), "-f": ("predict", "export"), "-chk": ("predict", "export")}
+    for flag, commands in flags.items():
+        texts = {_help_of(parsers[c], flag) for c in commands}
+        assert len(texts) == 1, (flag, texts)

@@ -404,8 +404,7 @@ def test_nnunet_import_of_explicit_file_lists_uses_the_standard_layout(tmp_path,
 
 def test_integrity_report_is_printed_and_problems_give_status_1(tmp_path, msgldm_roots, monkeypatch, capsys):
     """A stand-in for msgldm_auto.dataset.verify, so this test does not depend on that module's rules."""
-    import sys
-    import types
+    from dataset_conversion import convert
 
     checked = []
 
@@ -415,9 +414,7 @@ def test_integrity_report_is_printed_and_problems_give_status_1(tmp_path, msgldm
         def format(self):
             return "STAND-IN REPORT: 1 problem"
 
-    fake = types.ModuleType("msgldm_auto.dataset.verify")
-    fake.verify_dataset = lambda folder: checked.append(Path(folder)) or Report()
-    monkeypatch.setitem(sys.modules, "msgldm_auto.dataset.verify", fake)
+    monkeypatch.setattr(convert, "verify_dataset", lambda folder: checked.append(Path(folder)) or Report())
     source = tmp_path / "src"
     for m, suffix in enumerate(["t1", "t1ce", "t2", "flair"]):
         volume(source / "BraTS2021_00001" / f"BraTS2021_00001_{suffix}.nii.gz", seed=m)

@@ -210,6 +210,7 @@ def test_slice_axis_from_spacing():
     assert slice_axis_from_spacing((4.0, 1.0, 1.0)) == 2
     assert slice_axis_from_spacing((1.0, 5.0, 1.0)) == 1
     assert slice_axis_from_spacing((1.0, 1.0, 1.0)) == 0          # isotropic -> default
+    assert slice_axis_from_spacing((1.05, 1.0, 1.0)) == 0         # within the planner's 10 % tolerance: isotropic
 
 
 # --- folders ---------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from msgldm_auto import paths
 from msgldm_auto.dataset import image_io
 from msgldm_auto.dataset.cases import (discover_cases, image_file_name, split_image_name, training_cases)
 from msgldm_auto.dataset.dataset_json import DatasetJson
-from msgldm_auto.dataset.image_io import Image, read_image, write_image
+from msgldm_auto.dataset.image_io import Image, read_image, read_image_header, write_image
 from msgldm_auto.errors import MSGLDMError
 
 MINIMAL = {"channel_names": {"0": "T1", "1": "T2"}, "file_ending": ".nii.gz", "numTraining": 2}
@@ -57,6 +57,22 @@ def test_unknown_ambiguous_and_malformed_dataset_identifiers(msgldm_roots):
         paths.resolve_dataset_name(5)
     with pytest.raises(MSGLDMError, match="neither a dataset ID"):
         paths.resolve_dataset_name("Brats")
+
+
+def test_one_scan_finds_datasets_by_id_for_lookups_and_clash_checks(msgldm_roots):
+    """`datasets_with_id` is what ID lookup, the converters' clash check and the demo builders all use."""
+    from dataset_conversion.writer import WriteOptions, target_folder
+
+    raw = msgldm_roots / "raw"
+    (raw / "Dataset005_A").mkdir(parents=True)
+    (raw / ".Dataset005_B.incomplete-1234").mkdir()        # a staging folder is not a dataset
+    (raw / "Dataset005_C.txt").write_text("a file, not a dataset")
+    (raw / "Dataset050_Other").mkdir()
+    assert paths.datasets_with_id(5, [raw, msgldm_roots / "results"]) == [raw / "Dataset005_A"]
+    assert paths.resolve_dataset_name(5) == "Dataset005_A"
+    with pytest.raises(MSGLDMError, match="dataset ID 5 is already used by .*Dataset005_A"):
+        target_folder(WriteOptions(dataset_id=5, name="B"))
+    assert target_folder(WriteOptions(dataset_id=5, name="A", overwrite=True)) == raw / "Dataset005_A"
 
 
 def test_make_dataset_name_validates():
@@ -247,3 +263,66 @@ def test_same_grid_tolerates_float_noise_only():
     assert not image.same_grid(Image(image.array[:-1], image.spacing, image.origin, image.direction))
     with pytest.raises(ValueError, match="does not match the grid"):
         image.with_array(image.array[:-1])
+
+
+def test_read_image_header_gives_the_grid_without_voxels(tmp_path):
+    image = Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), (1.0, 2.0, 3.0), (4.0, 5.0, 6.0),
+                  (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    write_image(image, tmp_path / "x.nii.gz")
+    header = read_image_header(tmp_path / "x.nii.gz")
+    assert header.array.shape == image.array.shape and header.same_grid(image) and image.same_grid(header)
+
+
+def test_staged_folder_swaps_in_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The one stage-then-swap helper behind the converters, the demo/ICBM152 builders and model-zip installs."""
+    from msgldm_auto import atomic
+
+    target, other = tmp_path / "Dataset001_A", tmp_path / "Dataset001_B"
+    for folder in (target, other):
+        folder.mkdir()
+        (folder / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic.staged_folder(target, replaces=[other]) as staging:
+            (staging / "new.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_A", "Dataset001_B"]
+
+    real_replace = atomic.os.replace
+
+    def refuse_the_new_folder(source, destination):
+        if ".incomplete-" in str(source):
+            raise OSError("rename failed")
+        real_replace(source, destination)
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="rename failed"):
+        patch.setattr(atomic.os, "replace", refuse_the_new_folder)
+        with atomic.staged_folder(target, replaces=[other]) as staging:
+            (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_A", "Dataset001_B"]    # old ones put back
+    with atomic.staged_folder(target, replaces=[other]) as staging:
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset001_A"]
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_every_json_file_reports_missing_and_corrupt_in_one_line(tmp_path):
+    """dataset.json, plans, fingerprint, splits and preprocessed properties all load through `load_json`."""
+    from msgldm_auto.json_files import load_json
+    from msgldm_auto.plans import Plans
+    from msgldm_auto.preprocessing.storage import load_case
+    from msgldm_auto.training.splits import load_splits
+    from planning.fingerprint import DatasetFingerprint
+
+    with pytest.raises(MSGLDMError, match=r"missing.json: file not found; run it"):
+        load_json(tmp_path / "missing.json", "run it")
+    loaders = {"any.json": lambda p: load_json(p, "rewrite it"), "dataset.json": DatasetJson.load,
+               "plans.json": Plans.load, "fingerprint.json": DatasetFingerprint.load,
+               "splits_final.json": lambda p: load_splits(p.parent, ["a"]),
+               "case_x.json": lambda p: load_case(p.parent, "case_x")}           # preprocessed properties
+    for name, loader in loaders.items():
+        path = tmp_path / name
+        path.write_text('{"a": 1,\n oops}')
+        with pytest.raises(MSGLDMError) as error:
+            loader(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: not valid JSON (") and "line 2); " in message and "\n" not in message

@@ -195,7 +195,7 @@ def test_failing_case_is_reported_and_the_others_complete(model_folder, tmp_path
     assert "FAILED shifted" in capsys.readouterr().err
 
     # the flag resamples the mismatched channel onto the first one, and the case now succeeds
-    with pytest.warns(UserWarning, match="resampling"):
+    with pytest.warns(UserWarning, match="resampled"):
         assert predict(["-i", str(inputs), "-o", str(output), "-d", DATASET, "--one-pass", "--resample_mismatched"]) == 1
     assert "shifted_0002.nii.gz" in outputs_of(output)
     assert set(json.loads((output / "predictions.json").read_text())["failed"]) == {"alien"}
@@ -298,8 +298,11 @@ def test_user_errors_are_one_clear_line(model_folder, tmp_path, capsys):
     assert "fold_3" in error and "checkpoint missing" in error and len(error.strip().splitlines()) == 1
     assert predict(["-i", str(inputs), "-o", str(tmp_path / "o"), "-d", "42", "--targets", "PD"]) == 1
     assert "PD" in json.loads((tmp_path / "o" / "predictions.json").read_text())["failed"]["a"]
+    capsys.readouterr()
     assert predict(["-i", str(inputs), "-o", str(tmp_path / "o"), "-d", "42", "-c", "3d"]) == 2
-    assert "no trained model" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "no trained model" in error and "pick with -p/-c): MSGLDMPlans__2d;" in error
+    assert len(error.strip().splitlines()) == 1
 
 
 def test_missing_checkpoint_names_the_file(model_folder):
@@ -409,6 +412,30 @@ def test_install_refuses_entries_outside_a_model_folder(msgldm_roots, tmp_path):
     with pytest.raises(MSGLDMError, match="not an msgldm model zip"):
         install_model_zip(evil)
     assert not (msgldm_roots / "results").exists() or not any((msgldm_roots / "results").rglob("escaped.txt"))
+
+
+def test_an_interrupted_install_leaves_the_installed_model_untouched(msgldm_roots, tmp_path, monkeypatch):
+    from msgldm_auto.inference import model_zip
+
+    def make_zip(path: Path, plans: str) -> Path:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(f"{DATASET}/MSGLDMPlans__2d/plans.json", plans)
+            archive.writestr(f"{DATASET}/MSGLDMPlans__2d/fold_0/ae/checkpoint_final.pth", "weights")
+        return path
+
+    installed = model_zip.install_model_zip(make_zip(tmp_path / "old.zip", "old"))[0]
+    assert installed == msgldm_roots / "results" / DATASET / "MSGLDMPlans__2d"
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch, pytest.raises(OSError, match="disk full"):
+        patch.setattr(model_zip.shutil, "copyfileobj", fail)
+        model_zip.install_model_zip(make_zip(tmp_path / "new.zip", "new"), overwrite=True)
+    assert (installed / "plans.json").read_text() == "old"
+    assert sorted(p.name for p in installed.parent.iterdir()) == ["MSGLDMPlans__2d"]    # no staging folder left
+    model_zip.install_model_zip(make_zip(tmp_path / "new.zip", "new"), overwrite=True)
+    assert (installed / "plans.json").read_text() == "new" and (installed / "fold_0/ae/checkpoint_final.pth").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ fold validation

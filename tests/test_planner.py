@@ -9,7 +9,7 @@ import pytest
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import Plans
-from msgldm_auto.preprocessing.orientation import Reorientation
+from msgldm_auto.preprocessing.orientation import Reorientation, numpy_slice_axis
 from planning.fingerprint import CaseFingerprint, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment
 from planning.workflow import save_plans_keeping_extras
@@ -74,6 +74,19 @@ def test_anisotropic_slices_across_the_thick_axis_without_context():
     assert config.context_slices == 1
     assert config.spacing == [0.9, 0.9]
     assert "5.00" in config.rationale["slice_axis"]
+
+
+@pytest.mark.parametrize("ras_spacing, expected", [((0.9, 5.0, 0.9), 1), ((1.0, 1.0, 1.0), 2), ((3.0, 1.0, 1.0), 0),
+                                                   ((1.05, 1.0, 1.0), 2), ((3.0, 1.0, 2.9), 2)])
+@pytest.mark.parametrize("direction", [RAS_DIRECTION, LPS_DIRECTION, PERMUTED_DIRECTION])
+def test_planner_and_evaluation_share_one_slice_axis_rule(ras_spacing, expected, direction):
+    """The plans' RAS slice axis and the numpy axis evaluation measures through-plane are the same axis, with the
+    same 10 % tie tolerance (so 1.05 x 1 x 1 mm counts as isotropic: axial)."""
+    fingerprint = make_fingerprint((60, 60, 60), ras_spacing, (40, 40, 40), cases=3, direction=direction, jitter=0.0)
+    assert plan(fingerprint).configuration("2d").slice_axis == expected
+    case = fingerprint.cases[0]
+    index_axis = Reorientation.from_direction(direction).source_axes[expected]
+    assert numpy_slice_axis(case.spacing, direction) == 2 - index_axis
 
 
 def test_large_images_get_coarser_spacing():

@@ -177,7 +177,7 @@ def test_grid_mismatch_is_an_error_unless_resampling(tmp_path):
     images[1] = Image(shifted.array, shifted.spacing, (shifted.origin[0] + 3.0, *shifted.origin[1:]), shifted.direction)
     with pytest.raises(MSGLDMError, match="--resample-mismatched"):
         preprocess_case(images, make_config(), case_id="bad")
-    with pytest.warns(UserWarning, match="resampling"):
+    with pytest.warns(UserWarning, match="resampled"):
         data, _, _, properties = preprocess_case(images, make_config(), resample_mismatched=True, case_id="bad")
     assert properties.resampled_channels == [1] and data.shape[0] == 2
 
@@ -215,3 +215,18 @@ def test_dataset_driver_reports_failing_case_and_resumes(msgldm_roots, tmp_path,
     report = preprocess_dataset(folder, output, make_config(), clean=True)
     assert report.done == ["case_0", "case_1", "case_2"] and not report.skipped
     assert load_case(output, "case_1").present == [0, 2]
+
+
+def test_acvl_bounding_box_is_the_head_mask_box_we_crop_to():
+    """acvl-utils' get_bbox_from_mask (used by preprocessing and the fingerprint) gives exactly the [start, stop) box
+    of the True voxels, as plain ints (the box is stored in JSON), like the hand-written helper it replaced."""
+    from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random(tuple(rng.integers(1, 12, 3))) > rng.uniform(0.5, 0.999) for _ in range(200)]
+    masks += [np.ones((3, 4, 5), bool), np.pad(np.ones((1, 1, 1), bool), ((2, 0), (0, 3), (1, 1)))]
+    for mask in (m for m in masks if m.any()):
+        expected = [[int(hits.min()), int(hits.max()) + 1] for hits in np.nonzero(mask)]
+        box = get_bbox_from_mask(mask)
+        assert box == expected and all(type(v) is int for pair in box for v in pair)
+        assert mask[bounding_box_to_slice(box)].sum() == mask.sum()

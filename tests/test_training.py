@@ -214,29 +214,49 @@ def test_checkpoint_is_atomic_plain_and_restores_rng(tmp_path):
         load_checkpoint(path)
 
 
-def _tiny_run(folder: Path, **settings):
+class _KilledAt:
+    """Training batches that end the process (as a kill would) when batch number `kill_at` is requested."""
+
+    def __init__(self, batches, kill_at: int):
+        self.batches, self.left = batches, kill_at
+
+    def __next__(self):
+        if self.left == 0:
+            raise KeyboardInterrupt("simulated kill")
+        self.left -= 1
+        return next(self.batches)
+
+    def close(self) -> None:
+        self.batches.close()
+
+
+def _tiny_run(folder: Path, kill_at_batch: int | None = None, **settings):
     rng = np.random.default_rng(0)
     reader = MemoryReader({f"c{i}": smooth_case([0, 1, 2], rng) for i in range(4)})
     index = build_slice_index(reader, list(reader.cases), 3)
 
     def make(start):
-        return make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=0, start_batch=start, num_workers=0)
+        batches = make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=0, start_batch=start, num_workers=0)
+        return batches if kill_at_batch is None else _KilledAt(batches, kill_at_batch)
 
     torch.manual_seed(1)
     np.random.seed(1)
     stage = TinySynthesisStage(3, 1)
     options = dict(epochs=2, iterations_per_epoch=3, checkpoint_every=1, show_progress=False)
     options.update(settings)
-    result = StageTrainer(stage, TrainerSettings(**options), folder, CPU, {"fold": "0"}).fit(
-        make, validation_batches(reader, index, 3, 1, 4, 8, seed=0))
+    trainer = StageTrainer(stage, TrainerSettings(**options), folder, CPU, {"fold": "0"})
+    try:
+        result = trainer.fit(make, validation_batches(reader, index, 3, 1, 4, 8, seed=0))
+    except KeyboardInterrupt:
+        result = None
     return stage.networks["net"].state_dict(), result
 
 
 def test_resume_gives_bit_identical_weights(tmp_path):
     straight, result = _tiny_run(tmp_path / "straight")
     assert result.completed and result.iterations_done == 6
-    halfway, stopped = _tiny_run(tmp_path / "resumed", stop_after_epochs=1)
-    assert not stopped.completed and not (tmp_path / "resumed" / "checkpoint_final.pth").exists()
+    halfway, killed = _tiny_run(tmp_path / "resumed", kill_at_batch=4)                 # killed early in epoch 2
+    assert killed is None and not (tmp_path / "resumed" / "checkpoint_final.pth").exists()
     assert not all(torch.equal(straight[k], halfway[k]) for k in straight)
     torch.manual_seed(123)                                                     # the checkpoint must restore the RNGs
     np.random.seed(123)
@@ -251,9 +271,9 @@ def test_resume_gives_bit_identical_weights(tmp_path):
 
 def test_latest_checkpoint_is_also_written_by_the_clock_so_a_kill_loses_little(tmp_path):
     # Epochs between periodic checkpoints far apart: only the clock (every ~0 minutes here) can write `latest`.
-    _tiny_run(tmp_path / "clock", epochs=4, checkpoint_every=100, stop_after_epochs=1, latest_every_minutes=0.0)
+    _tiny_run(tmp_path / "clock", kill_at_batch=4, epochs=4, checkpoint_every=100, latest_every_minutes=0.0)
     assert load_checkpoint(tmp_path / "clock" / "checkpoint_latest.pth")["iteration"] == 3
-    _tiny_run(tmp_path / "epochs", epochs=4, checkpoint_every=100, stop_after_epochs=1)
+    _tiny_run(tmp_path / "epochs", kill_at_batch=4, epochs=4, checkpoint_every=100)
     assert not (tmp_path / "epochs" / "checkpoint_latest.pth").exists()     # the default clock has not struck yet
 
 
@@ -280,7 +300,7 @@ def test_learning_rate_decays_with_whichever_runs_out_first_iterations_or_minute
 
 
 def test_continued_run_spends_only_the_rest_of_the_budget_and_ends_annealed(tmp_path):
-    _tiny_run(tmp_path, epochs=50, max_minutes=10.0, stop_after_epochs=1)
+    _tiny_run(tmp_path, kill_at_batch=4, epochs=50, max_minutes=10.0)          # killed in epoch 2
     latest = tmp_path / "checkpoint_latest.pth"
     checkpoint = load_checkpoint(latest)
     assert 0.0 < checkpoint["train_seconds"] < 600.0
@@ -377,7 +397,7 @@ def test_the_plain_unet_control_trains_one_stage_with_msgldms_whole_budget(msgld
 
 @pytest.mark.parametrize("argv, message", [
     (["7", "2d", "0"], "no dataset with ID 7"),
-    (["1", "3d", "0"], "configuration '3d' is not in plans"),
+    (["1", "3d", "0"], "configuration '3d': plans MSGLDMPlans have configuration(s) 2d; pick one"),
     (["1", "2d", "5"], "fold '5' is out of range"),
     (["1", "2d", "0", "--stage", "ldm"], "stage 'ae' of fold 0 is not trained"),
     (["1", "2d", "0", "--epochs", "0"], "--epochs must be positive"),

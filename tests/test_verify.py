@@ -6,12 +6,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from msgldm_auto.cli.verify_dataset import main as verify_main
 from msgldm_auto.dataset import verify as verify_module
 from msgldm_auto.dataset.image_io import Image, read_image, write_image
-from msgldm_auto.dataset.verify import (ERROR, WARNING, Problem, check_case_grids, resample_to_reference,
-                                        verify_dataset)
+from msgldm_auto.dataset.verify import (ERROR, WARNING, Problem, check_case_grids, check_label_grid,
+                                        resample_to_reference, verify_dataset)
+from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.preprocessing.grids import harmonise_grids
 
 SHAPE = (6, 7, 8)
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -214,6 +217,23 @@ def test_label_grid_differs_from_images(tmp_path):
     write_image(_label(shape=(6, 7, 9)), folder / "labelsTr" / "c1.nii.gz")
     problem = _only_problem(verify_dataset(folder))
     assert "label grid differs from its images (shape (6, 7, 9) vs (6, 7, 8))" in problem.message
+    assert "--resample-mismatched" in problem.fix
+    assert _only_problem(verify_dataset(folder, resample_mismatched=True)).severity == WARNING
+
+
+def test_verify_and_preprocessing_apply_one_grid_rule():
+    """harmonise_grids (planning, prediction) refuses and resamples exactly what verify reports, in verify's words."""
+    reference, shifted = _image(seed=0), _image(seed=1, origin=(0.0, 0.0, 5.0))
+    label = _label(shape=(6, 7, 9))
+    expected = [p.describe() for p in check_case_grids({0: reference, 1: shifted}, "caseA")]
+    expected += [p.describe() for p in check_label_grid(label, {0: reference}, "caseA")]
+    with pytest.raises(MSGLDMError) as error:
+        harmonise_grids({0: reference, 1: shifted}, label, resample_mismatched=False, case_id="caseA")
+    assert str(error.value) == "; ".join(f"case {line}" for line in expected)
+    with pytest.warns(UserWarning, match="resampled"):
+        images, seg, resampled = harmonise_grids({0: reference, 1: shifted}, label, True, "caseA")
+    assert resampled == [1] and images[1].same_grid(reference) and seg.same_grid(reference)
+    assert check_case_grids(images, "caseA") == [] and check_label_grid(seg, images, "caseA") == []
 
 
 def test_num_training_mismatch_and_no_training_cases(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.cli._common import DATASET_HELP, entry_point, print_roots
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.evaluation import evaluate_folder, format_table
@@ -17,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="PSNR / SSIM / MAE (BraSyn-style) of synthesized contrasts against reference images.")
     parser.add_argument("-ref", "--ref", required=True, type=Path, help="folder of true images {CASE}_{CHANNEL:04d}")
     parser.add_argument("-pred", "--pred", required=True, type=Path, help="folder written by msgldm_predict")
-    parser.add_argument("-d", "--dataset", help="dataset ID or name: modality names and file ending from its dataset.json")
+    parser.add_argument("-d", "--dataset", metavar="DATASET",
+                        help=f"{DATASET_HELP}: modality names and file ending from its dataset.json")
     parser.add_argument("--mask", "--mask_dir", type=Path, help="brain masks {CASE}{file_ending} (default: reference > 0)")
     parser.add_argument("--labels", "--labels_dir", type=Path, help="tumour labels {CASE}{file_ending}; > 0 = tumour")
     parser.add_argument("-o", "--output", type=Path, help="summary JSON (default: PRED/summary.json)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
-from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS
+from msgldm_auto.cli._common import (CHECKPOINT_HELP, CONFIGURATION_HELP, DATASET_HELP, add_plans_argument, entry_point,
+                                     print_roots, resolve_device)
+from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
+from msgldm_auto.plans import DEFAULT_CONFIGURATION
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,12 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate every prediction mode the trained model can run (one-pass decoder, diffusion, mean of K "
                     "diffusion samples, plain UNet control) on the folds' held-out cases and choose the one "
                     "msgldm_predict uses by default.")
-    parser.add_argument("dataset", help="dataset ID (e.g. 1) or name (Dataset001_Name)")
-    parser.add_argument("-c", default=DEFAULT_CONFIGURATION, metavar="CONFIG", help="configuration (default: 2d)")
-    parser.add_argument("-p", default=DEFAULT_PLANS, metavar="PLANS", help=f"plans name (default: {DEFAULT_PLANS})")
-    parser.add_argument("-f", nargs="+", default=None, metavar="FOLD",
+    parser.add_argument("dataset", help=DATASET_HELP)        # positional, as in nnU-Net's find_best_configuration
+    parser.add_argument("-c", "--configuration", dest="configuration", default=DEFAULT_CONFIGURATION,
+                        metavar="CONFIG", help=CONFIGURATION_HELP)
+    add_plans_argument(parser)
+    parser.add_argument("-f", "--folds", dest="folds", nargs="+", default=None, metavar="FOLD",
                         help="folds to compare on (default: every numbered fold that every mode can run)")
-    parser.add_argument("-chk", default="final", choices=CHECKPOINT_CHOICES, help="checkpoint (default: final)")
+    parser.add_argument("-chk", "--checkpoint", dest="checkpoint", default="final", choices=CHECKPOINT_CHOICES,
+                        help=CHECKPOINT_HELP)
     parser.add_argument("--samples", type=int, default=8, help="K of the 'mean of K diffusion samples' mode (default 8)")
     parser.add_argument("--max-cases", "--max_cases", dest="max_cases", type=int, default=None,
                         help="validate at most this many held-out cases per fold (default: all)")
@@ -39,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples < 2:
         raise MSGLDMError(f"--samples {args.samples}: the mean-of-samples mode needs at least 2 (one is 'diffusion')")
     print_roots()
-    model_folder = find_model_folder(args.dataset, args.c, args.p)
-    request = BestConfigurationRequest(model_folder, args.f, args.chk, args.samples, resolve_device(args.device),
-                                       args.max_cases, args.revalidate)
+    model_folder = find_model_folder(args.dataset, args.configuration, args.plans)
+    request = BestConfigurationRequest(model_folder, args.folds, args.checkpoint, args.samples,
+                                       resolve_device(args.device), args.max_cases, args.revalidate)
     choice = find_best_configuration(request)
     print(format_choice(choice))
     print(f"written: {model_folder / CHOICE_FILE} (msgldm_predict uses it; --mode or --one-pass/-m override it)")

@@ -4,25 +4,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from msgldm_auto.cli._common import entry_point, print_roots
-from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS
+from msgldm_auto.cli._common import add_model_arguments, entry_point, print_roots
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msgldm_export_model_to_zip", description="Pack a trained model into one zip.")
+    add_model_arguments(parser)
+    parser.add_argument("-o", required=True, metavar="ZIP", help="zip file to write")
+    return parser
 
 
 @entry_point
 def export_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="msgldm_export_model_to_zip", description="Pack a trained model into one zip.")
-    parser.add_argument("-d", required=True, metavar="DATASET", help="dataset ID or name")
-    parser.add_argument("-o", required=True, metavar="ZIP", help="zip file to write")
-    parser.add_argument("-c", default=DEFAULT_CONFIGURATION, metavar="CONFIG", help="configuration (default: 2d)")
-    parser.add_argument("-p", default=DEFAULT_PLANS, metavar="PLANS", help="plans name (default: MSGLDMPlans)")
-    parser.add_argument("-f", nargs="+", default=None, metavar="FOLD", help="folds to include (default: every trained fold)")
-    parser.add_argument("-chk", default="final", choices=CHECKPOINT_CHOICES, help="checkpoint of every stage (default: final)")
-    args = parser.parse_args(argv)
+    args = build_export_parser().parse_args(argv)
     from msgldm_auto.inference.model_loading import find_model_folder   # torch loads only now: instant --help
     from msgldm_auto.inference.model_zip import export_model_zip
 
     print_roots()
-    names = export_model_zip(find_model_folder(args.d, args.c, args.p), Path(args.o), args.f, args.chk)
+    model_folder = find_model_folder(args.dataset, args.configuration, args.plans)
+    names = export_model_zip(model_folder, Path(args.o), args.folds, args.checkpoint)
     checkpoints = [n for n in names if n.endswith(".pth")]
     print(f"wrote {args.o}: {len(checkpoints)} checkpoint(s), {len(names)} file(s)")
     return 0

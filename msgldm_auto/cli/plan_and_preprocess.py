@@ -6,16 +6,13 @@ import argparse
 import os
 import sys
 
-from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.cli._common import add_dataset_argument, add_plans_argument, entry_point, print_roots
 from msgldm_auto.paths import resolve_dataset_name
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS_NAME
 
 
 def _default_processes() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
-
-
-def _add_dataset(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-d", "--dataset", nargs="+", required=True, help="dataset ID(s) or DatasetXXX_Name")
 
 
 def _add_processes(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +37,13 @@ def _add_planning(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite_target_spacing", "--overwrite-target-spacing", dest="overwrite_target_spacing",
                         type=float, nargs="+", default=None, help="in-plane (2 values) or RAS (3 values) spacing in mm")
     parser.add_argument("-p", "-overwrite_plans_name", "--plans-name", dest="plans_name", default=None,
-                        help="plans name (default MSGLDMPlans, MSGLDMPlans_cpu for -pl cpu)")
+                        help=f"name of the plans to write (default {DEFAULT_PLANS_NAME}, "
+                             f"{DEFAULT_PLANS_NAME}_cpu for -pl cpu)")
 
 
 def _add_preprocessing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--configurations", nargs="+", default=["2d"], help="configurations to preprocess (default 2d)")
+    parser.add_argument("-c", "--configurations", nargs="+", default=[DEFAULT_CONFIGURATION],
+                        help=f"configurations to preprocess (default {DEFAULT_CONFIGURATION})")
     parser.add_argument("--clean", action="store_true", help="recompute the fingerprint and redo every case")
 
 
@@ -92,7 +91,7 @@ def _verify_and_fingerprint(args: argparse.Namespace, identifier: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msgldm_plan_and_preprocess", description=
                                      "Verify, fingerprint, plan and preprocess dataset(s) for MSG-LDM training.")
-    _add_dataset(parser)
+    add_dataset_argument(parser, nargs="+")
     _add_processes(parser)
     _add_resample(parser)
     _add_planning(parser)
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 @entry_point
 def extract_fingerprint_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msgldm_extract_fingerprint", description="Write dataset_fingerprint.json.")
-    _add_dataset(parser)
+    add_dataset_argument(parser, nargs="+")
     _add_processes(parser)
     _add_resample(parser)
     parser.add_argument("--clean", action="store_true", help="recompute even if a matching fingerprint exists")
@@ -127,7 +126,7 @@ def extract_fingerprint_main(argv: list[str] | None = None) -> int:
 @entry_point
 def plan_experiment_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="msgldm_plan_experiment", description="Write the plans from the fingerprint.")
-    _add_dataset(parser)
+    add_dataset_argument(parser, nargs="+")
     _add_planning(parser)
     args = parser.parse_args(argv)
     print_roots()
@@ -136,22 +135,25 @@ def plan_experiment_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-@entry_point
-def preprocess_main(argv: list[str] | None = None) -> int:
+def build_preprocess_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msgldm_preprocess", description="Preprocess the cases of planned dataset(s).")
-    _add_dataset(parser)
+    add_dataset_argument(parser, nargs="+")
     _add_processes(parser)
     _add_resample(parser)
     _add_preprocessing(parser)
-    parser.add_argument("-p", "-plans_name", "--plans-name", dest="plans_name", default="MSGLDMPlans",
-                        help="plans to preprocess for (default MSGLDMPlans)")
-    args = parser.parse_args(argv)
+    add_plans_argument(parser)
+    return parser
+
+
+@entry_point
+def preprocess_main(argv: list[str] | None = None) -> int:
+    args = build_preprocess_parser().parse_args(argv)
     print_roots()
     from planning.workflow import load_plans
 
     for identifier in args.dataset:
         dataset_name = resolve_dataset_name(identifier)
-        _preprocess(args, dataset_name, load_plans(dataset_name, args.plans_name))
+        _preprocess(args, dataset_name, load_plans(dataset_name, args.plans))
     return 0
 
 

@@ -5,9 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
+from msgldm_auto.cli._common import add_model_arguments, entry_point, print_roots, resolve_device
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS, NOISE_STRATEGIES
+from msgldm_auto.inference.choices import NOISE_STRATEGIES
 from msgldm_auto.plans import METHODS
 
 
@@ -15,11 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msgldm_predict", description="Synthesize the missing MRI contrasts of every case in INPUT.")
     parser.add_argument("-i", nargs="+", required=True, metavar="INPUT", help="folder of {CASE}_{CHANNEL:04d} images, or one case's files")
     parser.add_argument("-o", required=True, metavar="OUTPUT", help="output folder (must differ from the input folder)")
-    parser.add_argument("-d", required=True, metavar="DATASET", help="dataset ID or name of the trained model")
-    parser.add_argument("-c", default=DEFAULT_CONFIGURATION, metavar="CONFIG", help="configuration (default: 2d)")
-    parser.add_argument("-p", default=DEFAULT_PLANS, metavar="PLANS", help="plans name (default: MSGLDMPlans)")
-    parser.add_argument("-f", nargs="+", default=None, metavar="FOLD", help="folds to ensemble, e.g. 0 1 2 3 4 or all (default: every trained fold)")
-    parser.add_argument("-chk", default="final", choices=CHECKPOINT_CHOICES, help="checkpoint of every stage (default: final)")
+    add_model_arguments(parser)
     parser.add_argument("--targets", nargs="+", default=None, metavar="MODALITY", help="modalities to synthesize (names or channel numbers; default: every missing one)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the plans' value)")
     parser.add_argument("--num-samples", "--num_samples", dest="num_samples", type=int, default=None,
@@ -53,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions, apply_mode_choice
 
     print_roots()
-    model_folder = find_model_folder(args.d, args.c, args.p)
+    model_folder = find_model_folder(args.dataset, args.configuration, args.plans)
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples or 1, seed=args.seed,
                                 one_pass=args.one_pass, method=args.method or "msgldm", noise=args.noise,
                                 batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
@@ -61,14 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     options, note = apply_mode_choice(options, model_folder, args.mode, explicit)
     if note:
         print(note)
-    predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.f, args.chk, resolve_device(args.device), options)
+    device = resolve_device(args.device)
+    predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.folds, args.checkpoint, device, options)
     if args.mode and args.mode.startswith("diffusion") and not predictor.uses_diffusion:
         raise MSGLDMError(f"--mode {args.mode}: folds {' '.join(predictor.folds)} have no trained LDM; train it "
                           "(msgldm_train ... --stage ae, then --stage ldm) or choose another mode")
     modes = {"diffusion": f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)",
              "one_pass": "one-pass decoder", "unet": "plain UNet control"}
     mode = modes[predictor.mode]
-    print(f"model {model_folder}  folds {' '.join(predictor.folds)}  checkpoint {args.chk}  ({mode})")
+    print(f"model {model_folder}  folds {' '.join(predictor.folds)}  checkpoint {args.checkpoint}  ({mode})")
     inputs = [Path(p) for p in args.i]
     report = predictor.predict_folder(inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else inputs, Path(args.o),
                                       targets=args.targets, complete=args.complete, save_std=args.save_std,

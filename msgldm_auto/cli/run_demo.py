@@ -19,8 +19,10 @@ from msgldm_auto.cli import demo_dataset, find_best_configuration, plan_and_prep
 from msgldm_auto.cli._common import entry_point, print_roots
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import make_dataset_name, preprocessed_root, raw_root, results_root
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, Plans, plans_file_name
+from planning.presets import get_preset
 
-PLANS = "MSGLDMPlans_cpu"
+PLANS = get_preset("cpu").plans_name
 
 
 def _step(title: str, rc: int) -> None:
@@ -50,7 +52,7 @@ def _train_args(args: argparse.Namespace) -> list[str]:
     for flag, value in (("--max-minutes", args.max_minutes), ("--iters-per-epoch", args.iters_per_epoch), ("--epochs", args.epochs)):
         if value is not None:
             extra += [flag, str(value)]
-    return [str(args.dataset_id), "2d", "0", "-p", PLANS] + extra
+    return [str(args.dataset_id), DEFAULT_CONFIGURATION, "0", "-p", PLANS] + extra
 
 
 def run_pipeline(args: argparse.Namespace) -> Path:
@@ -76,9 +78,8 @@ def run_pipeline(args: argparse.Namespace) -> Path:
 
 
 def _plans_use_diffusion(dataset_name: str) -> bool:
-    from msgldm_auto.plans import Plans, plans_file_name
-
-    return Plans.load(preprocessed_root() / dataset_name / plans_file_name(PLANS)).configuration("2d").ablations.diffusion
+    plans = Plans.load(preprocessed_root() / dataset_name / plans_file_name(PLANS))
+    return plans.configuration(DEFAULT_CONFIGURATION).ablations.diffusion
 
 
 def run_floors(dataset_id: int, out: Path) -> None:

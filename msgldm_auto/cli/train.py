@@ -7,15 +7,15 @@ from __future__ import annotations
 import argparse
 import os
 
-from msgldm_auto.cli._common import entry_point, print_roots, resolve_device
+from msgldm_auto.cli._common import DATASET_HELP, add_plans_argument, entry_point, print_roots, resolve_device
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import METHODS
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msgldm_train", description="Train MSG-LDM (autoencoder, disentangler, latent diffusion) on one fold.")
-    parser.add_argument("dataset", help="dataset ID (e.g. 1) or name (Dataset001_Name)")
-    parser.add_argument("configuration", help="planned configuration, e.g. 2d")
+    parser.add_argument("dataset", help=DATASET_HELP)
+    parser.add_argument("configuration", help=f"planned configuration, e.g. {DEFAULT_CONFIGURATION}")
     parser.add_argument("fold", help="0..4, or 'all' to train on every case")
     parser.add_argument("--stage", default="all", choices=["ae", "structure", "ldm", "all"], help="stage(s) to train (default: all, in order)")
     parser.add_argument("-m", "--method", default="msgldm", choices=METHODS,
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validate on at most this many held-out cases after training (default: all of the fold's)")
     parser.add_argument("-device", "--device", dest="device", default=None, choices=["cpu", "cuda", "mps"],
                         help="default: cuda when a GPU is visible, else cpu")
-    parser.add_argument("-p", "--plans", dest="plans", default="MSGLDMPlans", help="plans name (default: MSGLDMPlans)")
+    add_plans_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of model initialisation, batch order and augmentation")
     parser.add_argument("--no-amp", "--no_amp", dest="amp", action="store_false", help="disable mixed precision on CUDA")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (CUDA only)")

@@ -7,14 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from msgldm_auto.cli._common import entry_point, print_roots
+from msgldm_auto.cli._common import add_dataset_argument, entry_point, print_roots
 from msgldm_auto.dataset.verify import verify_dataset
 from msgldm_auto.paths import raw_dataset_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msgldm_verify_dataset", description="Check a raw dataset's integrity.")
-    parser.add_argument("-d", "--dataset", required=True, help="dataset ID (e.g. 901) or name (Dataset901_Demo)")
+    add_dataset_argument(parser)
     parser.add_argument("--resample-mismatched", "--resample_mismatched", dest="resample_mismatched", action="store_true",
                         help="treat modalities on different grids as a warning (they get resampled onto the first one)")
     return parser

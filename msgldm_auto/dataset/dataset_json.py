@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 
 @dataclass
@@ -75,12 +76,8 @@ class DatasetJson:
     @classmethod
     def load(cls, path: Path) -> "DatasetJson":
         path = Path(path)
-        if not path.is_file():
-            raise MSGLDMError(f"{path}: dataset.json is missing; every dataset folder needs one (see documentation/dataset_format.md)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise MSGLDMError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); fix the syntax") from None
+        data = load_json(path, "every dataset folder needs a valid one (see documentation/dataset_format.md)",
+                         missing="dataset.json is missing")
         return cls.from_dict(data, source=str(path))
 
 

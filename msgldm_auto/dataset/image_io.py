@@ -59,6 +59,20 @@ def read_image(path: Path | str) -> Image:
     return Image(sitk.GetArrayFromImage(itk), tuple(itk.GetSpacing()), tuple(itk.GetOrigin()), tuple(itk.GetDirection()))
 
 
+def read_image_header(path: Path | str) -> Image:
+    """The grid of an image file from its header alone: `array` is a read-only zero view of the right shape, so
+    `same_grid` compares files without reading their voxels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise MSGLDMError(f"{path}: unreadable image header; re-export or remove this file") from None
+    shape = tuple(reversed(reader.GetSize()))
+    return Image(np.broadcast_to(np.zeros((), np.uint8), shape), tuple(reader.GetSpacing()),
+                 tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
+
+
 def _read_with_nibabel(path: Path) -> Image:
     import nibabel as nib
 
@@ -84,8 +98,8 @@ def to_sitk(image: Image) -> sitk.Image:
     return itk
 
 
-def write_image(image: Image, path: Path | str, compress: bool = True) -> None:
+def write_image(image: Image, path: Path | str) -> None:
     path = Path(path)
     ending = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     with atomic_path(path, suffix=ending) as tmp:     # SimpleITK picks the format from the ending
-        sitk.WriteImage(to_sitk(image), str(tmp), useCompression=compress)
+        sitk.WriteImage(to_sitk(image), str(tmp), useCompression=True)

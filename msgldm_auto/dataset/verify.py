@@ -1,7 +1,7 @@
 """Integrity checks of a raw dataset: every problem, one line each (case and file, problem, fix), never just the first.
 
-`verify_dataset` streams case by case and reads each image once. `check_image`, `check_case_grids` and
-`resample_to_reference` are the shared rules that planning and prediction apply to single cases (DESIGN.md §3):
+`verify_dataset` streams case by case and reads each image once. `check_image`, `check_case_grids`, `check_label_grid`
+and `resample_to_reference` are the shared rules that planning and prediction apply to single cases (DESIGN.md §3):
 modalities of a case must share one grid up to float noise; with `resample_mismatched` a mismatch becomes a warning
 and the modality is resampled (linear) onto the case's first available modality.
 """
@@ -32,9 +32,13 @@ class Problem:
     fix: str
     severity: str = ERROR
 
-    def format(self) -> str:
+    def describe(self) -> str:
+        """One line without the severity: where, problem, fix."""
         where = f"{self.case} {self.file}".strip() if self.file else self.case
-        return f"{self.severity.upper()}: {where}: {self.message}; fix: {self.fix}"
+        return f"{where}: {self.message}; fix: {self.fix}"
+
+    def format(self) -> str:
+        return f"{self.severity.upper()}: {self.describe()}"
 
 
 @dataclass
@@ -118,7 +122,7 @@ def verify_case(case: Case, dataset: DatasetJson, folder: Path, min_modalities: 
     problems.extend(check_case_grids(images, case.case_id, resample_mismatched,
                                      {c: _relative(p, folder) for c, p in case.images.items()}, dataset.channel_names))
     if case.label is not None:
-        problems.extend(_check_label(case, dataset, folder, images))
+        problems.extend(_check_label(case, dataset, folder, images, resample_mismatched))
     return problems
 
 
@@ -169,6 +173,25 @@ def check_case_grids(images: dict[int, Image], case_id: str, resample_mismatched
     return problems
 
 
+def check_label_grid(label: Image, images: dict[int, Image], case_id: str, file: str = "label",
+                     resample_mismatched: bool = False) -> list[Problem]:
+    """The label map must share the grid of the case's first available modality, under the same rule as the images.
+
+    With `resample_mismatched` a mismatch is a warning (the caller resamples it, nearest neighbour).
+    """
+    if not images:
+        return []
+    reference = images[min(images)]
+    if label.same_grid(reference):
+        return []
+    detail = f"label grid differs from its images ({describe_grid_difference(label, reference)})"
+    if resample_mismatched:
+        return [Problem(case_id, file, f"{detail}; it will be resampled (nearest neighbour) onto the image grid",
+                        "co-register the label to silence this warning", WARNING)]
+    return [Problem(case_id, file, detail, "resample the label onto the image grid (nearest neighbour), re-export it, "
+                                           "or pass --resample-mismatched to do so automatically")]
+
+
 def describe_grid_difference(image: Image, reference: Image) -> str:
     parts = []
     if image.array.shape != reference.array.shape:
@@ -200,7 +223,8 @@ def declared_label_values(labels: dict) -> set[int]:
     return values
 
 
-def _check_label(case: Case, dataset: DatasetJson, folder: Path, images: dict[int, Image]) -> list[Problem]:
+def _check_label(case: Case, dataset: DatasetJson, folder: Path, images: dict[int, Image],
+                 resample_mismatched: bool) -> list[Problem]:
     file = _relative(case.label, folder)
     label, problems = _read_and_check(case.label, folder, case.case_id, allow_constant=True)
     if label is None or problems:
@@ -215,12 +239,7 @@ def _check_label(case: Case, dataset: DatasetJson, folder: Path, images: dict[in
         problems.append(Problem(case.case_id, file, f"label values {undeclared} are not declared in dataset.json 'labels' "
                                                     f"(declared: {sorted(declared)})",
                                 "declare them under 'labels' in dataset.json or fix the label map"))
-    if images:
-        reference_channel = min(images)
-        if not label.same_grid(images[reference_channel]):
-            problems.append(Problem(case.case_id, file, f"label grid differs from its images "
-                                                        f"({describe_grid_difference(label, images[reference_channel])})",
-                                    "resample the label onto the image grid (nearest neighbour) or re-export it"))
+    problems.extend(check_label_grid(label, images, case.case_id, file, resample_mismatched))
     return problems
 
 

@@ -11,9 +11,10 @@ from msgldm_auto.dataset.cases import split_image_name, std_map_path
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.evaluation.metrics import PSNR_CAP_DB, evaluate_volumes, slice_axis_from_spacing
+from msgldm_auto.evaluation.metrics import PSNR_CAP_DB, evaluate_volumes
 from msgldm_auto.evaluation.predictions_json import PredictionsRecord, read_predictions_json
 from msgldm_auto.evaluation.table import ScoredVolume, summarise
+from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 from msgldm_auto.atomic import write_json_atomic
 
 UNKNOWN_PATTERN = "unknown"
@@ -110,7 +111,7 @@ def _score_pairs(pairs: list[Pair], names: dict[int, str], record: PredictionsRe
         mask = _optional_volume(mask_dir, pair, ending, reference, required=True)
         label = _optional_volume(labels_dir, pair, ending, reference, required=False)
         std = _std_map(pair, ending, reference)
-        axis = slice_axis if slice_axis is not None else slice_axis_from_spacing(reference.spacing)
+        axis = slice_axis if slice_axis is not None else numpy_slice_axis(reference.spacing, reference.direction)
         metrics = evaluate_volumes(reference.array, prediction.array, mask=None if mask is None else mask > 0,
                                    label=label, slice_axis=axis, std=std)
         pattern = (record.pattern(pair.case_id, order) if record else None) or UNKNOWN_PATTERN

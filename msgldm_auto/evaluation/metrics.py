@@ -10,6 +10,7 @@ from scipy.ndimage import binary_erosion, gaussian_filter
 from scipy.stats import spearmanr
 
 from msgldm_auto.evaluation.normalization import normalize_brasyn, robust_range
+from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 
 # An identical prediction has zero error and an infinite PSNR; we report this finite cap instead so that means over
 # cases stay finite and JSON stays standard. 100 dB is far above anything a real synthesis reaches (~20-35 dB).
@@ -137,12 +138,10 @@ def _pair_mask(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.take(mask, range(0, n - 1), axis=axis) & np.take(mask, range(1, n), axis=axis)
 
 
-def slice_axis_from_spacing(spacing_itk: tuple[float, ...], rtol: float = 1e-3) -> int:
-    """The numpy axis of the coarsest spacing; numpy axis 0 (the last ITK axis) when the voxels are isotropic."""
-    spacing = np.asarray(spacing_itk, dtype=float)
-    if np.allclose(spacing, spacing.max(), rtol=rtol):
-        return 0
-    return len(spacing) - 1 - int(np.argmax(spacing))
+def slice_axis_from_spacing(spacing_itk: tuple[float, ...]) -> int:
+    """The numpy axis the planner's slice-axis rule picks for an image with this spacing and an identity direction
+    (for callers that hold only the spacing; with the direction use `orientation.numpy_slice_axis`)."""
+    return numpy_slice_axis(spacing_itk)
 
 
 def evaluate_volumes(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray | None = None,

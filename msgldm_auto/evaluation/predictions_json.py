@@ -1,12 +1,12 @@
 """Reading `predictions.json` (written by `msgldm_predict`, format fixed in documentation/internals.md)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -38,10 +38,7 @@ def read_predictions_json(pred_dir: Path) -> PredictionsRecord | None:
     path = Path(pred_dir) / PREDICTIONS_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MSGLDMError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); fix or delete it") from None
+    data = load_json(path, "fix or delete it")
     if not isinstance(data, dict) or not isinstance(data.get("cases", {}), dict):
         raise MSGLDMError(f"{path}: expected {{\"cases\": {{CASE: {{\"present\": [...], \"synthesized\": [...]}}}}}}; fix or delete it")
     return PredictionsRecord(_channel_names(data.get("channel_names"), path),

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 DEFAULT_DEGREE = 2
 DEFAULT_MAX_VOXELS_PER_SAMPLE = 20_000
@@ -93,7 +94,7 @@ class FloorModels:
 
     @classmethod
     def load(cls, path: Path | str) -> "FloorModels":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(load_json(path, "fit the floors again (it is rewritten)"))
 
 
 def voxel_sample(volumes: Mapping[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -8,7 +8,6 @@ is rewritten (atomically) after every case, so an interrupted run keeps what it 
 """
 from __future__ import annotations
 
-import json
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm import tqdm
 import msgldm_auto
 from msgldm_auto.dataset.cases import image_file_name, std_map_path
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 from msgldm_auto.inference.case_input import InputCase, discover_input
 from msgldm_auto.inference.export import copy_atomic, write_output_image
 from msgldm_auto.atomic import write_json_atomic
@@ -140,11 +140,11 @@ def _load_record(output_folder: Path, strict: bool) -> dict[str, Any]:
     if not path.is_file():
         return _empty_record()
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        record = load_json(path, "delete it (the outputs are then redone) or run without --continue_prediction")
+    except MSGLDMError:
         if not strict:
             return _empty_record()
-        raise MSGLDMError(f"{path}: not valid JSON; delete it (the outputs are then redone) or run without --continue_prediction") from None
+        raise
     record.setdefault("cases", {})
     record.setdefault("failed", {})
     return record

@@ -14,9 +14,9 @@ import torch
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import resolve_dataset_name, results_root
-from msgldm_auto.plans import ConfigurationPlan, Plans
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS_NAME, ConfigurationPlan, Plans
 
-from msgldm_auto.inference.choices import CHECKPOINT_CHOICES, DEFAULT_CONFIGURATION, DEFAULT_PLANS  # noqa: F401 (re-exported)
+from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 ALL_STAGES = ("ae", "structure", "ldm")
 
 
@@ -48,13 +48,17 @@ def model_folder_name(plans_name: str, configuration: str) -> str:
     return f"{plans_name}__{configuration}"
 
 
-def find_model_folder(dataset: str | int, configuration: str = DEFAULT_CONFIGURATION, plans_name: str = DEFAULT_PLANS) -> Path:
-    """`MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>`, with an error that says how to get one."""
-    folder = results_root() / resolve_dataset_name(dataset) / model_folder_name(plans_name, configuration)
+def find_model_folder(dataset: str | int, configuration: str = DEFAULT_CONFIGURATION,
+                      plans_name: str = DEFAULT_PLANS_NAME) -> Path:
+    """`MSGLDM_RESULTS/DatasetXXX_Name/<plans>__<config>`; the error names the models there and how to get one."""
+    dataset_folder = results_root() / resolve_dataset_name(dataset)
+    folder = dataset_folder / model_folder_name(plans_name, configuration)
     if not (folder / "plans.json").is_file():
+        trained = sorted(p.name for p in dataset_folder.glob("*__*") if (p / "plans.json").is_file())
         raise MSGLDMError(
-            f"{folder}: no trained model here (plans.json missing); train it with msgldm_train, install one with "
-            "msgldm_install_pretrained_model_from_zip, or check -d/-c/-p"
+            f"{folder}: no trained model here (plans.json missing); models of this dataset (<plans>__<config>, "
+            f"pick with -p/-c): {', '.join(trained) or 'none'}; train one with msgldm_train or install one with "
+            "msgldm_install_pretrained_model_from_zip"
         )
     return folder
 

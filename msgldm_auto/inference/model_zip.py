@@ -4,21 +4,20 @@ The zip holds `DatasetXXX_Name/<plans>__<config>/` with plans.json, dataset.json
 chosen fold, every stage's chosen checkpoint stripped to what prediction needs (`inference_weights` plus a few plain
 metadata fields; no optimizer state, no raw network weights beside the EMA ones). Installing extracts it into
 MSGLDM_RESULTS, refusing entries that would land outside it and refusing to overwrite an existing model folder
-unless asked to.
+unless asked to. Each model folder is extracted into a staging folder and swapped in whole: an interrupted install
+leaves the old model (or none), never half of one.
 """
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import torch
 
-from msgldm_auto.atomic import atomic_path
+from msgldm_auto.atomic import atomic_path, staged_folder
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.model_loading import (
     available_folds, checkpoint_path, load_trained_model, resolve_folds,
@@ -117,13 +116,11 @@ def install_model_zip(zip_path: Path, overwrite: bool = False, destination: Path
             target = destination / model_dir
             if target.exists() and not overwrite:
                 raise MSGLDMError(f"{target}: a model is already installed there; remove it or pass --overwrite")
-        destination.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".install_", dir=destination))
-        try:
-            archive.extractall(staging)
-            installed = [_move_into_place(staging / d, destination / d) for d in model_dirs]
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        installed = []
+        for model_dir in model_dirs:
+            with staged_folder(destination / model_dir) as staging:
+                _extract_model_dir(archive, model_dir, staging)
+            installed.append(destination / model_dir)
     return installed
 
 
@@ -143,9 +140,13 @@ def _validated_model_dirs(archive: zipfile.ZipFile, zip_path: Path) -> list[Pure
     return sorted(model_dirs)
 
 
-def _move_into_place(source: Path, target: Path) -> Path:
-    if target.exists():
-        shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target)
-    return target
+def _extract_model_dir(archive: zipfile.ZipFile, model_dir: PurePosixPath, folder: Path) -> None:
+    """The members under `model_dir` (already validated: relative, no `..`) written below `folder`."""
+    for info in archive.infolist():
+        member = PurePosixPath(info.filename)
+        if info.is_dir() or member.parts[:2] != model_dir.parts:
+            continue
+        path = folder.joinpath(*member.parts[2:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(info) as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target)

@@ -87,11 +87,3 @@ def _in_plane_cross(axis: int) -> np.ndarray:
     return structure
 
 
-def bounding_box(mask: np.ndarray) -> list[list[int]]:
-    """[[start, stop), ...] per axis of the True voxels."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append([int(hits[0]), int(hits[-1]) + 1])
-    return box

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+_IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+SUPERIOR_INFERIOR = 2          # the RAS axis of axial slices
+ISOTROPY_TOLERANCE = 1.1       # axes within 10 % of the coarsest count as equally coarse (scanner rounding)
 
 
 @dataclass(frozen=True)
@@ -80,3 +83,24 @@ def to_slices(ras: np.ndarray, slice_axis: int) -> np.ndarray:
 
 def from_slices(zhw: np.ndarray, slice_axis: int) -> np.ndarray:
     return np.transpose(zhw, tuple(int(a) for a in np.argsort(slice_layout(slice_axis))))
+
+
+def coarsest_axes(ras_spacing: tuple[float, ...] | list[float]) -> list[int]:
+    """The RAS axes whose spacing is within ISOTROPY_TOLERANCE of the coarsest (all three: isotropic)."""
+    coarsest = max(ras_spacing)
+    return [a for a in range(3) if ras_spacing[a] * ISOTROPY_TOLERANCE >= coarsest]
+
+
+def slice_axis_for_spacing(ras_spacing: tuple[float, ...] | list[float]) -> int:
+    """DESIGN.md §4, the one slice-axis rule: the coarsest RAS axis; superior-inferior when isotropic or tied."""
+    candidates = coarsest_axes(ras_spacing)
+    return SUPERIOR_INFERIOR if SUPERIOR_INFERIOR in candidates else candidates[0]
+
+
+def numpy_slice_axis(spacing_itk: tuple[float, ...] | list[float],
+                     direction: tuple[float, ...] | list[float] | None = None) -> int:
+    """The numpy axis of an `Image` array that `slice_axis_for_spacing` picks (no direction: index axes i, j, k
+    taken to run along R, A, S)."""
+    reorientation = Reorientation.from_direction(direction if direction is not None else _IDENTITY_DIRECTION)
+    index_axis = reorientation.source_axes[slice_axis_for_spacing(reorientation.ras_spacing(spacing_itk))]
+    return 2 - index_axis       # numpy order is (k, j, i)

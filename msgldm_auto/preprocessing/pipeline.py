@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
 
 from msgldm_auto.dataset.cases import Case
 from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import ConfigurationPlan
 from msgldm_auto.preprocessing.grids import harmonise_grids
-from msgldm_auto.preprocessing.head_mask import bounding_box, compute_head_mask
+from msgldm_auto.preprocessing.head_mask import compute_head_mask
 from msgldm_auto.preprocessing.normalization import get_scheme, head_percentiles
 from msgldm_auto.preprocessing.orientation import Reorientation, from_slices, slice_layout, to_slices
 from msgldm_auto.preprocessing.properties import CaseProperties, OriginalGrid, PackedMask
@@ -50,8 +51,8 @@ def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Im
     head = compute_head_mask(list(ras.values()))
     if not head.mask.any():
         raise MSGLDMError(f"case {case_id}: no head voxels found (the images are empty or constant); check or remove its files")
-    box = bounding_box(head.mask)
-    crop = tuple(slice(start, stop) for start, stop in box)
+    box = get_bbox_from_mask(head.mask)
+    crop = bounding_box_to_slice(box)
     geometry = _SliceGeometry.plan(reorientation.ras_spacing(reference.spacing), head.mask[crop].shape, config, whole_head)
 
     mask_resampled = resample_in_plane(to_slices(head.mask[crop], config.slice_axis), geometry.resampled_hw, order=0)

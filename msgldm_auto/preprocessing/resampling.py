@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+MIN_MASK_WEIGHT = 0.25     # below this share of mask under the kernel a resampled pixel is not trusted
+
 
 def resampled_size(size: int, spacing: float, target_spacing: float) -> int:
     """Number of pixels covering `size * spacing` mm at `target_spacing` (the planner uses the same rule)."""
@@ -31,15 +33,15 @@ def resample_in_plane(stack: np.ndarray, size: tuple[int, int] | list[int], orde
     return out
 
 
-def resample_inside_mask(stack: np.ndarray, mask: np.ndarray, size: tuple[int, int] | list[int], order: int,
-                         min_weight: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def resample_inside_mask(stack: np.ndarray, mask: np.ndarray, size: tuple[int, int] | list[int],
+                         order: int) -> tuple[np.ndarray, np.ndarray]:
     """Normalised convolution: resample `stack` using only the pixels inside `mask`, so values near the mask's edge
     are not blended with what lies outside (air, or the -1 background). Returns (values, trusted) where `trusted`
     marks output pixels with enough mask weight; elsewhere the values are 0."""
     weights = mask.astype(np.float32)
     numerator = resample_in_plane(np.where(mask, stack, 0).astype(np.float32), size, order)
     denominator = resample_in_plane(weights, size, order)
-    trusted = denominator > min_weight
+    trusted = denominator > MIN_MASK_WEIGHT
     values = np.zeros_like(numerator)
     values[trusted] = numerator[trusted] / denominator[trusted]
     return values, trusted

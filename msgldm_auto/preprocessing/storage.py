@@ -18,6 +18,7 @@ import numpy as np
 
 from msgldm_auto.atomic import atomic_path, write_text_atomic
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 from msgldm_auto.preprocessing.properties import CaseProperties
 
 DATA_SUFFIX = ".b2nd"
@@ -57,15 +58,14 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, present: list[int], 
     write_text_atomic(folder / f"{case_id}{PROPERTIES_SUFFIX}", json.dumps(properties.to_dict(), indent=1))
 
 
-def load_case(folder: Path, case_id: str, lazy: bool = True) -> PreprocessedCase:
+def load_case(folder: Path, case_id: str) -> PreprocessedCase:
+    """The case's arrays open lazily (blosc2): a loader decompresses only the slices it indexes."""
     folder = Path(folder)
     properties_path = folder / f"{case_id}{PROPERTIES_SUFFIX}"
-    if not properties_path.is_file():
-        raise MSGLDMError(f"{properties_path}: preprocessed case not found; run msgldm_plan_and_preprocess (or msgldm_preprocess) first")
     properties = read_properties(properties_path)
-    data = _read_array(folder / f"{case_id}{DATA_SUFFIX}", lazy)
+    data = _read_array(folder / f"{case_id}{DATA_SUFFIX}")
     seg_path = folder / f"{case_id}{SEG_SUFFIX}"
-    seg = _read_array(seg_path, lazy) if seg_path.is_file() else None
+    seg = _read_array(seg_path) if seg_path.is_file() else None
     return PreprocessedCase(case_id, data, list(properties.present), seg, properties)
 
 
@@ -73,14 +73,16 @@ def read_properties(path: Path) -> CaseProperties:
     """A `CASE.json`; one that this version cannot read (another version wrote it, or it is damaged) is an error that
     names the file and the command that rewrites it."""
     path = Path(path)
+    if not path.is_file():
+        raise MSGLDMError(f"{path}: preprocessed case not found; run msgldm_plan_and_preprocess (or msgldm_preprocess) "
+                          "first")
+    rewrite = f"re-run msgldm_plan_and_preprocess -d {_dataset_of(path)} --clean"
+    data = load_json(path, f"it was damaged: {rewrite}")
     try:
-        return CaseProperties.from_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as err:
-        problem = f"not valid JSON ({err.msg} at line {err.lineno})"
+        return CaseProperties.from_dict(data)
     except MSGLDMError as err:
-        problem = str(err)
-    raise MSGLDMError(f"{path}: {problem}; it was written by another version of msgldm_auto or damaged: "
-                      f"re-run msgldm_plan_and_preprocess -d {_dataset_of(path)} --clean")
+        raise MSGLDMError(f"{path}: {err}; it was written by another version of msgldm_auto or damaged: "
+                          f"{rewrite}") from None
 
 
 def _dataset_of(properties_path: Path) -> str:
@@ -98,11 +100,6 @@ def list_cases(folder: Path) -> list[str]:
                   if (folder / (p.name[: -len(PROPERTIES_SUFFIX)] + DATA_SUFFIX)).is_file())
 
 
-def remove_case(folder: Path, case_id: str) -> None:
-    for suffix in (PROPERTIES_SUFFIX, DATA_SUFFIX, SEG_SUFFIX):
-        (Path(folder) / f"{case_id}{suffix}").unlink(missing_ok=True)
-
-
 def _write_array(path: Path, array: np.ndarray) -> None:
     # One slice per chunk: a loader that wants slice z (and its 2.5D neighbours) decompresses only those.
     chunks = (*array.shape[:-3], 1, *array.shape[-2:]) if array.ndim >= 3 else array.shape
@@ -111,9 +108,8 @@ def _write_array(path: Path, array: np.ndarray) -> None:
                        cparams={"codec": blosc2.Codec.ZSTD, "clevel": 5, "filters": [blosc2.Filter.SHUFFLE]})
 
 
-def _read_array(path: Path, lazy: bool) -> Any:
+def _read_array(path: Path) -> Any:
     if not path.is_file():
         raise MSGLDMError(f"{path}: missing; the preprocessed case is incomplete, re-run msgldm_preprocess with --clean")
-    array = blosc2.open(str(path), mode="r")
-    return array if lazy else array[...]
+    return blosc2.open(str(path), mode="r")
 

@@ -18,7 +18,8 @@ import torch
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
-from msgldm_auto.plans import CONTROL_STAGE, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans, plans_file_name
+from msgldm_auto.plans import (CONTROL_STAGE, DEFAULT_PLANS_NAME, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans,
+                               plans_file_name)
 from msgldm_auto.training.checkpoint import checkpoint_path
 from msgldm_auto.training.data_loader import (StorageReader, build_slice_index, default_num_workers,
                                               make_training_batches, validation_batches)
@@ -26,7 +27,6 @@ from msgldm_auto.training.ddp import DistributedContext, init_distributed, shutd
 from msgldm_auto.training.splits import FoldCases, fold_cases, load_splits, parse_fold, write_splits
 from msgldm_auto.training.trainer import StageResult, StageTrainer, TrainerSettings
 
-DEFAULT_PLANS = "MSGLDMPlans"
 VALIDATION_SLICES = 16
 CHECKPOINT_EVERY = 5
 
@@ -38,7 +38,7 @@ class TrainingRequest:
     fold: str
     stage: str = "all"                         # ae | structure | ldm | all
     method: str = "msgldm"                     # msgldm | unet (the plain UNet control: one stage, no `stage`)
-    plans_name: str = DEFAULT_PLANS
+    plans_name: str = DEFAULT_PLANS_NAME
     epochs: int | None = None                  # overrides the plans' schedule for every stage run
     iterations_per_epoch: int | None = None
     max_minutes: float | None = None
@@ -50,7 +50,6 @@ class TrainingRequest:
     amp: bool = True
     compile: bool = False
     show_progress: bool = True
-    stop_after_epochs: int | None = None       # tests: simulate an interrupt
     validation_cases: int | None = None        # at most this many held-out cases in the case-level validation
 
 
@@ -144,7 +143,6 @@ def _settings(setup: FoldSetup, stage: str, request: TrainingRequest) -> Trainer
         max_minutes=minutes,
         checkpoint_every=max(1, min(CHECKPOINT_EVERY, epochs)),
         resume=request.resume, amp=request.amp, compile=request.compile, show_progress=request.show_progress,
-        stop_after_epochs=request.stop_after_epochs,
     )
 
 
@@ -255,13 +253,11 @@ def train_fold(request: TrainingRequest) -> list[StageResult]:
                 result = train_stage(stage, setup, request, context)
                 results.append(result)
                 if context.is_main:
-                    state = "done" if result.completed else ("ended by its time budget" if result.stopped_by_time else "stopped")
+                    state = "done" if result.completed else "ended by its time budget"
                     print(f"stage {stage} of fold {setup.cases.fold} {state}: {result.checkpoint}")
-                if not checkpoint_path(setup.stage_folder(stage), "final").is_file():
-                    break   # interrupted: the next stage would have no predecessor
         last_stage = setup.config.method_stages(request.method)[-1]
         model_final = checkpoint_path(setup.stage_folder(last_stage), "final")
-        wants_validation = request.validation_only or (setup.stages[-1] == last_stage and request.stop_after_epochs is None)
+        wants_validation = request.validation_only or setup.stages[-1] == last_stage
         if context.is_main and wants_validation and model_final.is_file():
             summary = run_fold_validation(setup, request, context.device)
             if summary is not None:

@@ -5,7 +5,6 @@ Created on first use with a fixed seed (12345) so every machine gets the same fo
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.json_files import load_json
 
 SPLITS_FILE = "splits_final.json"
 SPLIT_SEED = 12345
@@ -34,11 +34,11 @@ def parse_fold(text: str | int) -> str:
     return fold
 
 
-def make_splits(case_ids: list[str], seed: int = SPLIT_SEED, num_folds: int = NUM_FOLDS) -> list[dict[str, list[str]]]:
-    """Shuffle the sorted case IDs with a seeded generator and cut them into `num_folds` near-equal validation sets."""
+def make_splits(case_ids: list[str]) -> list[dict[str, list[str]]]:
+    """Shuffle the sorted case IDs with a seeded generator and cut them into NUM_FOLDS near-equal validation sets."""
     ordered = sorted(case_ids)
-    permutation = np.random.RandomState(seed).permutation(len(ordered))
-    chunks = np.array_split(permutation, num_folds)
+    permutation = np.random.RandomState(SPLIT_SEED).permutation(len(ordered))
+    chunks = np.array_split(permutation, NUM_FOLDS)
     splits = []
     for chunk in chunks:
         val = sorted(ordered[i] for i in chunk)
@@ -62,10 +62,7 @@ def load_splits(preprocessed_folder: Path, case_ids: list[str]) -> tuple[list[di
     path = Path(preprocessed_folder) / SPLITS_FILE
     if not path.is_file():
         return make_splits(case_ids), True
-    try:
-        splits = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MSGLDMError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}); fix it or delete it to regenerate") from None
+    splits = load_json(path, "fix it or delete it to regenerate")
     return _check_user_splits(splits, path, set(case_ids)), False
 
 

@@ -44,7 +44,6 @@ class TrainerSettings:
     amp: bool = True                    # takes effect on CUDA only
     compile: bool = False               # takes effect on CUDA only
     show_progress: bool = True
-    stop_after_epochs: int | None = None  # end the run (no final checkpoint) after this many epochs: a simulated kill
 
     @property
     def total_iterations(self) -> int:
@@ -53,7 +52,7 @@ class TrainerSettings:
 
 @dataclass
 class StageResult:
-    checkpoint: Path                    # the final checkpoint (or the latest one when the run was stopped early)
+    checkpoint: Path                    # the final checkpoint
     iterations_done: int
     completed: bool                     # all planned iterations ran
     stopped_by_time: bool
@@ -237,7 +236,7 @@ class StageTrainer:
 
     def _loop(self, batches: TrainingBatches, validation: list[SliceBatch], deadline: float | None) -> StageResult:
         settings, per_epoch = self.settings, self.settings.iterations_per_epoch
-        out_of_time, epochs_run, last_save = False, 0, time.monotonic()
+        out_of_time, last_save = False, time.monotonic()
         while self.state.iteration < settings.total_iterations and not out_of_time:
             epoch, started = self.state.iteration // per_epoch, time.monotonic()
             losses, out_of_time = self._run_epoch(batches, epoch, deadline)
@@ -257,9 +256,6 @@ class StageTrainer:
                 self.log.plot()
                 last_save = time.monotonic()
             barrier(self.context)
-            epochs_run += 1
-            if settings.stop_after_epochs is not None and epochs_run >= settings.stop_after_epochs and not finished_all:
-                return StageResult(checkpoint_path(self.folder, "latest"), self.state.iteration, False, False)
         if out_of_time:
             self.log.line(f"[{self.stage.name}] time budget of {settings.max_minutes} min spent at iteration {self.state.iteration}")
         self.stage.finish(batches, self.context.device)

@@ -16,9 +16,10 @@ from typing import Any
 
 from msgldm_auto.dataset.cases import Case
 from msgldm_auto.dataset.image_io import Image, read_image
-from msgldm_auto.evaluation.metrics import evaluate_volumes, slice_axis_from_spacing
+from msgldm_auto.evaluation.metrics import evaluate_volumes
 from msgldm_auto.evaluation.previews import save_preview
 from msgldm_auto.evaluation.table import ScoredVolume, aggregate, json_safe, summarise
+from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.atomic import write_json_atomic
 
@@ -53,6 +54,8 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
     output = Path(output_folder) if output_folder is not None else model_folder / f"fold_{fold}" / "validation"
     predictor = MSGLDMPredictor.from_trained_folder(model_folder, [fold], checkpoint, device, options)
     one_pass = None
+    # The one-pass decoder is the yardstick diffusion must beat (DESIGN.md §6); msgldm_find_best_configuration
+    # validates it as a mode of its own, so it leaves the comparison out.
     if compare_one_pass and predictor.uses_diffusion:
         one_pass = MSGLDMPredictor(predictor.model, predictor.networks, predictor.device,
                                    replace(predictor.options, one_pass=True), checkpoint)
@@ -98,7 +101,7 @@ def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, I
         synthesized = result.synthesized
         for channel, prediction in sorted(synthesized.items()):
             reference = images[channel]
-            axis = slice_axis_from_spacing(reference.spacing)
+            axis = numpy_slice_axis(reference.spacing, reference.direction)
             std = result.std[channel].array if channel in result.std else None
             metrics = evaluate_volumes(reference.array, prediction.array, label=label, slice_axis=axis, std=std)
             records.append(ScoredVolume(case_id, names[channel], channel, pattern.name(names), axis, metrics))
