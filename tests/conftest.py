@@ -46,3 +46,35 @@ def tiny_demo_dataset(msgldm_roots, _tiny_demo_dataset_master):
     target = raw_root() / _tiny_demo_dataset_master.name
     shutil.copytree(_tiny_demo_dataset_master, target)
     return target
+
+
+TINY_TRAINING = ["-p", "MSGLDMPlans_cpu", "-device", "cpu", "--epochs", "1", "--iters-per-epoch", "2",
+                 "--val-cases", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def _tiny_trained_home_master(tmp_path_factory, _tiny_demo_dataset_master):
+    """Built once per test session: the tiny demo planned (cpu preset), preprocessed, fold 0 trained 2 iterations."""
+    import shutil
+
+    from msgldm_auto.cli import plan_and_preprocess, train
+
+    home = tmp_path_factory.mktemp("tiny_trained_home")
+    shutil.copytree(_tiny_demo_dataset_master, home / "raw" / _tiny_demo_dataset_master.name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MSGLDM_HOME", str(home))
+        for var in ("MSGLDM_RAW", "MSGLDM_PREPROCESSED", "MSGLDM_RESULTS"):
+            patch.delenv(var, raising=False)
+        assert plan_and_preprocess.main(["-d", "901", "-pl", "cpu", "-np", "1"]) == 0
+        assert train.main(["901", "2d", "0", *TINY_TRAINING]) == 0
+    return home
+
+
+@pytest.fixture
+def tiny_trained_demo(msgldm_roots, _tiny_trained_home_master):
+    """A copy of the session's trained tiny demo in the test's own roots; returns the model folder
+    `<results>/Dataset901_Demo/MSGLDMPlans_cpu__2d` (fold_0 trained, with its validation)."""
+    import shutil
+
+    shutil.copytree(_tiny_trained_home_master, msgldm_roots, dirs_exist_ok=True)
+    return msgldm_roots / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d"

@@ -1,9 +1,10 @@
 """The tiny end-to-end runs of the default suite: plan -> train a few iterations -> predict -> evaluate.
 
-Everything goes through the same entry points a user calls (in-process). Checks what a user relies on: outputs on the
-exact input grid (also for an LPS-oriented copy of a case), present modalities never rewritten, the metrics summary,
-and that the fold's validation summary exists. The first run uses the `cpu` plans as planned (one-pass decoder); the
-second switches diffusion on and trains all three stages, so prediction goes through DDIM sampling (~15 s on 2 cores).
+Everything goes through the same entry points a user calls (in-process; the first run's planning and training run
+once per session in the `tiny_trained_demo` fixture). Checks what a user relies on: outputs on the exact input grid
+(also for an LPS-oriented copy of a case), present modalities never rewritten, the metrics summary, and that the fold's
+validation summary exists. The first run uses the `cpu` plans as planned (one-pass decoder); the second switches
+diffusion on and trains all three stages, so prediction goes through DDIM sampling (~15 s on 2 cores).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import shutil
 import numpy as np
 import SimpleITK as sitk
 
-from msgldm_auto.cli import evaluate, plan_and_preprocess, predict, train
+from msgldm_auto.cli import evaluate, predict, train
 from msgldm_auto.dataset.image_io import read_image
 
 
@@ -23,17 +24,16 @@ def _reorient_copy(src, dst):
     sitk.WriteImage(sitk.DICOMOrient(image, "LPS"), str(dst))
 
 
-def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
-    assert plan_and_preprocess.main(["-d", "901", "-pl", "cpu", "-np", "1"]) == 0
-    assert train.main(["901", "2d", "0", "-p", "MSGLDMPlans_cpu", "-device", "cpu", "--epochs", "1",
-                       "--iters-per-epoch", "2", "--val-cases", "1", "--no-progress"]) == 0
-    fold = msgldm_roots / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "fold_0"
+def test_plan_train_predict_evaluate(tiny_trained_demo, msgldm_roots, tmp_path):
+    # Planned, preprocessed and trained by msgldm_plan_and_preprocess and msgldm_train (session fixture, conftest).
+    raw_dataset = msgldm_roots / "raw" / "Dataset901_Demo"
+    fold = tiny_trained_demo / "fold_0"
     assert (fold / "structure" / "checkpoint_final.pth").is_file()
     assert not (fold / "ae").exists() and not (fold / "ldm").exists()   # cpu plans: the one-pass decoder only
     assert json.loads((fold / "validation" / "summary.json").read_text())["num_cases"] == 1
 
     inputs = tmp_path / "in"
-    shutil.copytree(tiny_demo_dataset / "imagesTs", inputs)
+    shutil.copytree(raw_dataset / "imagesTs", inputs)
     first = sorted(inputs.iterdir())[0]
     lps = inputs / first.name.replace("demo_", "lps_")
     _reorient_copy(first, lps)
@@ -56,7 +56,7 @@ def test_plan_train_predict_evaluate(tiny_demo_dataset, msgldm_roots, tmp_path):
     assert any(c.startswith("lps_") for c in record["cases"])
 
     reference = tmp_path / "ref"
-    shutil.copytree(tiny_demo_dataset / "referenceTs", reference)
+    shutil.copytree(raw_dataset / "referenceTs", reference)
     for path in list(reference.glob("demo_*")):      # the LPS case's truth, in its own orientation
         lps_truth = reference / path.name.replace("demo_", "lps_")
         if path.name.startswith(first.name[:8]):

@@ -75,17 +75,18 @@ def test_constant_offset_gives_known_mae_and_psnr():
     assert mae(reference, shifted_outside, mask) == 0.0
 
 
-def test_evaluate_volumes_matches_hand_computation():
-    reference, prediction, mask = brain(0), brain(7) * 1.1, head()
-
-    def by_hand(v):
-        low, high = np.percentile(v[mask], [0.5, 99.5])
-        return np.where(mask, np.clip((v - max(low, 0)) / (high - max(low, 0)), 0, 1), 0)
-
-    r, p = by_hand(reference), by_hand(prediction)
-    result = evaluate_volumes(reference, prediction, mask)
-    assert result["mae"] == pytest.approx(np.abs(r - p)[mask].mean())
-    assert result["psnr"] == pytest.approx(10 * np.log10(1 / ((r - p)[mask] ** 2).mean()))
+def test_evaluate_volumes_gives_known_mae_and_psnr_for_flipped_voxels_on_any_scale():
+    # A two-level volume (half 0, half 100) normalises to exactly {0, 1} whatever its scale, so a prediction with 10 of
+    # 1000 bright voxels dark has MAE 10/1000 and MSE 10/1000: PSNR 10 log10(1000 / 10) = 20 dB.
+    reference = np.zeros(1000)
+    reference[:500] = 100.0
+    prediction = reference.copy()
+    prediction[:10] = 0.0
+    shape, mask = (10, 10, 10), np.ones((10, 10, 10), bool)
+    for scale in (1.0, 7.5):
+        result = evaluate_volumes(reference.reshape(shape), scale * prediction.reshape(shape), mask)
+        assert result["mae"] == pytest.approx(0.01)
+        assert result["psnr"] == pytest.approx(20.0)
 
 
 def test_metrics_ignore_global_intensity_scale():

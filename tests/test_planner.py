@@ -9,9 +9,12 @@ import pytest
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import Plans
+from msgldm_auto.inference.model_loading import build_networks
 from msgldm_auto.preprocessing.orientation import Reorientation, numpy_slice_axis
+from planning.cost import activation_bytes_per_sample, usable_memory_bytes
 from planning.fingerprint import CaseFingerprint, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment
+from planning.presets import get_preset
 from planning.workflow import save_plans_keeping_extras
 from preprocessing_synthetic import LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, write_raw_dataset
 
@@ -130,19 +133,67 @@ def test_lps_or_permuted_storage_plans_like_its_ras_copy(direction):
     assert other.spacing == ras.spacing and other.image_size == ras.image_size
 
 
-def test_cpu_preset_is_small_and_time_boxed():
-    demo_2mm = make_fingerprint((91, 109, 91), (2.0, 2.0, 2.0), (70, 86, 70), cases=20)
-    plans = plan(demo_2mm, preset="cpu")
+DEMO_2MM = dict(ras_shape=(91, 109, 91), ras_spacing=(2.0, 2.0, 2.0), cropped_ras=(70, 86, 70), cases=20)
+GEOMETRIES = {"brats": BRATS, "demo_2mm": DEMO_2MM,
+              "coronal_5mm": dict(ras_shape=(200, 36, 200), ras_spacing=(0.9, 5.0, 0.9), cropped_ras=(160, 30, 180)),
+              "fine_0.5mm": dict(ras_shape=(512, 512, 300), ras_spacing=(0.5, 0.5, 0.5), cropped_ras=(400, 440, 300))}
+
+
+@pytest.mark.parametrize("preset", ["default", "cpu"])
+@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
+def test_planned_networks_fit_their_slices_their_norms_and_the_memory_budget(preset, geometry):
+    config = plan(make_fingerprint(**GEOMETRIES[geometry]), preset=preset).configuration("2d")
+    chosen = get_preset(preset)
+    assert max(config.image_size) <= chosen.max_side
+    assert all(s % config.size_multiple == 0 for s in config.image_size)
+    assert config.size_multiple % 2 ** (len(config.control.channels) - 1) == 0     # the control's down-samplings fit
+    assert all(w % config.autoencoder.norm_num_groups == 0 for w in config.autoencoder.channels)
+    assert all(w % config.unet.norm_num_groups == 0 for w in config.unet.channels)
+    attended = [w for w, a in zip(config.unet.channels, config.unet.attention_levels) if a]
+    assert all(w % config.unet.num_head_channels == 0 for w in attended)
+    assert config.disentangler.prior_channels % config.disentangler.msse_heads == 0
+    budget = usable_memory_bytes("cpu" if preset == "cpu" else "cuda", 8.0, chosen.cpu_memory_budget_gb)
+    assert 2 <= config.batch_size <= chosen.max_batch_size
+    assert config.batch_size * activation_bytes_per_sample(config, 4) <= budget
+
+
+def test_cpu_plans_are_time_boxed_and_give_the_control_the_same_budget():
+    plans = plan(make_fingerprint(**DEMO_2MM), preset="cpu")
     config = plans.configuration("2d")
     assert plans.plans_name == "MSGLDMPlans_cpu" and config.data_identifier == "MSGLDMPlans_cpu_2d"
-    assert max(config.image_size) <= 64 and config.diffusion.steps == 5
-    assert config.unet.channels == [32, 64] and config.autoencoder.channels[:3] == [16, 32, 32]
-    assert config.trained_stages == ("structure",)    # diffusion off: neither the AE nor the LDM is trained
+    assert not config.ablations.diffusion and config.trained_stages == ("structure",)   # one-pass plans: one stage
     budget = sum(config.schedule[s].max_minutes for s in config.trained_stages)
-    assert budget <= 10 and sum(config.estimated_minutes.values()) <= 10 and set(config.estimated_minutes) == {"structure"}
-    assert config.batch_size <= 8
-    assert config.stage_schedule("unet").max_minutes == budget                # the control: the same budget
-    assert config.size_multiple % 2 ** (len(config.control.channels) - 1) == 0  # every slice size fits the control
+    assert set(config.estimated_minutes) == set(config.trained_stages)
+    assert sum(config.estimated_minutes.values()) <= budget
+    assert config.stage_schedule("unet").max_minutes == budget
+    default = plan(make_fingerprint(**DEMO_2MM)).configuration("2d")
+    assert config.batch_size <= default.batch_size
+    assert sum(config.unet.channels) < sum(default.unet.channels)
+
+
+def test_a_small_memory_target_halves_the_widths_only_as_far_as_needed():
+    fingerprint = make_fingerprint(**BRATS)
+    full = plan(fingerprint, gpu_memory_target_gb=8).configuration("2d")
+    previous = full
+    for target, divisor in ((1.0, 2), (0.8, 4)):
+        plans = plan(fingerprint, gpu_memory_target_gb=target)
+        config, budget = plans.configuration("2d"), usable_memory_bytes("cuda", target, 0.0)
+        assert config.unet.channels == [w // divisor for w in full.unet.channels]
+        assert config.autoencoder.channels == [w // divisor for w in full.autoencoder.channels]
+        assert config.disentangler.structure_channels == [w // divisor for w in full.disentangler.structure_channels]
+        assert config.control.channels == [w // divisor for w in full.control.channels]
+        assert config.batch_size == 2 and 2 * activation_bytes_per_sample(config, 4) <= budget       # the estimate fits
+        assert 2 * activation_bytes_per_sample(previous, 4) > budget                # one halving fewer would not
+        assert f"preset widths divided by {divisor}" in config.rationale["autoencoder"]
+        networks = build_networks(plans, config, ("ae", "structure", "ldm", "unet"))   # the halved widths build
+        assert set(networks) == {"ae", "structure", "ldm", "unet"}
+        previous = config
+
+
+def test_halving_stops_at_the_preset_floor_and_says_the_target_is_exceeded():
+    config = plan(make_fingerprint(**BRATS), gpu_memory_target_gb=0.55).configuration("2d")
+    assert min(config.autoencoder.channels + config.unet.channels) == get_preset("default").min_width
+    assert config.batch_size == 2 and "over the memory target" in config.rationale["batch_size"]
 
 
 def test_plans_round_trip_through_json_and_keep_extra_configurations(tmp_path):
