@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import SimpleITK as sitk
 
-from msgldm_auto.cli import evaluate, predict, train
+from msgldm_auto.cli import evaluate, plan_and_preprocess, predict, train
 from msgldm_auto.dataset.image_io import read_image
 
 
