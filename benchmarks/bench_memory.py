@@ -20,8 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,
-                                today)
+from benchmarks._common import (
+    load_results,
+    machine_line,
+    markdown_table,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+)
 
 TARGET_GB = 4.0
 

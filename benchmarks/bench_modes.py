@@ -19,8 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._common import (RESULTS, load_results, machine_line, provenance, replace_section, save_results, today,
-                                trained_iterations)
+from benchmarks._common import (
+    RESULTS,
+    load_results,
+    machine_line,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 from benchmarks.plans_edits import plans_variant
 
 BASE_PLANS = "MSGLDMPlans_cpu"

@@ -22,8 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._common import (RESULTS, load_results, load_summary_means, machine_line, provenance, replace_section,
-                                save_results, today, trained_iterations)
+from benchmarks._common import (
+    RESULTS,
+    load_results,
+    load_summary_means,
+    machine_line,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 
 PLANS = "MSGLDMPlans_cpu"
 METHOD_LABELS = {"msgldm": "MSG-LDM", "unet": "plain UNet control", "floor_copy": "copy floor",

@@ -17,8 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,
-                                today)
+from benchmarks._common import (
+    load_results,
+    machine_line,
+    markdown_table,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
 STEP_COUNTS = (50, 25, 10, 5)
@@ -26,13 +33,12 @@ LOADER_MARGIN = 3.0
 
 
 def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: int) -> dict:
+    from benchmarks.quality_runs import load_fold
     from msgldm_auto.dataset.cases import discover_cases
     from msgldm_auto.dataset.dataset_json import DatasetJson
+    from msgldm_auto.dataset.image_io import read_image
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
     from msgldm_auto.preprocessing.pipeline import preprocess_case
-    from msgldm_auto.dataset.image_io import read_image
-
-    from benchmarks.quality_runs import load_fold
 
     raw = source / "raw" / DATASET
     dataset = DatasetJson.load(raw / "dataset.json")
@@ -63,9 +69,9 @@ def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: i
 
 def time_training(source: Path, threads: int) -> dict:
     import torch
-    from msgldm_auto.plans import Plans
 
     from benchmarks.stage_timing import STAGE_NAMES, time_loader, time_stage
+    from msgldm_auto.plans import Plans
 
     preprocessed = source / "preprocessed" / DATASET
     plans = Plans.load(preprocessed / f"{PLANS}.json")

@@ -6,8 +6,17 @@ import re
 from typing import Any
 
 from benchmarks._common import mean_std, provenance
-from benchmarks.quality_tables import (GRADIENT_BAND, Choice, choose_default, gradient_verdict, mean_of, overview_table,
-                            paired_differences, per_pattern_table, per_target_table)
+from benchmarks.quality_tables import (
+    GRADIENT_BAND,
+    Choice,
+    choose_default,
+    gradient_verdict,
+    mean_of,
+    overview_table,
+    paired_differences,
+    per_pattern_table,
+    per_target_table,
+)
 
 ONE_PASS = "one-pass decoder"
 CEILING = "ceiling: autoencoder reconstruction"

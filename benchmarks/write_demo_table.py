@@ -13,8 +13,17 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks._common import (cpu_name, load_results, load_summary_means, machine_line, provenance, replace_section,
-                                save_results, today, trained_iterations)
+from benchmarks._common import (
+    cpu_name,
+    load_results,
+    load_summary_means,
+    machine_line,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
 METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "plain UNet control": "unet",

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataset_conversion.common import (
-    SkippedFile, SourceCase, SourceDataset, add_image, is_hidden, require_source_folder, strip_nifti_ending, walk_files,
+    SkippedFile,
+    SourceCase,
+    SourceDataset,
+    add_image,
+    is_hidden,
+    require_source_folder,
+    strip_nifti_ending,
+    walk_files,
 )
 from msgldm_auto.errors import MSGLDMError
 

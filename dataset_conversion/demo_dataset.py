@@ -17,8 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from dataset_conversion import mr_physics
-from dataset_conversion.demo_anatomy import (DeformationSettings, Grid, Template, add_head_shell, add_lesions,
-                                             deform_template, load_template, output_grid)
+from dataset_conversion.demo_anatomy import (
+    DeformationSettings,
+    Grid,
+    Template,
+    add_head_shell,
+    add_lesions,
+    deform_template,
+    load_template,
+    output_grid,
+)
 from msgldm_auto import paths
 from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name

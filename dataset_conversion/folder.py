@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from dataset_conversion.common import (
-    SkippedFile, SourceCase, SourceDataset, add_image, require_source_folder, safe_case_id, walk_files,
+    SkippedFile,
+    SourceCase,
+    SourceDataset,
+    add_image,
+    require_source_folder,
+    safe_case_id,
+    walk_files,
 )
 from msgldm_auto.dataset.image_io import read_image
 from msgldm_auto.errors import MSGLDMError

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dataset_conversion.common import SkippedFile, SourceCase, SourceDataset, add_image, require_source_folder, walk_files
+from dataset_conversion.common import (
+    SkippedFile,
+    SourceCase,
+    SourceDataset,
+    add_image,
+    require_source_folder,
+    walk_files,
+)
 from msgldm_auto.errors import MSGLDMError
 
 CHANNELS = ["T1", "T2", "PD"]

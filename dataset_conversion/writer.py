@@ -14,8 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset_conversion.common import SourceCase, SourceDataset
-from dataset_conversion.summary import LOG_NAME
 from dataset_conversion.registration import RigidRegistrationSettings, register_and_resample
+from dataset_conversion.summary import LOG_NAME
 from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson

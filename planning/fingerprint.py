@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
 
+from msgldm_auto.atomic import write_text_atomic
 from msgldm_auto.dataset.cases import Case, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
@@ -26,7 +27,6 @@ from msgldm_auto.preprocessing.normalization import head_percentiles
 from msgldm_auto.preprocessing.orientation import Reorientation
 from msgldm_auto.preprocessing.parallel import failure_summary, parallel_map
 from msgldm_auto.preprocessing.pipeline import read_raw_case
-from msgldm_auto.atomic import write_text_atomic
 
 FINGERPRINT_VERSION = 1
 FINGERPRINT_FILE = "dataset_fingerprint.json"

@@ -14,8 +14,19 @@ import numpy as np
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import (DEFAULT_CONFIGURATION, STAGES, Ablations, AutoencoderPlan, ConfigurationPlan,
-                               ControlPlan, DiffusionPlan, DisentanglerPlan, Plans, StageSchedule, UNetPlan)
+from msgldm_auto.plans import (
+    DEFAULT_CONFIGURATION,
+    STAGES,
+    Ablations,
+    AutoencoderPlan,
+    ConfigurationPlan,
+    ControlPlan,
+    DiffusionPlan,
+    DisentanglerPlan,
+    Plans,
+    StageSchedule,
+    UNetPlan,
+)
 from msgldm_auto.preprocessing.orientation import coarsest_axes, slice_axis_for_spacing, slice_layout
 from msgldm_auto.preprocessing.resampling import resampled_size
 from planning.cost import activation_bytes_per_sample, estimate_stage_minutes, fold_summary, usable_memory_bytes

@@ -9,13 +9,13 @@ import shutil
 import warnings
 from pathlib import Path
 
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.dataset.cases import training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.json_files import load_json
 from msgldm_auto.paths import preprocessed_root, raw_root
 from msgldm_auto.plans import DEFAULT_CONFIGURATION, Plans, plans_file_name
-from msgldm_auto.atomic import atomic_path
 from msgldm_auto.preprocessing.run import PreprocessReport, preprocess_dataset
 from planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment

@@ -142,9 +142,10 @@ def test_plans_variants_are_copies_and_refuse_unknown_fields(cpu_plans):
 
 
 def test_setting_predictors_share_the_networks_and_leave_the_model_alone(cpu_plans):
+    import torch
+
     from benchmarks.quality_runs import Setting, setting_predictor
     from benchmarks.synthetic_model import random_networks, trained_model_stub
-    import torch
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     model = trained_model_stub(cpu_plans, Path("/nonexistent"))
@@ -163,6 +164,7 @@ def test_setting_predictors_share_the_networks_and_leave_the_model_alone(cpu_pla
 def test_quality_runs_score_sample_0_and_the_mean_through_the_predictor(cpu_plans):
     """A tiny case through the path bench_quality measures: the predictor per setting, the ceiling beside it."""
     import torch
+
     from benchmarks.plans_edits import model_variant
     from benchmarks.quality_runs import Scores, Setting, TestCase, run_ceiling, run_setting
     from benchmarks.synthetic_model import brats_case, random_networks, trained_model_stub
@@ -220,8 +222,9 @@ def test_prepare_variant_edits_plans_reuses_data_and_copies_only_untouched_stage
 # --------------------------------------------------------------------------------------------------- training batches
 def test_random_batches_have_a_valid_availability_pattern_per_row():
     import torch
-    from msgldm_auto.plans import ConfigurationPlan
+
     from benchmarks.stage_timing import random_batch
+    from msgldm_auto.plans import ConfigurationPlan
 
     config = ConfigurationPlan(slice_axis=2, spacing=[1.0, 1.0], image_size=[16, 24], latent_scale=4, context_slices=3, batch_size=5)
     batch = random_batch(config, 4, torch.device("cpu"))

@@ -9,8 +9,15 @@ import pytest
 
 from dataset_conversion import demo_dataset, mr_physics
 from dataset_conversion.demo_anatomy import load_template, output_grid
-from dataset_conversion.demo_dataset import (CHANNEL_NAMES, DemoSettings, case_rng, held_out_channels,
-                                             make_demo_dataset, simulate_subject, training_channels)
+from dataset_conversion.demo_dataset import (
+    CHANNEL_NAMES,
+    DemoSettings,
+    case_rng,
+    held_out_channels,
+    make_demo_dataset,
+    simulate_subject,
+    training_channels,
+)
 from msgldm_auto.cli.demo_dataset import main as demo_main
 from msgldm_auto.dataset.cases import discover_cases, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from msgldm_auto import paths
 from msgldm_auto.dataset import image_io
-from msgldm_auto.dataset.cases import (discover_cases, image_file_name, split_image_name, training_cases)
+from msgldm_auto.dataset.cases import discover_cases, image_file_name, split_image_name, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image, read_image_header, write_image
 from msgldm_auto.errors import MSGLDMError

@@ -18,7 +18,14 @@ from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image, write_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import (
-    AutoencoderPlan, ConfigurationPlan, ControlPlan, DiffusionPlan, DisentanglerPlan, Plans, StageSchedule, UNetPlan,
+    AutoencoderPlan,
+    ConfigurationPlan,
+    ControlPlan,
+    DiffusionPlan,
+    DisentanglerPlan,
+    Plans,
+    StageSchedule,
+    UNetPlan,
 )
 
 MODALITIES = ["T1", "T2", "FLAIR"]
@@ -351,7 +358,6 @@ def test_the_python_api_expands_a_home_path(model_folder, monkeypatch):
 # ------------------------------------------------------------------------------------------------ model zips
 def test_a_control_only_model_exports_and_installs_and_predicts_with_it(msgldm_roots, tmp_path, monkeypatch):
     from msgldm_auto.cli.model_zip import export_main, install_main
-
     from msgldm_auto.evaluation.model_choice import ModelChoice, ModeScore, PredictionMode
 
     folder = write_fake_model(msgldm_roots / "results", stages=("unet",))

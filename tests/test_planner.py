@@ -5,18 +5,18 @@ import json
 
 import numpy as np
 import pytest
+from preprocessing_synthetic import LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, write_raw_dataset
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import Plans
 from msgldm_auto.inference.model_loading import build_networks
+from msgldm_auto.plans import Plans
 from msgldm_auto.preprocessing.orientation import Reorientation, numpy_slice_axis
 from planning.cost import activation_bytes_per_sample, usable_memory_bytes
 from planning.fingerprint import CaseFingerprint, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment
 from planning.presets import get_preset
 from planning.workflow import save_plans_keeping_extras
-from preprocessing_synthetic import LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, write_raw_dataset
 
 MODALITIES = ["T1", "T1ce", "T2", "FLAIR"]
 

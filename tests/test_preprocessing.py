@@ -6,6 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from preprocessing_synthetic import (
+    LPS_DIRECTION,
+    PERMUTED_DIRECTION,
+    RAS_DIRECTION,
+    head_case,
+    label_image,
+    write_raw_dataset,
+)
 
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
@@ -13,13 +21,15 @@ from msgldm_auto.plans import ConfigurationPlan
 from msgldm_auto.preprocessing.head_mask import compute_head_mask
 from msgldm_auto.preprocessing.normalization import get_scheme
 from msgldm_auto.preprocessing.orientation import Reorientation, from_slices, to_slices
-from msgldm_auto.preprocessing.pipeline import (head_mask_original, preprocess_case, restore_original,
-                                                restore_original_image)
+from msgldm_auto.preprocessing.pipeline import (
+    head_mask_original,
+    preprocess_case,
+    restore_original,
+    restore_original_image,
+)
 from msgldm_auto.preprocessing.properties import PackedMask
 from msgldm_auto.preprocessing.run import preprocess_dataset
 from msgldm_auto.preprocessing.storage import list_cases, load_case, save_case
-from preprocessing_synthetic import (LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, label_image,
-                                           write_raw_dataset)
 
 
 def make_config(slice_axis=2, spacing=(1.5, 1.5), image_size=(32, 32)) -> ConfigurationPlan:

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_standins import (MemoryReader, TinySynthesisStage, coded_case, smooth_case,  # noqa: E402
-                               write_preprocessed_dataset)
+from training_standins import MemoryReader, TinySynthesisStage, coded_case, smooth_case, write_preprocessed_dataset  # noqa: E402
 
 from msgldm_auto.cli.train import main  # noqa: E402
 from msgldm_auto.errors import MSGLDMError  # noqa: E402
@@ -23,8 +22,7 @@ from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
 from msgldm_auto.training.ema import make_ema  # noqa: E402
 from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
 from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
-from msgldm_auto.training.trainer import (StageTrainer, TrainerSettings, poly_factor,  # noqa: E402
-                                          schedule_progress)
+from msgldm_auto.training.trainer import StageTrainer, TrainerSettings, poly_factor, schedule_progress  # noqa: E402
 
 CPU = DistributedContext(0, 1, 0, torch.device("cpu"))
 

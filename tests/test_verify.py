@@ -11,8 +11,15 @@ import pytest
 from msgldm_auto.cli.verify_dataset import main as verify_main
 from msgldm_auto.dataset import verify as verify_module
 from msgldm_auto.dataset.image_io import Image, read_image, write_image
-from msgldm_auto.dataset.verify import (ERROR, WARNING, Problem, check_case_grids, check_label_grid,
-                                        resample_to_reference, verify_dataset)
+from msgldm_auto.dataset.verify import (
+    ERROR,
+    WARNING,
+    Problem,
+    check_case_grids,
+    check_label_grid,
+    resample_to_reference,
+    verify_dataset,
+)
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.preprocessing.grids import harmonise_grids
 

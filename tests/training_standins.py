@@ -88,8 +88,15 @@ class TinySynthesisStage(Stage):
 
 def tiny_plans(dataset_name: str, modalities=("T1", "T2", "FLAIR"), context_slices: int = 1, batch_size: int = 4, labels: bool = False):
     """A real `Plans` with very small networks: 16² slices, f = 4, DDIM 2 steps."""
-    from msgldm_auto.plans import (AutoencoderPlan, ConfigurationPlan, DiffusionPlan, DisentanglerPlan, Plans,
-                                   StageSchedule, UNetPlan)
+    from msgldm_auto.plans import (
+        AutoencoderPlan,
+        ConfigurationPlan,
+        DiffusionPlan,
+        DisentanglerPlan,
+        Plans,
+        StageSchedule,
+        UNetPlan,
+    )
 
     config = ConfigurationPlan(
         slice_axis=2, spacing=[2.0, 2.0], image_size=[16, 16], latent_scale=4, context_slices=context_slices,

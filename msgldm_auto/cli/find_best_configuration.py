@@ -4,8 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from msgldm_auto.cli._common import (CHECKPOINT_HELP, CONFIGURATION_HELP, DATASET_HELP, add_plans_argument, entry_point,
-                                     print_roots, resolve_device)
+from msgldm_auto.cli._common import (
+    CHECKPOINT_HELP,
+    CONFIGURATION_HELP,
+    DATASET_HELP,
+    add_plans_argument,
+    entry_point,
+    print_roots,
+    resolve_device,
+)
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 from msgldm_auto.plans import DEFAULT_CONFIGURATION
 

@@ -17,7 +17,7 @@ def build_export_parser() -> argparse.ArgumentParser:
 @entry_point
 def export_main(argv: list[str] | None = None) -> int:
     args = build_export_parser().parse_args(argv)
-    from msgldm_auto.inference.model_loading import find_model_folder   # torch loads only now: instant --help
+    from msgldm_auto.inference.model_loading import find_model_folder  # torch loads only now: instant --help
     from msgldm_auto.inference.model_zip import export_model_zip
 
     print_roots()

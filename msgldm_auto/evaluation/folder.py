@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.dataset.cases import split_image_name, std_map_path
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image
@@ -15,7 +16,6 @@ from msgldm_auto.evaluation.metrics import PSNR_CAP_DB, evaluate_volumes
 from msgldm_auto.evaluation.predictions_json import PredictionsRecord, read_predictions_json
 from msgldm_auto.evaluation.table import ScoredVolume, summarise
 from msgldm_auto.preprocessing.orientation import numpy_slice_axis
-from msgldm_auto.atomic import write_json_atomic
 
 UNKNOWN_PATTERN = "unknown"
 

@@ -16,12 +16,12 @@ from typing import Any
 from tqdm import tqdm
 
 import msgldm_auto
+from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.dataset.cases import image_file_name, std_map_path
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.json_files import load_json
 from msgldm_auto.inference.case_input import InputCase, discover_input
 from msgldm_auto.inference.export import copy_atomic, write_output_image
-from msgldm_auto.atomic import write_json_atomic
+from msgldm_auto.json_files import load_json
 
 PREDICTIONS_FILE = "predictions.json"
 PREVIEW_FOLDER = "previews"

@@ -13,10 +13,10 @@ import torch
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 from msgldm_auto.paths import resolve_dataset_name, results_root
 from msgldm_auto.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS_NAME, ConfigurationPlan, Plans
 
-from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 ALL_STAGES = ("ae", "structure", "ldm")
 
 

@@ -19,11 +19,14 @@ import torch
 
 from msgldm_auto.atomic import atomic_path, staged_folder
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.evaluation.model_choice import CHOICE_FILE, CHOICE_TABLE_FILE, read_model_choice
 from msgldm_auto.inference.model_loading import (
-    available_folds, checkpoint_path, load_trained_model, resolve_folds,
+    available_folds,
+    checkpoint_path,
+    load_trained_model,
+    resolve_folds,
 )
 from msgldm_auto.paths import DATASET_NAME_PATTERN, results_root
-from msgldm_auto.evaluation.model_choice import CHOICE_FILE, CHOICE_TABLE_FILE, read_model_choice
 from msgldm_auto.plans import METHODS, STAGES
 
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")

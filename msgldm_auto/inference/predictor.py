@@ -19,14 +19,20 @@ import torch
 
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.evaluation.model_choice import CHOICE_FILE, PredictionMode, read_model_choice
 from msgldm_auto.inference import export
 from msgldm_auto.inference.case_input import load_images
 from msgldm_auto.inference.model_loading import (
-    FoldNetworks, TrainedModel, available_folds, load_fold_networks, load_trained_model, normalise_fold,
-    resolve_device, resolve_folds,
+    FoldNetworks,
+    TrainedModel,
+    available_folds,
+    load_fold_networks,
+    load_trained_model,
+    normalise_fold,
+    resolve_device,
+    resolve_folds,
 )
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES, SynthesisSettings, make_volume_input, synthesize_volume
-from msgldm_auto.evaluation.model_choice import CHOICE_FILE, PredictionMode, read_model_choice
 from msgldm_auto.plans import CONTROL_STAGE, METHODS, STAGES
 
 

@@ -18,11 +18,23 @@ import torch
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
-from msgldm_auto.plans import (CONTROL_STAGE, DEFAULT_PLANS_NAME, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans,
-                               plans_file_name)
+from msgldm_auto.plans import (
+    CONTROL_STAGE,
+    DEFAULT_PLANS_NAME,
+    STAGE_NEEDS,
+    STAGES,
+    ConfigurationPlan,
+    Plans,
+    plans_file_name,
+)
 from msgldm_auto.training.checkpoint import checkpoint_path
-from msgldm_auto.training.data_loader import (StorageReader, build_slice_index, default_num_workers,
-                                              make_training_batches, validation_batches)
+from msgldm_auto.training.data_loader import (
+    StorageReader,
+    build_slice_index,
+    default_num_workers,
+    make_training_batches,
+    validation_batches,
+)
 from msgldm_auto.training.ddp import DistributedContext, init_distributed, shutdown
 from msgldm_auto.training.splits import FoldCases, fold_cases, load_splits, parse_fold, write_splits
 from msgldm_auto.training.trainer import StageResult, StageTrainer, TrainerSettings

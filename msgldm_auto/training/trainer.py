@@ -23,8 +23,14 @@ import torch
 from tqdm import tqdm
 
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, restore_rng_state,
-                                             save_checkpoint, strip_wrappers)
+from msgldm_auto.training.checkpoint import (
+    capture_rng_state,
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    strip_wrappers,
+)
 from msgldm_auto.training.data_loader import SliceBatch, TrainingBatches
 from msgldm_auto.training.ddp import DistributedContext, barrier, shared_max
 from msgldm_auto.training.progress import History, ProgressLog

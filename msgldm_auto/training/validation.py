@@ -14,14 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.dataset.cases import Case
 from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.evaluation.metrics import evaluate_volumes
 from msgldm_auto.evaluation.previews import save_preview
 from msgldm_auto.evaluation.table import ScoredVolume, aggregate, json_safe, summarise
-from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
-from msgldm_auto.atomic import write_json_atomic
+from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FOLDER = "previews"
