@@ -8,7 +8,8 @@ from msgldm_auto.cli._common import add_model_arguments, entry_point, print_root
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msgldm_export_model_to_zip", description="Pack a trained model into one zip.")
+    parser = argparse.ArgumentParser(prog="msgldm_export_model_to_zip",
+                                     description="Pack a trained model into one zip.")
     add_model_arguments(parser)
     parser.add_argument("-o", required=True, metavar="ZIP", help="zip file to write")
     return parser

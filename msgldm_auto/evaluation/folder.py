@@ -49,8 +49,8 @@ def evaluate_folder(ref_dir: Path | str, pred_dir: Path | str, dataset: DatasetJ
     names = _channel_names(dataset, record)
     pairs, unmatched = _match_pairs(ref_dir, pred_dir, ending, record, names)
     if not pairs:
-        raise MSGLDMError(f"-ref {ref_dir} and -pred {pred_dir} share no {{CASE}}_{{CHANNEL:04d}}{ending} file to compare; "
-                          "check the folders and --file-ending")
+        raise MSGLDMError(f"-ref {ref_dir} and -pred {pred_dir} share no {{CASE}}_{{CHANNEL:04d}}{ending} file to "
+                          "compare; check the folders and --file-ending")
     volumes = _score_pairs(pairs, names, record, ending, mask_dir, labels_dir, slice_axis)
     summary = summarise(volumes, _header(ref_dir, pred_dir, unmatched))
     if output_file is not None:

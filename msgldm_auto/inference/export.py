@@ -26,7 +26,8 @@ def restore_to_input_grid(volume: np.ndarray, properties: CaseProperties, refere
 
     restored = np.asarray(restore_original(volume, properties, order=3, fill=-1.0), dtype=np.float32)
     if restored.shape != reference.array.shape:
-        raise RuntimeError(f"restore_original returned shape {restored.shape}, expected the input's {reference.array.shape}")
+        raise RuntimeError(f"restore_original returned shape {restored.shape}, expected the input's "
+                           f"{reference.array.shape}")
     return restored
 
 

@@ -35,7 +35,8 @@ class FolderReport:
     output_folder: Path | None = None
 
 
-def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | str] | None = None, complete: bool = False,
+def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | str] | None = None,
+                   complete: bool = False,
                    save_std: bool = False, continue_prediction: bool = False, preview: bool = False,
                    progress: bool = True) -> FolderReport:
     dataset = predictor.model.dataset
@@ -64,7 +65,8 @@ def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | s
     return report
 
 
-def _predict_one(predictor, case: InputCase, output_folder: Path, targets, complete: bool, save_std: bool, preview: bool) -> dict[str, Any]:
+def _predict_one(predictor, case: InputCase, output_folder: Path, targets, complete: bool, save_std: bool,
+                 preview: bool) -> dict[str, Any]:
     if case.problem:
         raise MSGLDMError(case.problem)
     ending = predictor.model.dataset.file_ending

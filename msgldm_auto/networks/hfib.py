@@ -62,7 +62,8 @@ class HighFrequencyInjection(nn.Module):
         much as a full 3×3 convolution, a banded matmul a fraction of it, and the reflect padding folds into A.
         """
         radius = (kernel.shape[1] - 1) // 2
-        positions = torch.arange(size, device=kernel.device)[:, None] + torch.arange(-radius, radius + 1, device=kernel.device)
+        positions = torch.arange(size, device=kernel.device)[:, None] + torch.arange(-radius, radius + 1,
+                                                                                     device=kernel.device)
         reflected = positions.abs()
         reflected = torch.where(reflected > size - 1, 2 * (size - 1) - reflected, reflected)       # (size, taps)
         channels = kernel.shape[0]

@@ -41,7 +41,8 @@ def preprocess_dataset(raw_folder: Path, output_folder: Path, config: Configurat
     dataset = DatasetJson.load(raw_folder / "dataset.json")
     cases = training_cases(raw_folder, dataset)
     if not cases:
-        raise MSGLDMError(f"{raw_folder}: no training cases in imagesTr; add {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} files")
+        raise MSGLDMError(f"{raw_folder}: no training cases in imagesTr; add "
+                          f"{{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} files")
     if clean and output_folder.exists():
         shutil.rmtree(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ class IntensityOnKeptTransform(AbstractTransform):
     checkpoints that state) and worker processes get their own seeds from the augmenter.
     """
 
-    def __init__(self, context_slices: int, p_per_sample: float = 0.3, gamma_range=(0.7, 1.5), brightness_range=(0.85, 1.15)):
+    def __init__(self, context_slices: int, p_per_sample: float = 0.3, gamma_range=(0.7, 1.5),
+                 brightness_range=(0.85, 1.15)):
         self.context_slices = context_slices
         self.p_per_sample = p_per_sample
         self.gamma_range = gamma_range

@@ -146,7 +146,8 @@ class StageTrainer:
             try:
                 network.load_state_dict(checkpoint["network_weights"][name])
             except (KeyError, RuntimeError) as err:
-                raise MSGLDMError(f"{path}: does not fit the current '{name}' network ({str(err).splitlines()[0][:100]});"
+                raise MSGLDMError(f"{path}: does not fit the current '{name}' network "
+                                  f"({str(err).splitlines()[0][:100]});"
                                   " other plans or an older msgldm_auto made it: delete "
                                   f"{self.folder} to train this stage afresh") from None
         for group, objects in (("optimizer_state", self.stage.optimizers), ("grad_scaler_state", self.scalers)):
@@ -263,7 +264,8 @@ class StageTrainer:
                 last_save = time.monotonic()
             barrier(self.context)
         if out_of_time:
-            self.log.line(f"[{self.stage.name}] time budget of {settings.max_minutes} min spent at iteration {self.state.iteration}")
+            self.log.line(f"[{self.stage.name}] time budget of {settings.max_minutes} min spent at iteration "
+                          f"{self.state.iteration}")
         self.stage.finish(batches, self.context.device)
         final = self.save("final")
         self.save("latest")   # resuming after finish() must see the finished state (e.g. the AE scale factor)

@@ -47,7 +47,8 @@ def validation_patterns(present: list[int]) -> list[Pattern]:
 
 
 def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], *, checkpoint: str = "final",
-                  device: str = "cpu", options: PredictionOptions | None = None, output_folder: Path | str | None = None,
+                  device: str = "cpu", options: PredictionOptions | None = None,
+                  output_folder: Path | str | None = None,
                   max_cases: int | None = None, num_previews: int = 2, compare_one_pass: bool = True) -> dict[str, Any]:
     """Synthesize, score and summarise the held-out `cases` (raw `Case`s) of `fold`; returns the written summary."""
     model_folder = Path(model_folder)
