@@ -90,7 +90,8 @@ def throughput(device: str, cpu_cores: int | None = None) -> float:
     return GPU_FLOPS
 
 
-def estimate_stage_minutes(config: ConfigurationPlan, modalities: int, device: str, cpu_cores: int | None = None) -> dict[str, float]:
+def estimate_stage_minutes(config: ConfigurationPlan, modalities: int, device: str,
+                           cpu_cores: int | None = None) -> dict[str, float]:
     """Minutes per stage: epochs x iterations x seconds per iteration, capped by the stage's wall-clock budget."""
     speed = throughput(device, cpu_cores)
     out = {}

@@ -64,7 +64,8 @@ def fingerprint_dataset(dataset_name: str, num_processes: int = 1, resample_mism
     return fingerprint
 
 
-def plan_dataset(dataset_name: str, preset: str = "default", gpu_memory_target_gb: float = 8.0, device: str | None = None,
+def plan_dataset(dataset_name: str, preset: str = "default", gpu_memory_target_gb: float = 8.0,
+                 device: str | None = None,
                  overwrite_target_spacing: list[float] | None = None, plans_name: str | None = None,
                  configuration: str = DEFAULT_CONFIGURATION) -> tuple[Plans, Path]:
     folder = preprocessed_folder(dataset_name)
