@@ -105,7 +105,8 @@ def _case_folders(root: Path, release: BratsRelease) -> list[Path]:
     seen: dict[str, Path] = {}
     for folder in folders:
         if folder.name in seen:
-            raise MSGLDMError(f"case folder {folder.name} appears twice ({seen[folder.name]} and {folder}); remove one copy")
+            raise MSGLDMError(f"case folder {folder.name} appears twice ({seen[folder.name]} and {folder}); remove one "
+                              "copy")
         seen[folder.name] = folder
     return sorted(folders, key=lambda p: p.name)
 

@@ -97,7 +97,8 @@ def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return rotation
 
 
-def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings, rng: np.random.Generator) -> list[np.ndarray]:
+def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings,
+                         rng: np.random.Generator) -> list[np.ndarray]:
     """Each component a sum of a few random plane waves: smooth, cheap, and invertible for small amplitudes."""
     components = []
     amplitude = settings.displacement_mm / np.sqrt(settings.waves)
@@ -107,19 +108,22 @@ def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings,
             direction = rng.normal(size=3)
             direction /= np.linalg.norm(direction)
             wavenumber = 2 * np.pi / rng.uniform(*settings.wavelength_mm)
-            phase = sum(np.float32(wavenumber * d) * w for d, w in zip(direction, world)) + np.float32(rng.uniform(0, 2 * np.pi))
+            phase = sum(np.float32(wavenumber * d) * w for d, w in zip(direction, world)) + np.float32(rng.uniform(0,
+                                                                                                                   2 * np.pi))
             total = total + np.float32(rng.normal(0.0, amplitude)) * np.sin(phase)
         components.append(total)
     return components
 
 
-def deform_template(template: Template, grid: Grid, settings: DeformationSettings, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def deform_template(template: Template, grid: Grid, settings: DeformationSettings,
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Tissue fractions of a new subject on `grid`: small affine about the brain centre + smooth warp, then resampled."""
     src = template.grid
     axes = [np.float32(o) + np.float32(grid.spacing_mm) * np.arange(n, dtype=np.float32) for o, n in zip(grid.origin_ras, grid.shape)]
     world = np.meshgrid(*axes, indexing="ij", sparse=True)
     centre = np.asarray(src.origin_ras) + src.spacing_mm * (np.asarray(src.shape) - 1) / 2
-    linear = _random_rotation(rng, settings.max_rotation_deg) @ np.diag(1 + rng.uniform(-settings.max_scaling, settings.max_scaling, 3))
+    linear = _random_rotation(rng, settings.max_rotation_deg) @ np.diag(1 + rng.uniform(-settings.max_scaling,
+                                                                                        settings.max_scaling, 3))
     shift = rng.uniform(-settings.max_translation_mm, settings.max_translation_mm, 3)
     warp = _smooth_displacement(world, settings, rng)
     # source voxel index = (centre + linear (x - centre) + shift + warp(x) - src_origin) / src_spacing
@@ -139,7 +143,8 @@ def deform_template(template: Template, grid: Grid, settings: DeformationSetting
     return fractions
 
 
-def _blob(grid_shape, spacing: float, centre: np.ndarray, semi_axes_mm: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+def _blob(grid_shape, spacing: float, centre: np.ndarray,
+          semi_axes_mm: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
     """A soft ellipsoid (1 in its core, fading to 0 at its surface) on the smallest box that holds it."""
     radius = np.ceil(semi_axes_mm / spacing).astype(int) + 1
     lo = np.maximum(centre - radius, 0)

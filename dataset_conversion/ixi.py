@@ -37,7 +37,8 @@ def read_ixi(source: Path) -> SourceDataset:
         if match is None:
             dataset.skipped.append(SkippedFile(path, "name does not look like IXI<nnn>-<site>-<nnnn>-<contrast>.nii.gz"))
         elif match.group(2) not in CHANNELS or match.group(3):
-            dataset.skipped.append(SkippedFile(path, f"IXI contrast {match.group(2)} is not converted (T1, T2, PD only)"))
+            dataset.skipped.append(SkippedFile(path,
+                                               f"IXI contrast {match.group(2)} is not converted (T1, T2, PD only)"))
         else:
             case = cases.setdefault(match.group(1), SourceCase(match.group(1), {}))
             add_image(case, match.group(2), path)

@@ -40,7 +40,8 @@ def register_rigid(fixed: Image, moving: Image, settings: RigidRegistrationSetti
     return method.Execute(fixed_itk, moving_itk)
 
 
-def _registration_method(fixed_shape: tuple[int, ...], settings: RigidRegistrationSettings) -> sitk.ImageRegistrationMethod:
+def _registration_method(fixed_shape: tuple[int, ...],
+                         settings: RigidRegistrationSettings) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
     voxels = int(np.prod(fixed_shape))

@@ -108,7 +108,8 @@ def _choose_split(case: SourceCase, images: dict, source: SourceDataset, result:
     if case.split == "Ts":
         return "Ts"
     if len(images) < MIN_TRAINING_MODALITIES:
-        result.notes.append(f"{case.case_id}: only {', '.join(images)} present -> imagesTs (training needs two modalities)")
+        result.notes.append(f"{case.case_id}: only {', '.join(images)} present -> imagesTs (training needs two "
+                            "modalities)")
         return "Ts"
     if source.labels is not None and case.label is None:
         return "Ts"  # e.g. a challenge's validation set; the summary counts these
@@ -163,8 +164,8 @@ def remap_labels(array: np.ndarray, mapping: dict[int, int], path: Path | str = 
         raise MSGLDMError(f"{path}: label file holds non-integer values; a segmentation must contain integers only")
     unknown = sorted(int(v) for v in np.rint(values) if int(v) not in mapping)
     if unknown:
-        raise MSGLDMError(f"{path}: label values {unknown} are not defined for this release (expected {sorted(mapping)}); "
-                          "fix or remove this segmentation")
+        raise MSGLDMError(f"{path}: label values {unknown} are not defined for this release (expected "
+                          f"{sorted(mapping)}); fix or remove this segmentation")
     lookup = np.zeros(max(mapping) + 1, dtype=np.uint8)
     for old, new in mapping.items():
         lookup[old] = new
