@@ -200,7 +200,8 @@ def run_variants(args: argparse.Namespace) -> None:
                         prefix=f"{VARIANT_TITLES[variant]}: ")
         iterations[variant] = stage_iterations(folder)
         print(f"[{variant}] scored", flush=True)
-    record = {"scores": scores.to_dict(), "setting": chosen.__dict__, "iterations": iterations, "machine": machine_line(),
+    record = {"scores": scores.to_dict(), "setting": chosen.__dict__, "iterations": iterations,
+              "machine": machine_line(),
               "source_iterations": stage_iterations(source / "results" / DATASET / f"{PLANS}__2d"),
               "date": today(),
               "command": "python -m benchmarks.bench_quality variants --source <demo home> --home <bench home> "
@@ -237,7 +238,8 @@ def run_write(args: argparse.Namespace) -> None:
         from benchmarks.quality_report import same_source
 
         if not same_source(sampling, variants):
-            print("WARNING: the stored variants were retrained from another model than the sampling table's: re-run them")
+            print("WARNING: the stored variants were retrained from another model than the sampling table's: re-run "
+                  "them")
         replace_section("quality-variants", variants_section(sampling, variants))
     print("documentation/benchmarks.md updated")
 
@@ -249,7 +251,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     sampling.add_argument("--source", required=True, help="MSGLDM_HOME of a finished `make demo` run (read only)")
     sampling.add_argument("--steps", type=int, nargs="+", default=[50, 25, 10, 5])
     sampling.add_argument("--t0", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    sampling.add_argument("--sweep-steps", type=int, nargs="+", default=[10, 5], help="step counts with the whole t0 sweep")
+    sampling.add_argument("--sweep-steps", type=int, nargs="+", default=[10, 5],
+                          help="step counts with the whole t0 sweep")
     sampling.add_argument("--samples", type=int, default=4, help="samples averaged at every step count")
     train = commands.add_parser("train", help="retrain the variants")
     train.add_argument("--source", required=True)

@@ -108,7 +108,8 @@ def section(records: list[dict]) -> str:
     for record in records:
         iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
         threads = f", OMP_NUM_THREADS={record['threads']}" if record.get("threads") else ""
-        parts += [f"### {record['dataset']}{threads}", "", "```text", comparison_table(record["summaries"], ("psnr", "ssim")),
+        parts += [f"### {record['dataset']}{threads}", "", "```text",
+                  comparison_table(record["summaries"], ("psnr", "ssim")),
                   "```", "", _verdict(record["summaries"]), "",
                   provenance(record["command"], record["machine"], record["date"],
                              f"Iterations trained: {iterations}."),

@@ -131,7 +131,8 @@ def section(record: dict) -> str:
         "",
         f"Sampling one demo volume (case {sampling['case']}, {'+'.join(sampling['pattern'])} present, "
         f"{next(iter(sampling['rows'].values()))['targets']} contrast synthesized, "
-        f"{next(iter(sampling['rows'].values()))['slices']} slices of {' × '.join(map(str, sampling.get('grid', ['?', '?'])))} "
+        f"{next(iter(sampling['rows'].values()))['slices']} slices of "
+        f"{' × '.join(map(str, sampling.get('grid', ['?', '?'])))} "
         "pixels, `cpu` plans), trained fold 0 model, "
         "best of the repeats, everything `predict_case` does (preprocessing, networks, restoring to the input grid):",
         "",
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update documentation/benchmarks.md")
-    parser.add_argument("--write-only", action="store_true", help="re-render the section from benchmarks/results/speed.json")
+    parser.add_argument("--write-only", action="store_true",
+                        help="re-render the section from benchmarks/results/speed.json")
     args = parser.parse_args(argv)
     if args.write_only:
         replace_section("speed", section(load_results("speed")))
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     record = {"sampling": time_sampling(args.source, args.case, tuple(args.steps), args.repeats),
-              "training": time_training(args.source, args.threads), "machine": machine_line(args.threads), "date": today()}
+              "training": time_training(args.source, args.threads), "machine": machine_line(args.threads),
+              "date": today()}
     print("stored", save_results("speed", record))
     if args.write:
         replace_section("speed", section(record))

@@ -133,8 +133,8 @@ def choose_default(metrics: Metrics, candidates: list[str], one_pass: str) -> Ch
     margin = mean_std(paired_differences(metrics, best, one_pass, "psnr"))[0]
     ssim_margin = mean_std(paired_differences(metrics, best, one_pass, "ssim"))[0]
     keeps = margin > 0.05 or (margin > -0.05 and ssim_margin >= 0)
-    reason = (f"best diffusion setting '{best}' is {margin:+.2f} dB PSNR and {ssim_margin:+.3f} SSIM against the one-pass "
-              f"decoder (paired, all test volumes)")
+    reason = (f"best diffusion setting '{best}' is {margin:+.2f} dB PSNR and {ssim_margin:+.3f} SSIM against the "
+              "one-pass decoder (paired, all test volumes)")
     return Choice(keeps, best, best_psnr, mean_of(metrics, one_pass), margin, reason)
 
 

@@ -79,7 +79,8 @@ def section(record: dict) -> str:
         comparison_table(summaries),
         "```",
         "",
-        f"Beats the copy floor on {_targets(copy_wins)} (PSNR) and the regression floor on {_targets(regression_wins)}. "
+        f"Beats the copy floor on {_targets(copy_wins)} (PSNR) and the regression floor on "
+        f"{_targets(regression_wins)}. "
         + gaps,
         "",
         provenance(record["command"], record["machine"], record["date"], whole.strip()),
