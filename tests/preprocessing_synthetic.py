@@ -31,7 +31,8 @@ def head_volume(shape_kji: tuple[int, int, int], channel: int, seed: int = 0, no
 
 
 def head_case(shape_kji=(24, 30, 28), spacing=(1.2, 1.0, 2.0), direction=RAS_DIRECTION, channels=(0, 1, 2),
-              origin=(10.0, -20.0, 5.0), seed: int = 0, skull_stripped: bool = False) -> tuple[dict[int, Image], np.ndarray]:
+              origin=(10.0, -20.0, 5.0), seed: int = 0, skull_stripped: bool = False) -> tuple[dict[int, Image],
+                                                                                               np.ndarray]:
     images = {}
     for channel in channels:
         array, head = head_volume(shape_kji, channel, seed, skull_stripped=skull_stripped)

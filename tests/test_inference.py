@@ -40,7 +40,8 @@ LPS_DIRECTION = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
 def tiny_configuration(diffusion: bool = True) -> ConfigurationPlan:
     config = ConfigurationPlan(
         slice_axis=2, spacing=[1.5, 1.5], image_size=[16, 16], latent_scale=4, context_slices=3, batch_size=4,
-        autoencoder=AutoencoderPlan(channels=[8, 8, 8], latent_channels=2, attention_levels=[False] * 3, norm_num_groups=4),
+        autoencoder=AutoencoderPlan(channels=[8, 8, 8], latent_channels=2, attention_levels=[False] * 3,
+                                    norm_num_groups=4),
         disentangler=DisentanglerPlan(structure_channels=[4, 4, 8], style_dim=4, style_channels=4, decoder_channels=4,
                                       prior_channels=4, msse_heads=2),
         unet=UNetPlan(channels=[8, 8], attention_levels=[False, False], num_head_channels=8, norm_num_groups=4),
@@ -251,7 +252,8 @@ def test_python_api_is_reproducible_per_seed_and_the_seed_matters(model_folder):
     first = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1)).predict_case(images, ["FLAIR"])
     again = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1)).predict_case(images, [2])
     other = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=2)).predict_case(images, [2])
-    one_at_a_time = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1, batch_size=1))
+    one_at_a_time = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                        options=PredictionOptions(seed=1, batch_size=1))
     assert list(first) == [2]
     np.testing.assert_array_equal(first[2].array, again[2].array)
     assert not np.array_equal(first[2].array, other[2].array)
@@ -292,7 +294,8 @@ def test_fold_ensemble_is_the_image_space_mean_of_the_folds(msgldm_roots):
     per_fold = [MSGLDMPredictor.from_trained_folder(folder, [f], options=options).predict_case(images)[0].array for f in (0, 1)]
     both = MSGLDMPredictor.from_trained_folder(folder, options=options)
     assert both.folds == ["0", "1"]
-    np.testing.assert_allclose(both.predict_case(images)[0].array, (per_fold[0] + per_fold[1]) / 2, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(both.predict_case(images)[0].array, (per_fold[0] + per_fold[1]) / 2, rtol=1e-5,
+                               atol=1e-3)
 
 
 def test_user_errors_are_one_clear_line(model_folder, tmp_path, capsys):
@@ -390,7 +393,8 @@ def test_export_then_install_predicts_identically(model_folder, msgldm_roots, tm
     assert export_main(["-d", "42", "-o", str(archive), "-f", "0"]) == 0
     with zipfile.ZipFile(archive) as zipped:
         names = zipped.namelist()
-        checkpoint = torch.load(zipped.open(f"{DATASET}/MSGLDMPlans__2d/fold_0/ldm/checkpoint_final.pth"), weights_only=True)
+        checkpoint = torch.load(zipped.open(f"{DATASET}/MSGLDMPlans__2d/fold_0/ldm/checkpoint_final.pth"),
+                                weights_only=True)
     assert f"{DATASET}/MSGLDMPlans__2d/dataset_fingerprint.json" in names
     assert sorted(n for n in names if n.endswith(".pth")) == [
         f"{DATASET}/MSGLDMPlans__2d/fold_0/{s}/checkpoint_final.pth" for s in ("ae", "ldm", "structure")]

@@ -47,7 +47,8 @@ def world_ras_coordinates(image: Image) -> np.ndarray:
 
 @pytest.mark.parametrize("direction", [RAS_DIRECTION, LPS_DIRECTION, PERMUTED_DIRECTION])
 def test_reorientation_gives_ras_axes_and_inverts_exactly(direction):
-    image = Image(np.random.default_rng(0).random((4, 5, 6)).astype(np.float32), (1.0, 2.0, 3.0), (1.0, 2.0, 3.0), direction)
+    image = Image(np.random.default_rng(0).random((4, 5, 6)).astype(np.float32), (1.0, 2.0, 3.0), (1.0, 2.0, 3.0),
+                  direction)
     reorientation = Reorientation.from_direction(direction)
     coordinates = world_ras_coordinates(image)
     for r in range(3):
@@ -90,7 +91,8 @@ def test_head_mask_of_skull_stripped_data_is_the_nonzero_region():
 
 
 @pytest.mark.parametrize("direction, slice_axis, factor, min_correlation",
-                         [(PERMUTED_DIRECTION, 2, 0.8, 0.99), (LPS_DIRECTION, 1, 0.8, 0.99), (RAS_DIRECTION, 0, 1.0, 0.999),
+                         [(PERMUTED_DIRECTION, 2, 0.8, 0.99), (LPS_DIRECTION, 1, 0.8, 0.99),
+                          (RAS_DIRECTION, 0, 1.0, 0.999),
                           (LPS_DIRECTION, 2, 1.25, 0.95)])
 def test_round_trip_restores_exact_grid_and_intensities(direction, slice_axis, factor, min_correlation):
     """Finer target spacing loses nothing (> 0.99); coarser loses detail by design, but not the rim of the head."""

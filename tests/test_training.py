@@ -108,7 +108,8 @@ def test_batch_order_depends_only_on_seed_and_batch_number_and_ranks_are_disjoin
     single = [next(one) for _ in range(4)]                                     # one pass over the 16 slices
     resumed = make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, augment=False, num_workers=0, start_batch=2)
     assert torch.equal(next(resumed).images, single[2].images)
-    ranks = [make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, rank=r, world_size=2, augment=False, num_workers=0)
+    ranks = [make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, rank=r, world_size=2, augment=False,
+                                   num_workers=0)
              for r in range(2)]
     seen = [set(), set()]
     for k in range(4):
@@ -261,7 +262,8 @@ def test_resume_gives_bit_identical_weights(tmp_path):
     resumed, result = _tiny_run(tmp_path / "resumed", resume=True)
     assert result.completed
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "progress.png", "training_log.txt"):
+    for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "progress.png",
+                 "training_log.txt"):
         assert (tmp_path / "resumed" / name).is_file()
     history = torch.load(tmp_path / "resumed" / "checkpoint_final.pth", weights_only=True)["history"]
     assert history["epoch"] == [0, 1]
