@@ -59,7 +59,8 @@ def measure(steps: list[int], threads: int) -> dict:
         plan = prepare_home(home)
         env = dict(os.environ, MSGLDM_HOME=str(home), OMP_NUM_THREADS=str(threads))
         rows = {}
-        for label, extra in [("one-pass decoder", ["--one-pass"])] + [(f"DDIM {n}", ["--steps", str(n)]) for n in steps]:
+        for label, extra in [("one-pass decoder", ["--one-pass"])] + [(f"DDIM {n}", ["--steps", str(n)])
+                                                                      for n in steps]:
             seconds, peak_gb = run_measured(predict_command(home, extra), env)
             rows[label] = {"seconds": seconds, "peak_gb": peak_gb}
             print(f"{label}: {seconds:.1f} s, peak {peak_gb:.2f} GB", flush=True)

@@ -155,7 +155,8 @@ def main() -> None:
               "command": command}
     if args.nnunet_python:
         record["nnunet_version"] = subprocess.run([str(args.nnunet_python), "-c", "import importlib.metadata as m; "
-                                                   "print(m.version('nnunetv2'))"], capture_output=True, text=True).stdout.strip()
+                                                   "print(m.version('nnunetv2'))"],
+                                                  capture_output=True, text=True).stdout.strip()
     print("stored", save_results("preprocessing", record))
     if args.write:
         replace_section("preprocessing-benchmark", section(record))

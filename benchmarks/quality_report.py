@@ -123,7 +123,8 @@ def sampling_section(record: dict[str, Any], max_steps: int = 10) -> tuple[str, 
 def decision_text(metrics: dict, choice: Choice, full: str, best_avg: str | None) -> str:
     lines = ["**What this decides.**"]
     verdict = "diffusion stays the default" if choice.diffusion_default else \
-        "no diffusion setting matches the one-pass decoder at this budget, so the `cpu` plans default to the one-pass path"
+        ("no diffusion setting matches the one-pass decoder at this budget, so the `cpu` plans default to the "
+         "one-pass path")
     lines.append(f"- Default: {choice.reason}; {verdict}.")
     if best_avg:
         margin = mean_std(paired_differences(metrics, best_avg, ONE_PASS, "psnr"))[0]

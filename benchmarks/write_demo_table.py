@@ -67,7 +67,8 @@ def section(record: dict) -> str:
     budget = ", ".join(f"{s} {m:g} min → {record['iterations'][s]} iterations"
                        for s, m in record["budget_minutes"].items())
     mode = "with diffusion" if record["diffusion"] else "in its one-pass mode (the plans switch diffusion off)"
-    whole = f"Whole run, environment install included: {record['seconds'] / 60:.1f} min. " if record.get("seconds") else ""
+    whole = (f"Whole run, environment install included: {record['seconds'] / 60:.1f} min. " if record.get("seconds")
+             else "")
     return "\n".join([
         "## `make demo` on an idle machine (the current `cpu` budget)",
         "",

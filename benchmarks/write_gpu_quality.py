@@ -23,7 +23,8 @@ def collect(folder: Path, demo_home: Path) -> dict:
     predictions = demo_home / "results" / "Dataset901_Demo" / "demo_predictions"
     summaries = {"default preset, diffusion": load_summary_means(folder / "summary_msgldm.json"),
                  "default preset, one-pass decoder": load_summary_means(folder / "summary_one_pass.json")}
-    demo_plans = json.loads((demo_home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "plans.json").read_text())
+    demo_plans = json.loads((demo_home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d"
+                             / "plans.json").read_text())
     demo_mode = "diffusion" if demo_plans["configurations"]["2d"]["ablations"]["diffusion"] else "one-pass"
     for label, name in DEMO_METHODS.items():
         label = f"cpu plans ({demo_mode}), make demo" if name == "msgldm" else label

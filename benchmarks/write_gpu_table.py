@@ -15,7 +15,8 @@ from benchmarks._common import markdown_table, provenance, replace_section, save
 
 def section(record: dict) -> str:
     device, plans, sampling, training = record["device"], record["plans"], record["sampling"], record["training"]
-    machine = f"{device.get('name', device['device'])}" + (f" ({device['memory_gb']:.0f} GB)" if "memory_gb" in device else "")
+    machine = f"{device.get('name', device['device'])}" + (f" ({device['memory_gb']:.0f} GB)" if "memory_gb" in device
+                                                           else "")
     machine += f"; torch {device['torch']}" + (f", CUDA {device['cuda']}" if device.get("cuda") else "")
     slices = sampling["slices"]
 
