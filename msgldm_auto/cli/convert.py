@@ -1,4 +1,5 @@
-"""`msgldm_convert <kind> SOURCE -d ID [--name NAME] [--copy|--link] [--overwrite]`: a downloaded dataset -> raw dataset.
+"""`msgldm_convert <kind> SOURCE -d ID [--name NAME] [--copy|--link] [--overwrite]`: a downloaded dataset -> raw
+dataset.
 
 Exit status 0 when the new dataset passes the integrity check, 1 when it was written but the check found problems,
 2 for a user error (nothing is written then).

@@ -1,4 +1,5 @@
-"""`msgldm_predict`: synthesize every missing contrast of every case in INPUT (DESIGN §7, documentation/inference.md)."""
+"""`msgldm_predict`: synthesize every missing contrast of every case in INPUT (DESIGN §7,
+documentation/inference.md)."""
 from __future__ import annotations
 
 import argparse

@@ -38,7 +38,8 @@ from msgldm_auto.plans import ConfigurationPlan
 
 @dataclass(frozen=True)
 class SkipShape:
-    """One tensor that the UNet adds a guidance residual to: its channels and its down-sampling relative to the input."""
+    """One tensor that the UNet adds a guidance residual to: its channels and its down-sampling relative to the
+    input."""
     channels: int
     stride: int
 
@@ -103,7 +104,8 @@ class MultiscaleGuidance(nn.Module):
 
 
 def head_channels_per_level(channels: list[int], num_head_channels: int) -> tuple[int, ...]:
-    """MONAI needs heads that divide the width; a level narrower than (or not divisible by) the plan's head size gets one head."""
+    """MONAI needs heads that divide the width; a level narrower than (or not divisible by) the plan's head size gets
+    one head."""
     return tuple(num_head_channels if c % num_head_channels == 0 else c for c in channels)
 
 

@@ -15,7 +15,8 @@ BACKGROUND = -1.0
 
 
 class IntensityOnKeptTransform(AbstractTransform):
-    """Gamma and brightness on the kept modalities of each sample, mapped so that -1 stays -1 and values stay in [-1, 1].
+    """Gamma and brightness on the kept modalities of each sample, mapped so that -1 stays -1 and values stay in
+    [-1, 1].
 
     Uses the global numpy RNG like every batchgenerators transform, so single-process runs resume exactly (the trainer
     checkpoints that state) and worker processes get their own seeds from the augmenter.

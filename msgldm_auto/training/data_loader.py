@@ -134,7 +134,8 @@ class SliceReader:
 
 
 class SliceStream:
-    """Position -> slice number in the endless stream of seeded permutations (pass p uses permutation seed (seed, p))."""
+    """Position -> slice number in the endless stream of seeded permutations (pass p uses permutation seed
+    (seed, p))."""
 
     def __init__(self, num_slices: int, seed: int):
         self.num_slices, self.seed = num_slices, seed

@@ -35,7 +35,8 @@ class AutoencoderStage(Stage):
         self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=learning_rate) for name, net in self.networks.items()}
 
     def _slices(self, batch: SliceBatch) -> torch.Tensor:
-        """Keep the plan's batch size: a random subset of the present single-modality slices (torch RNG, checkpointed)."""
+        """Keep the plan's batch size: a random subset of the present single-modality slices (torch RNG,
+        checkpointed)."""
         slices = present_centre_slices(batch)
         chosen = torch.randperm(slices.shape[0])[: batch.images.shape[0]]
         return slices[chosen.to(slices.device)]
