@@ -110,7 +110,8 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
 
 
 def _diffusion_rationale(config: ConfigurationPlan, preset: Preset) -> str:
-    """Why the sampler is set up as it is; the choices come from benchmarks/bench_quality.py (documentation/benchmarks.md)."""
+    """Why the sampler is set up as it is; the choices come from benchmarks/bench_quality.py
+    (documentation/benchmarks.md)."""
     d = config.diffusion
     text = (f"DDIM {d.steps} steps ({preset.name} preset); target '{d.target}', start '{d.sampling_start}' at t0 "
             f"{d.t0:g} as measured by benchmarks/bench_quality.py (documentation/benchmarks.md)")

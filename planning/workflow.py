@@ -33,7 +33,8 @@ def preprocessed_folder(dataset_name: str) -> Path:
 
 
 def verify_raw_dataset(dataset_name: str, resample_mismatched: bool) -> None:
-    """Run the dataset integrity checks (msgldm_auto.dataset.verify) before anything is planned; print what they find."""
+    """Run the dataset integrity checks (msgldm_auto.dataset.verify) before anything is planned; print what they
+    find."""
     from msgldm_auto.dataset.verify import verify_dataset  # lazy: only the full command needs it
 
     report = verify_dataset(raw_folder(dataset_name), resample_mismatched=resample_mismatched)
