@@ -112,7 +112,8 @@ def _case_folders(root: Path, release: BratsRelease) -> list[Path]:
 
 
 def _read_case_folder(folder: Path, release: BratsRelease, dataset: SourceDataset) -> SourceCase:
-    """Files named `<folder><sep><suffix>.nii[.gz]` first; then a leftover NIfTI named like a segmentation is the quirk."""
+    """Files named `<folder><sep><suffix>.nii[.gz]` first; then a leftover NIfTI named like a segmentation is the
+    quirk."""
     case = SourceCase(folder.name, {})
     leftovers = []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p)):

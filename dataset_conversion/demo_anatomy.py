@@ -31,7 +31,8 @@ class Grid:
         return affine
 
     def to_image(self, array_ijk: np.ndarray) -> Image:
-        """The project's Image contract: numpy (k, j, i) order, ITK LPS geometry (what SimpleITK reads from this NIfTI)."""
+        """The project's Image contract: numpy (k, j, i) order, ITK LPS geometry (what SimpleITK reads from this
+        NIfTI)."""
         ox, oy, oz = self.origin_ras
         return Image(np.ascontiguousarray(np.transpose(array_ijk, (2, 1, 0))), (self.spacing_mm,) * 3,
                      (-ox, -oy, oz), _RAS_TO_LPS_DIRECTION)
@@ -117,7 +118,8 @@ def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings,
 
 def deform_template(template: Template, grid: Grid, settings: DeformationSettings,
                     rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Tissue fractions of a new subject on `grid`: small affine about the brain centre + smooth warp, then resampled."""
+    """Tissue fractions of a new subject on `grid`: small affine about the brain centre + smooth warp, then
+    resampled."""
     src = template.grid
     axes = [np.float32(o) + np.float32(grid.spacing_mm) * np.arange(n, dtype=np.float32) for o, n in zip(grid.origin_ras, grid.shape)]
     world = np.meshgrid(*axes, indexing="ij", sparse=True)
@@ -158,7 +160,8 @@ def _blob(grid_shape, spacing: float, centre: np.ndarray,
 
 def add_lesions(fractions: dict[str, np.ndarray], spacing_mm: float, rng: np.random.Generator,
                 count_range: tuple[int, int] = (1, 5)) -> np.ndarray:
-    """White-matter lesions: clusters of soft ellipsoids in deep WM; takes WM's share of each voxel. Returns the lesion fraction."""
+    """White-matter lesions: clusters of soft ellipsoids in deep WM; takes WM's share of each voxel. Returns the lesion
+    fraction."""
     wm = fractions["wm"]
     candidates = np.flatnonzero(wm > 0.9)
     shape = np.asarray(wm.shape)

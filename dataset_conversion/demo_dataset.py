@@ -126,7 +126,8 @@ def held_out_channels(rng: np.random.Generator) -> list[int]:
 def make_demo_dataset(dataset_id: int = 901, name: str = "Demo", cases: int = 24, test_cases: int = 4, seed: int = 0,
                       resolution_mm: float = 2.0, add_skull: bool = False, overwrite: bool = False,
                       noise_level: float = 0.02) -> Path:
-    """Build the demo dataset in `paths.raw_root()` and return its folder. Written to a temporary folder, then renamed."""
+    """Build the demo dataset in `paths.raw_root()` and return its folder. Written to a temporary folder, then
+    renamed."""
     _check_arguments(cases, test_cases, resolution_mm, noise_level)
     settings = DemoSettings(resolution_mm=float(resolution_mm), add_skull=bool(add_skull),
                             noise_level=float(noise_level))

@@ -104,7 +104,8 @@ def _write_into(folder: Path, source: SourceDataset, options: WriteOptions) -> C
 
 
 def _choose_split(case: SourceCase, images: dict, source: SourceDataset, result: ConversionResult) -> str:
-    """imagesTr needs >= 2 modalities and, when the dataset has labels, a label; anything else can still be predicted."""
+    """imagesTr needs >= 2 modalities and, when the dataset has labels, a label; anything else can still be
+    predicted."""
     if case.split == "Ts":
         return "Ts"
     if len(images) < MIN_TRAINING_MODALITIES:
