@@ -262,7 +262,8 @@ def test_python_api_is_reproducible_per_seed_and_the_seed_matters(model_folder):
 
 @pytest.mark.parametrize("one_pass", [False, True])
 def test_a_head_wider_than_the_planned_canvas_is_synthesized_to_its_rim(model_folder, one_pass):
-    """The plans' 16 x 16 canvas is cropped for training; prediction grows it, so no head row comes back as a flat fill."""
+    """The plans' 16 x 16 canvas is cropped for training; prediction grows it, so no head row comes back as a flat
+    fill."""
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     head = head_volume((6, 44, 40))                     # at 1.5 mm the head box is ~33 x 28 px

@@ -1,4 +1,5 @@
-"""Stage-1/2 losses: DCT reconstruction, style consistency and KL, prototypes, structure invariance, AE + adversarial."""
+"""Stage-1/2 losses: DCT reconstruction, style consistency and KL, prototypes, structure invariance, AE +
+adversarial."""
 from __future__ import annotations
 
 import numpy as np

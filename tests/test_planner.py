@@ -27,7 +27,8 @@ def dataset_json(modalities=MODALITIES, labels=None) -> DatasetJson:
 
 def make_fingerprint(ras_shape, ras_spacing, cropped_ras, cases=40, direction=RAS_DIRECTION, jitter=0.05,
                      modalities=4) -> DatasetFingerprint:
-    """Cases whose RAS geometry is given; stored in `direction`'s voxel order (so LPS/permuted copies are the same heads)."""
+    """Cases whose RAS geometry is given; stored in `direction`'s voxel order (so LPS/permuted copies are the same
+    heads)."""
     reorientation = Reorientation.from_direction(direction)
     rng = np.random.default_rng(0)
     inverse = np.argsort(reorientation.source_axes)        # index axis a runs along RAS axis inverse[a]
