@@ -75,7 +75,8 @@ def read_brats(source: Path, kind: str) -> SourceDataset:
     dataset = SourceDataset(
         kind=kind, channel_names=list(CHANNELS), cases=[], labels=dict(LABELS),
         label_mapping=dict(release.label_mapping), default_name=release.default_name, description=release.description,
-        patterns={ch: f"<case>{release.separator}{sfx}.nii[.gz]" for sfx, ch in release.suffixes.items() if ch != SEGMENTATION},
+        patterns={ch: f"<case>{release.separator}{sfx}.nii[.gz]"
+                  for sfx, ch in release.suffixes.items() if ch != SEGMENTATION},
     )
     for folder in folders:
         dataset.cases.append(_read_case_folder(folder, release, dataset))
@@ -96,7 +97,8 @@ def _files_outside_cases(root: Path, folders: set[Path], kind: str) -> list[Skip
 
 
 def _example_folder(release: BratsRelease) -> str:
-    return {"brats2020": "BraTS20_Training_001", "brats2021": "BraTS2021_00000", "brats2023": "BraTS-GLI-00000-000"}[release.kind]
+    return {"brats2020": "BraTS20_Training_001", "brats2021": "BraTS2021_00000",
+            "brats2023": "BraTS-GLI-00000-000"}[release.kind]
 
 
 def _case_folders(root: Path, release: BratsRelease) -> list[Path]:

@@ -49,7 +49,8 @@ def load_template(resolution_mm: float) -> Template:
     try:
         from nilearn import datasets
     except ImportError:
-        raise MSGLDMError("the demo dataset needs nilearn: pip install 'msgldm_auto[demo]' (or pip install nilearn)") from None
+        raise MSGLDMError("the demo dataset needs nilearn: pip install 'msgldm_auto[demo]' (or pip install "
+                          "nilearn)") from None
     # The 1 mm maps only when the output is finer than 2 mm: loading them costs seconds.
     source_resolution = 1 if resolution_mm < 2.0 else 2
     gm_img = datasets.load_mni152_gm_template(resolution=source_resolution)
@@ -109,8 +110,8 @@ def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings,
             direction = rng.normal(size=3)
             direction /= np.linalg.norm(direction)
             wavenumber = 2 * np.pi / rng.uniform(*settings.wavelength_mm)
-            phase = sum(np.float32(wavenumber * d) * w for d, w in zip(direction, world)) + np.float32(rng.uniform(0,
-                                                                                                                   2 * np.pi))
+            phase = (sum(np.float32(wavenumber * d) * w for d, w in zip(direction, world))
+                     + np.float32(rng.uniform(0, 2 * np.pi)))
             total = total + np.float32(rng.normal(0.0, amplitude)) * np.sin(phase)
         components.append(total)
     return components
@@ -121,7 +122,8 @@ def deform_template(template: Template, grid: Grid, settings: DeformationSetting
     """Tissue fractions of a new subject on `grid`: small affine about the brain centre + smooth warp, then
     resampled."""
     src = template.grid
-    axes = [np.float32(o) + np.float32(grid.spacing_mm) * np.arange(n, dtype=np.float32) for o, n in zip(grid.origin_ras, grid.shape)]
+    axes = [np.float32(o) + np.float32(grid.spacing_mm) * np.arange(n, dtype=np.float32)
+            for o, n in zip(grid.origin_ras, grid.shape)]
     world = np.meshgrid(*axes, indexing="ij", sparse=True)
     centre = np.asarray(src.origin_ras) + src.spacing_mm * (np.asarray(src.shape) - 1) / 2
     linear = _random_rotation(rng, settings.max_rotation_deg) @ np.diag(1 + rng.uniform(-settings.max_scaling,
@@ -141,7 +143,8 @@ def deform_template(template: Template, grid: Grid, settings: DeformationSetting
     fractions = {}
     for name in BRAIN_TISSUES:
         source = ndimage.gaussian_filter(template.fractions[name], sigma) if sigma > 0 else template.fractions[name]
-        fractions[name] = ndimage.map_coordinates(source, coordinates, order=1, mode="constant", cval=0.0).astype(np.float32)
+        fractions[name] = ndimage.map_coordinates(source, coordinates, order=1, mode="constant",
+                                                  cval=0.0).astype(np.float32)
     return fractions
 
 

@@ -125,7 +125,8 @@ def _default_name(root: Path) -> str:
 
 def _set_label(case: SourceCase, path: Path) -> None:
     if case.label is not None:
-        raise MSGLDMError(f"case {case.case_id}: two label files ({case.label} and {path}); use a more specific --label")
+        raise MSGLDMError(f"case {case.case_id}: two label files ({case.label} and {path}); use a more specific "
+                          "--label")
     case.label = path
 
 

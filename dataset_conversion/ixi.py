@@ -35,7 +35,8 @@ def read_ixi(source: Path) -> SourceDataset:
     for path in walk_files(root):
         match = FILE_NAME.fullmatch(path.name)
         if match is None:
-            dataset.skipped.append(SkippedFile(path, "name does not look like IXI<nnn>-<site>-<nnnn>-<contrast>.nii.gz"))
+            dataset.skipped.append(SkippedFile(path,
+                                               "name does not look like IXI<nnn>-<site>-<nnnn>-<contrast>.nii.gz"))
         elif match.group(2) not in CHANNELS or match.group(3):
             dataset.skipped.append(SkippedFile(path,
                                                f"IXI contrast {match.group(2)} is not converted (T1, T2, PD only)"))

@@ -43,7 +43,8 @@ class ConversionResult:
     test_cases: list[str] = field(default_factory=list)
     files_by_channel: dict[str, int] = field(default_factory=dict)
     labels_written: int = 0
-    notes: list[str] = field(default_factory=list)  # what the writer decided per case (moved to imagesTs, registered...)
+    # what the writer decided per case (moved to imagesTs, registered...)
+    notes: list[str] = field(default_factory=list)
 
 
 def target_folder(options: WriteOptions, source_root: Path | None = None) -> Path:
