@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters-per-epoch", "--iters_per_epoch", dest="iters_per_epoch", type=int, default=None,
                         help="iterations per epoch (default: the plans' schedule)")
     parser.add_argument("--max-minutes", "--max_minutes", dest="max_minutes", type=float, default=None,
-                        help="wall-clock budget per stage; the stage ends cleanly at a checkpoint (default: the plans')")
+                        help="wall-clock budget per stage; the stage ends cleanly at a checkpoint (default: the "
+                             "plans')")
     parser.add_argument("--c", "--continue", "--continue_training", dest="resume", action="store_true",
                         help="continue from the latest checkpoints (finished stages are skipped)")
     parser.add_argument("--val", action="store_true", help="only run the fold validation of the trained model")

@@ -74,7 +74,8 @@ def discover_explicit_cases(root: Path, dataset: DatasetJson) -> list[Case]:
     """nnU-Net v2's optional `dataset` dict: {case: {"images": [paths in channel order], "label": path}}."""
     cases = []
     for case_id, entry in sorted((dataset.explicit_files or {}).items()):
-        files = {ch: root / p for ch, p in zip(dataset.channel_ids, entry.get("images", [])) if p and (root / p).exists()}
+        files = {ch: root / p for ch, p in zip(dataset.channel_ids, entry.get("images", []))
+                 if p and (root / p).exists()}
         label = root / entry["label"] if entry.get("label") else None
         cases.append(Case(case_id, files, [c for c in dataset.channel_ids if c not in files], label))
     return cases

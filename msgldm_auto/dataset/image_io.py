@@ -81,7 +81,8 @@ def _read_with_nibabel(path: Path) -> Image:
         nii = nib.load(str(path))
         data = np.asanyarray(nii.dataobj)
     except Exception as err:  # nibabel raises many types for corrupt files
-        raise MSGLDMError(f"{path}: unreadable image ({type(err).__name__}: {err}); re-export or replace the file") from None
+        raise MSGLDMError(f"{path}: unreadable image ({type(err).__name__}: {err}); re-export or replace the "
+                          "file") from None
     affine = np.asarray(nii.affine, dtype=float)
     spatial = min(data.ndim, 3)
     zooms = np.linalg.norm(affine[:3, :spatial], axis=0)

@@ -110,7 +110,8 @@ def verify_case(case: Case, dataset: DatasetJson, folder: Path, min_modalities: 
     problems = []
     if len(case.images) < min_modalities:
         have = ", ".join(dataset.channel_names[c] for c in case.present) or "none"
-        need = "training cases need at least 2 modalities" if min_modalities >= 2 else "a case needs at least 1 modality"
+        need = ("training cases need at least 2 modalities" if min_modalities >= 2
+                else "a case needs at least 1 modality")
         problems.append(Problem(case.case_id, "", f"only {len(case.images)} modality file(s) ({have}); {need}",
                                 "add the missing modality files or remove the case"))
     images: dict[int, Image] = {}

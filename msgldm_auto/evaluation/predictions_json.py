@@ -59,7 +59,8 @@ def _case(raw: Any, path: Path, case_id: str) -> CaseAvailability:
     def names(key: str) -> list[str]:
         value = raw.get(key, []) if isinstance(raw, dict) else None
         if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-            raise MSGLDMError(f"{path}: case '{case_id}' key '{key}' must be a list of modality names; fix or delete it")
+            raise MSGLDMError(f"{path}: case '{case_id}' key '{key}' must be a list of modality names; fix or delete "
+                              "it")
         return [str(v) for v in value]
 
     return CaseAvailability(names("present"), names("synthesized"))

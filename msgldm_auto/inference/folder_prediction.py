@@ -46,7 +46,8 @@ def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | s
     record = _load_record(output_folder, strict=continue_prediction)   # other cases' entries are kept
     record.update(_header(predictor))
     report = FolderReport(output_folder=output_folder)
-    for case in tqdm(cases, desc="cases", unit="case", disable=None if progress else True):  # None: a bar on a terminal only
+    for case in tqdm(cases, desc="cases", unit="case",
+                     disable=None if progress else True):  # None: a bar on a terminal only
         if continue_prediction and _is_finished(record, case.case_id, output_folder):
             report.skipped.append(case.case_id)
             continue

@@ -135,7 +135,8 @@ def _validated_model_dirs(archive: zipfile.ZipFile, zip_path: Path) -> list[Pure
     model_dirs: set[PurePosixPath] = set()
     for name in archive.namelist():
         member = PurePosixPath(name)
-        if member.is_absolute() or ".." in member.parts or len(member.parts) < 3 or not DATASET_NAME_PATTERN.match(member.parts[0]):
+        if (member.is_absolute() or ".." in member.parts or len(member.parts) < 3
+                or not DATASET_NAME_PATTERN.match(member.parts[0])):
             raise MSGLDMError(f"{zip_path}: entry '{name}' is not DatasetXXX_Name/<plans>__<config>/...; this is not "
                               "an msgldm model zip")
         model_dirs.add(PurePosixPath(*member.parts[:2]))

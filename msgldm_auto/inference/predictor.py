@@ -88,8 +88,8 @@ class MSGLDMPredictor:
 
     @classmethod
     def from_trained_folder(cls, model_folder: Path | str, folds: list[int | str] | tuple | None = None,
-                            checkpoint: str = "final",
-                            device: str | torch.device = "cpu", options: PredictionOptions | None = None) -> "MSGLDMPredictor":
+                            checkpoint: str = "final", device: str | torch.device = "cpu",
+                            options: PredictionOptions | None = None) -> "MSGLDMPredictor":
         """Load the chosen folds (default: every trained numbered fold, else `all`) of a results model folder."""
         options = options or PredictionOptions()
         options.validate()
@@ -160,7 +160,8 @@ class MSGLDMPredictor:
             return CasePrediction(case_id, present, {})
         mean, std, reference, head_mask = self._ensemble(loaded, wanted, with_std, case_id)
         synthesized = {ch: export.finish_volume(mean[i], head_mask, reference) for i, ch in enumerate(wanted)}
-        std_maps = {ch: export.finish_volume(std[i], head_mask, reference) for i, ch in enumerate(wanted)} if with_std else {}
+        std_maps = ({ch: export.finish_volume(std[i], head_mask, reference) for i, ch in enumerate(wanted)}
+                    if with_std else {})
         return CasePrediction(case_id, present, synthesized, std_maps)
 
     def predict_folder(self, inputs, output_folder: Path | str, **kwargs: Any):
@@ -260,7 +261,8 @@ def apply_mode_choice(options: PredictionOptions, model_folder: Path, mode_name:
 def _named_mode(name: str) -> PredictionMode:
     if name in ("one_pass", "unet"):
         return PredictionMode.decoder() if name == "one_pass" else PredictionMode.control()
-    samples = name[len("diffusion_mean"):] if name.startswith("diffusion_mean") else ("1" if name == "diffusion" else "")
+    samples = (name[len("diffusion_mean"):] if name.startswith("diffusion_mean")
+               else ("1" if name == "diffusion" else ""))
     if not samples.isdigit() or int(samples) < 1:
         raise MSGLDMError(f"--mode {name}: choose one_pass, diffusion, diffusion_meanK (K samples, e.g. "
                           "diffusion_mean8) or unet")

@@ -122,7 +122,8 @@ def _as_numpy(images: torch.Tensor) -> np.ndarray:
 
 
 def _sample_batch(networks: FoldNetworks, scheduler, config: ConfigurationPlan, settings: SynthesisSettings, guidance,
-                  kept: torch.Tensor, present_latents: torch.Tensor, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                  kept: torch.Tensor, present_latents: torch.Tensor, context: torch.Tensor,
+                  noise: torch.Tensor) -> torch.Tensor:
     from msgldm_auto.diffusion.sampler import sample_latents
 
     device = kept.device

@@ -36,7 +36,8 @@ def preprocess_one(case: Case, config: ConfigurationPlan, folder: Path, resample
 
 
 def preprocess_dataset(raw_folder: Path, output_folder: Path, config: ConfigurationPlan, num_processes: int = 1,
-                       clean: bool = False, resample_mismatched: bool = False, raise_on_failure: bool = True) -> PreprocessReport:
+                       clean: bool = False, resample_mismatched: bool = False,
+                       raise_on_failure: bool = True) -> PreprocessReport:
     raw_folder, output_folder = Path(raw_folder), Path(output_folder)
     dataset = DatasetJson.load(raw_folder / "dataset.json")
     cases = training_cases(raw_folder, dataset)

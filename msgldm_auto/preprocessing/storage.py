@@ -111,6 +111,7 @@ def _write_array(path: Path, array: np.ndarray) -> None:
 
 def _read_array(path: Path) -> Any:
     if not path.is_file():
-        raise MSGLDMError(f"{path}: missing; the preprocessed case is incomplete, re-run msgldm_preprocess with --clean")
+        raise MSGLDMError(f"{path}: missing; the preprocessed case is incomplete, re-run msgldm_preprocess with "
+                          "--clean")
     return blosc2.open(str(path), mode="r")
 

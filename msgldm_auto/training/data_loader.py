@@ -126,9 +126,9 @@ class SliceReader:
         half = self.context_slices // 2
         wanted = np.clip(np.arange(z - half, z + half + 1), 0, num_slices - 1)
         block = np.asarray(case.data[:, int(wanted.min()): int(wanted.max()) + 1], dtype=np.float32)
-        block = block[:, wanted - wanted.min()]                        # (P, C, H, W)
+        block = block[:, wanted - wanted.min()]                     # (P, C, H, W)
         images = np.full((self.num_modalities, *block.shape[1:]), BACKGROUND, dtype=np.float32)
-        images[list(case.present)] = block                             # missing modalities stay background, flagged absent
+        images[list(case.present)] = block                          # missing modalities stay background, flagged absent
         seg = None if case.seg is None else np.asarray(case.seg[z], dtype=np.int64)
         return images, seg
 

@@ -48,7 +48,8 @@ def make_splits(case_ids: list[str]) -> list[dict[str, list[str]]]:
 
 
 def _check_user_splits(splits: object, path: Path, known: set[str]) -> list[dict[str, list[str]]]:
-    if not isinstance(splits, list) or not splits or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
+    if not isinstance(splits, list) or not splits or not all(isinstance(s, dict) and "train" in s and "val" in s
+                                                             for s in splits):
         raise MSGLDMError(f"{path}: expected a list of {{\"train\": [...], \"val\": [...]}} objects; fix it or delete "
                           "it to regenerate")
     for index, split in enumerate(splits):

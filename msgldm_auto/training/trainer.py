@@ -95,7 +95,8 @@ def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
 class StageTrainer:
     def __init__(self, stage: Stage, settings: TrainerSettings, folder: Path, context: DistributedContext,
                  identity: dict[str, str]):
-        self.stage, self.settings, self.folder, self.context, self.identity = stage, settings, Path(folder), context, identity
+        self.stage, self.settings, self.folder, self.context, self.identity = (stage, settings, Path(folder), context,
+                                                                               identity)
         device = context.device
         use_fp16 = settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scalers = {n: torch.amp.GradScaler(device.type, enabled=use_fp16) for n in stage.optimizers}

@@ -55,5 +55,6 @@ def as_float32(value: Any) -> Any:
         return type(value)(as_float32(v) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.replace(value,
-                                   **{f.name: as_float32(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init})
+                                   **{f.name: as_float32(getattr(value, f.name))
+                                      for f in dataclasses.fields(value) if f.init})
     return value
