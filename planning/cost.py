@@ -42,7 +42,8 @@ def _disentangler(config: ConfigurationPlan, modalities: int) -> tuple[float, fl
     decoder = config.disentangler.decoder_channels
     full = config.image_size[0] * config.image_size[1]
     per_modality_flops = sum(3 * _conv_flops(c, c, p) for c, p in levels) + 4 * _conv_flops(decoder, decoder, full)
-    per_modality_values = sum(3 * SAVED_MAPS_PER_CONV * c * p for c, p in levels) + 4 * SAVED_MAPS_PER_CONV * decoder * full
+    per_modality_values = (sum(3 * SAVED_MAPS_PER_CONV * c * p for c, p in levels)
+                           + 4 * SAVED_MAPS_PER_CONV * decoder * full)
     return modalities * per_modality_flops, modalities * per_modality_values
 
 

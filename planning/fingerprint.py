@@ -120,7 +120,8 @@ class DatasetFingerprint:
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError) as err:
-            raise MSGLDMError(f"{path}: not a valid fingerprint ({err}); re-run msgldm_extract_fingerprint --clean") from None
+            raise MSGLDMError(f"{path}: not a valid fingerprint ({err}); re-run msgldm_extract_fingerprint "
+                              "--clean") from None
 
 
 def fingerprint_case(case: Case, resample_mismatched: bool = False) -> CaseFingerprint:

@@ -76,7 +76,8 @@ def plan_experiment(fingerprint: DatasetFingerprint, dataset_json: DatasetJson, 
 
 
 def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memory_target_gb: float, device: str,
-                       overwrite_target_spacing: list[float] | None = None, cpu_cores: int | None = None) -> ConfigurationPlan:
+                       overwrite_target_spacing: list[float] | None = None,
+                       cpu_cores: int | None = None) -> ConfigurationPlan:
     why: dict[str, str] = {}
     axis = choose_slice_axis(fingerprint, why)
     spacing = choose_spacing(fingerprint, axis, preset.max_side, overwrite_target_spacing, why)
@@ -145,7 +146,8 @@ def choose_spacing(fingerprint: DatasetFingerprint, axis: int, max_side: int, ov
             raise MSGLDMError(f"--overwrite_target_spacing {overwrite}: give 2 (in-plane) or 3 (RAS) positive spacings "
                               "in mm")
         spacing = [float(s) for s in (overwrite if len(overwrite) == 2 else _in_plane(list(overwrite), axis))]
-        why["spacing"] = f"in-plane spacing {spacing} mm set by --overwrite_target_spacing (the slice axis is never resampled)"
+        why["spacing"] = (f"in-plane spacing {spacing} mm set by --overwrite_target_spacing (the slice axis is never "
+                          "resampled)")
         return spacing
     median = [float(s) for s in _in_plane(fingerprint.median_ras_spacing(), axis)]
     spacing = list(median)
@@ -159,7 +161,8 @@ def choose_spacing(fingerprint: DatasetFingerprint, axis: int, max_side: int, ov
         spacing = coarser if coarser != spacing else [s * 1.02 for s in spacing]
     spacing = [round(s, 4) for s in spacing]
     if spacing == [round(s, 4) for s in median]:
-        why["spacing"] = f"median in-plane spacing {spacing} mm; the {SIZE_PERCENTILE}th-percentile head fits max_side {max_side}"
+        why["spacing"] = (f"median in-plane spacing {spacing} mm; the {SIZE_PERCENTILE}th-percentile head fits "
+                          f"max_side {max_side}")
     else:
         why["spacing"] = (f"median in-plane spacing {[round(s, 3) for s in median]} mm coarsened to {spacing} mm so "
                           f"the {SIZE_PERCENTILE}th-percentile head box fits max_side {max_side}")
@@ -179,10 +182,12 @@ def choose_latent_scale(raw_size: list[int], why: dict[str, str]) -> int:
     side = max(raw_size)
     for f in LATENT_SCALES:
         if math.ceil(side / f) <= MAX_LATENT_SIDE:
-            why["latent_scale"] = f"f = {f}: the smallest of {LATENT_SCALES} giving a latent side <= {MAX_LATENT_SIDE} ({side} px -> {math.ceil(side / f)})"
+            why["latent_scale"] = (f"f = {f}: the smallest of {LATENT_SCALES} giving a latent side <= "
+                                   f"{MAX_LATENT_SIDE} ({side} px -> {math.ceil(side / f)})")
             return f
     f = LATENT_SCALES[-1]
-    why["latent_scale"] = f"f = {f}: even the largest scale leaves a {math.ceil(side / f)}-px latent (slices of {side} px); consider a coarser spacing"
+    why["latent_scale"] = (f"f = {f}: even the largest scale leaves a {math.ceil(side / f)}-px latent "
+                           f"(slices of {side} px); consider a coarser spacing")
     return f
 
 
@@ -263,7 +268,8 @@ def fit_memory(config: ConfigurationPlan, preset: Preset, levels: int, modalitie
                gpu_memory_target_gb: float, device: str, why: dict[str, str]) -> ConfigurationPlan:
     """Largest batch the activation budget allows; halve the widths (to the preset's floor) if not even 2 fit."""
     budget = usable_memory_bytes(device, gpu_memory_target_gb, preset.cpu_memory_budget_gb)
-    target = f"{gpu_memory_target_gb:g} GB GPU target" if device != "cpu" else f"{preset.cpu_memory_budget_gb:g} GB RAM budget"
+    target = (f"{gpu_memory_target_gb:g} GB GPU target" if device != "cpu"
+              else f"{preset.cpu_memory_budget_gb:g} GB RAM budget")
     divisor = 1
     while True:
         candidate = build_networks(config, preset, levels, divisor)
@@ -278,11 +284,14 @@ def fit_memory(config: ConfigurationPlan, preset: Preset, levels: int, modalitie
               preset.max_batch_size: f"the {preset.name} preset's cap of {preset.max_batch_size}",
               cap_slices: f"{MAX_BATCH_FRACTION:.0%} of {total_training_slices(fingerprint, config.slice_axis)} "
                           "training slices"}
-    binding = limits.get(batch, "the minimum of 2") if batch > 2 or by_memory >= 2 else "the minimum of 2 (over the memory target)"
+    binding = (limits.get(batch, "the minimum of 2") if batch > 2 or by_memory >= 2
+               else "the minimum of 2 (over the memory target)")
     why["batch_size"] = f"batch {batch}: limited by {binding} (memory allows {by_memory})"
     width_note = "" if divisor == 1 else f", preset widths divided by {divisor} to fit the {target}"
-    why["autoencoder"] = f"{len(candidate.autoencoder.channels)} stages = log2(f)+1, widths {candidate.autoencoder.channels}{width_note}"
-    why["disentangler"] = f"structure encoders with log2(f)+1 = {len(candidate.disentangler.structure_channels)} stages, widths {candidate.disentangler.structure_channels}"
+    why["autoencoder"] = (f"{len(candidate.autoencoder.channels)} stages = log2(f)+1, widths "
+                          f"{candidate.autoencoder.channels}{width_note}")
+    why["disentangler"] = (f"structure encoders with log2(f)+1 = {len(candidate.disentangler.structure_channels)} "
+                           f"stages, widths {candidate.disentangler.structure_channels}")
     why["control"] = (f"plain UNet control (msgldm_train ... --method unet), widths {candidate.control.channels}: "
                       f"{len(candidate.control.channels) - 1} down-samplings divide the slice size multiple "
                       f"{candidate.size_multiple}; trained with MSG-LDM's whole budget")
