@@ -94,7 +94,8 @@ def test_gradient_verdict_uses_the_design_band():
 
 
 def test_minimum_steps_within_half_a_db_of_50():
-    metrics = _metrics(**{f"DDIM {n}, start noise": [v] * 4 for n, v in ((50, 20.0), (25, 19.9), (10, 19.6), (5, 18.0))})
+    metrics = _metrics(**{f"DDIM {n}, start noise": [v] * 4
+                          for n, v in ((50, 20.0), (25, 19.9), (10, 19.6), (5, 18.0))})
     fewest, by_steps = quality_report.minimum_steps_within(metrics, "start noise")
     assert fewest == 10 and by_steps[5] == 18.0
 
@@ -104,7 +105,8 @@ def test_sampling_section_renders_every_method_and_the_decision():
              "DDIM 10, start one-pass t0=0.5, independent noise", "DDIM 50, start noise", "DDIM 10, start noise"]
     metrics = _metrics(**{name: [20 + i, 21, 22, 23] for i, name in enumerate(names)},
                        **{"one-pass decoder": [20, 21, 22, 23], "copy floor": [15, 15, 15, 15],
-                          "regression floor": [24, 24, 24, 24], "ceiling: autoencoder reconstruction": [30, 30, 30, 30]})
+                          "regression floor": [24, 24, 24, 24],
+                          "ceiling: autoencoder reconstruction": [30, 30, 30, 30]})
     record = {"scores": {"metrics": metrics, "patterns": {"c1": "T2", "c2": "T1"}, "seconds": {}},
               "model": {"plans": "MSGLDMPlans_cpu", "fold": "0", "iterations": {"ae": 600},
                         "diffusion": {"steps": 10, "sampling_start": "one_pass", "t0": 0.5}},
@@ -219,7 +221,8 @@ def test_prepare_variant_edits_plans_reuses_data_and_copies_only_untouched_stage
     latent = json.loads((pre / "MSGLDMPlans_cpu_latent.json").read_text())
     assert latent["configurations"]["2d"]["diffusion"]["target"] == "latent"
     # the source is never modified
-    assert json.loads((source / "preprocessed" / "Dataset901_Demo" / "MSGLDMPlans_cpu.json").read_text())["plans_name"] == "MSGLDMPlans_cpu"
+    assert json.loads((source / "preprocessed" / "Dataset901_Demo"
+                       / "MSGLDMPlans_cpu.json").read_text())["plans_name"] == "MSGLDMPlans_cpu"
 
 
 # --------------------------------------------------------------------------------------------------- training batches

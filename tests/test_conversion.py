@@ -89,7 +89,8 @@ def test_brats2020_converts_with_quirks_validation_and_remapped_labels(tmp_path,
     assert meta["numTraining"] == 2 and meta["file_ending"] == ".nii.gz"
     assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [
         f"BraTS20_Training_{c}_{m:04d}.nii.gz" for c in ("001", "355") for m in range(4)]
-    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == [f"BraTS20_Validation_001_{m:04d}.nii.gz" for m in range(4)]
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == [f"BraTS20_Validation_001_{m:04d}.nii.gz"
+                                                                       for m in range(4)]
     # Channel order, voxels and geometry survive the .nii -> .nii.gz conversion.
     flair = read_image(folder / "imagesTr" / "BraTS20_Training_355_0003.nii.gz")
     np.testing.assert_array_equal(flair.array, arrays["BraTS20_Training_355", "flair"])

@@ -204,7 +204,8 @@ def test_failing_case_is_reported_and_the_others_complete(model_folder, tmp_path
 
     # the flag resamples the mismatched channel onto the first one, and the case now succeeds
     with pytest.warns(UserWarning, match="resampled"):
-        assert predict(["-i", str(inputs), "-o", str(output), "-d", DATASET, "--one-pass", "--resample_mismatched"]) == 1
+        assert predict(["-i", str(inputs), "-o", str(output), "-d", DATASET, "--one-pass",
+                        "--resample_mismatched"]) == 1
     assert "shifted_0002.nii.gz" in outputs_of(output)
     assert set(json.loads((output / "predictions.json").read_text())["failed"]) == {"alien"}
 
@@ -249,9 +250,12 @@ def test_python_api_is_reproducible_per_seed_and_the_seed_matters(model_folder):
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     images = {0: case_images()[0]}
-    first = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1)).predict_case(images, ["FLAIR"])
-    again = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1)).predict_case(images, [2])
-    other = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=2)).predict_case(images, [2])
+    first = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                options=PredictionOptions(seed=1)).predict_case(images, ["FLAIR"])
+    again = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                options=PredictionOptions(seed=1)).predict_case(images, [2])
+    other = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                options=PredictionOptions(seed=2)).predict_case(images, [2])
     one_at_a_time = MSGLDMPredictor.from_trained_folder(model_folder, [0],
                                                         options=PredictionOptions(seed=1, batch_size=1))
     assert list(first) == [2]
@@ -274,15 +278,18 @@ def test_a_head_wider_than_the_planned_canvas_is_synthesized_to_its_rim(model_fo
     rim = (head > 0) & (np.abs(np.arange(44) - 21.5)[None, :, None] > 12)   # rows a 16-px canvas would have cut away
     assert rim.sum() > 50
     values, counts = np.unique(output[rim], return_counts=True)
-    assert counts.max() < 0.05 * rim.sum(), f"{counts.max()} of {rim.sum()} rim voxels share the value {values[counts.argmax()]}"
+    assert counts.max() < 0.05 * rim.sum(), (f"{counts.max()} of {rim.sum()} rim voxels share the value "
+                                             f"{values[counts.argmax()]}")
 
 
 def test_independent_noise_differs_from_shared_noise(model_folder):
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     images = {0: case_images()[0]}
-    shared = MSGLDMPredictor.from_trained_folder(model_folder, options=PredictionOptions(noise="shared")).predict_case(images)
-    independent = MSGLDMPredictor.from_trained_folder(model_folder, options=PredictionOptions(noise="independent")).predict_case(images)
+    shared = MSGLDMPredictor.from_trained_folder(model_folder,
+                                                 options=PredictionOptions(noise="shared")).predict_case(images)
+    independent = MSGLDMPredictor.from_trained_folder(model_folder,
+                                                      options=PredictionOptions(noise="independent")).predict_case(images)
     assert sorted(shared) == [1, 2]
     assert not np.array_equal(shared[1].array, independent[1].array)
 
@@ -292,7 +299,8 @@ def test_fold_ensemble_is_the_image_space_mean_of_the_folds(msgldm_roots):
 
     folder = write_fake_model(msgldm_roots / "results", folds=("0", "1"))
     images, options = {1: case_images()[1]}, PredictionOptions(one_pass=True)
-    per_fold = [MSGLDMPredictor.from_trained_folder(folder, [f], options=options).predict_case(images)[0].array for f in (0, 1)]
+    per_fold = [MSGLDMPredictor.from_trained_folder(folder, [f], options=options).predict_case(images)[0].array
+                for f in (0, 1)]
     both = MSGLDMPredictor.from_trained_folder(folder, options=options)
     assert both.folds == ["0", "1"]
     np.testing.assert_allclose(both.predict_case(images)[0].array, (per_fold[0] + per_fold[1]) / 2, rtol=1e-5,
@@ -325,7 +333,8 @@ def test_missing_checkpoint_names_the_file(model_folder):
     with pytest.raises(MSGLDMError, match="ldm"):
         MSGLDMPredictor.from_trained_folder(model_folder, [0])
     # the one-pass decoder needs only the first two stages
-    assert MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(one_pass=True)).folds == ["0"]
+    assert MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                               options=PredictionOptions(one_pass=True)).folds == ["0"]
 
 
 def test_plans_without_diffusion_need_neither_the_autoencoder_nor_the_ldm(msgldm_roots):
@@ -399,7 +408,8 @@ def test_export_then_install_predicts_identically(model_folder, msgldm_roots, tm
     assert f"{DATASET}/MSGLDMPlans__2d/dataset_fingerprint.json" in names
     assert sorted(n for n in names if n.endswith(".pth")) == [
         f"{DATASET}/MSGLDMPlans__2d/fold_0/{s}/checkpoint_final.pth" for s in ("ae", "ldm", "structure")]
-    assert "inference_weights" in checkpoint and "optimizer_state" not in checkpoint and "network_weights" not in checkpoint
+    assert ("inference_weights" in checkpoint and "optimizer_state" not in checkpoint
+            and "network_weights" not in checkpoint)
 
     assert predict(["-i", str(inputs), "-o", str(tmp_path / "here"), "-d", "42", "--seed", "5"]) == 0
     monkeypatch.setenv("MSGLDM_RESULTS", str(tmp_path / "elsewhere"))

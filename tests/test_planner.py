@@ -228,7 +228,8 @@ def test_fingerprint_measures_cases_in_ras(tmp_path):
     a, b = fingerprint.cases
     assert a.present == [0, 1, 2] and b.present == [0, 2]
     assert a.orientation_codes == "AIL"
-    assert np.allclose(a.ras_spacing, [2.0, 1.2, 1.0])   # (i, j, k) spacing (1.2, 1.0, 2.0) with k -> left, i -> anterior
+    # (i, j, k) spacing (1.2, 1.0, 2.0) with k -> left, i -> anterior
+    assert np.allclose(a.ras_spacing, [2.0, 1.2, 1.0])
     assert all(0 <= lo < hi <= n for (lo, hi), n in zip(a.crop_box,
                                                         Reorientation.from_direction(a.direction).ras_shape(a.shape)))
     assert a.cropped_shape[0] < 28   # the head box is smaller than the volume

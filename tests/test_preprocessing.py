@@ -136,7 +136,8 @@ def test_prediction_canvas_grows_to_hold_a_head_wider_than_image_size():
         assert np.corrcoef(intensity[mask], images[channel].array[mask])[0, 1] > 0.99
         # the centre-cropped training canvas loses the rim: its restore is far worse there
         lossy = scheme.invert(restore_original(cropped[row], cropped_props), cropped_props.scale[channel])
-        assert np.abs(lossy - images[channel].array)[mask].mean() > 3 * np.abs(intensity - images[channel].array)[mask].mean()
+        assert (np.abs(lossy - images[channel].array)[mask].mean()
+                > 3 * np.abs(intensity - images[channel].array)[mask].mean())
 
 
 def test_background_is_exactly_minus_one_and_head_inside_range():
