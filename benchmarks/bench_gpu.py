@@ -62,10 +62,9 @@ def device_info(device) -> dict:
 
 def time_sampling(plans, device, steps: list[int], case_shape, deadline: float) -> dict:
     """Seconds per volume of `predict_case` for the one-pass decoder and per step count (+ peak memory)."""
+    from benchmarks.synthetic_model import brats_case, random_networks, trained_model_stub
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
     from msgldm_auto.preprocessing.pipeline import preprocess_case
-
-    from benchmarks.synthetic_model import brats_case, random_networks, trained_model_stub
 
     images = brats_case(case_shape, present=(0, 1, 2))
     model, networks = trained_model_stub(plans, Path("/nonexistent")), [random_networks(plans, device)]
@@ -129,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     deadline = started + args.budget_seconds
     import torch
+
     from benchmarks.synthetic_model import BRATS_SHAPE, brats_plans
 
     if args.dry_run:

@@ -21,17 +21,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks._common import (RESULTS, load_results, machine_line, markdown_table, provenance, replace_section,
-                                save_results, today)
+from benchmarks._common import (
+    RESULTS,
+    load_results,
+    machine_line,
+    markdown_table,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+)
 
 BASE_PLANS = "MSGLDMPlans_cpu"
 
 
 def write_variant(preprocessed: Path, name: str, edits: list[str]) -> str:
     """Save the edited plans as MSGLDMPlans_cpu_<name>.json and return that plans name."""
-    from msgldm_auto.plans import Plans, plans_file_name
-
     from benchmarks.plans_edits import dotted_changes, plans_variant
+    from msgldm_auto.plans import Plans, plans_file_name
 
     plans_name = f"{BASE_PLANS}_{name}"
     plans = Plans.load(preprocessed / plans_file_name(BASE_PLANS))

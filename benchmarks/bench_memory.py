@@ -20,8 +20,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,
-                                today)
+from benchmarks._common import (
+    load_results,
+    machine_line,
+    markdown_table,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+)
 
 TARGET_GB = 4.0
 
@@ -52,7 +59,8 @@ def measure(steps: list[int], threads: int) -> dict:
         plan = prepare_home(home)
         env = dict(os.environ, MSGLDM_HOME=str(home), OMP_NUM_THREADS=str(threads))
         rows = {}
-        for label, extra in [("one-pass decoder", ["--one-pass"])] + [(f"DDIM {n}", ["--steps", str(n)]) for n in steps]:
+        for label, extra in [("one-pass decoder", ["--one-pass"])] + [(f"DDIM {n}", ["--steps", str(n)])
+                                                                      for n in steps]:
             seconds, peak_gb = run_measured(predict_command(home, extra), env)
             rows[label] = {"seconds": seconds, "peak_gb": peak_gb}
             print(f"{label}: {seconds:.1f} s, peak {peak_gb:.2f} GB", flush=True)
@@ -64,7 +72,8 @@ def measure(steps: list[int], threads: int) -> dict:
 def section(record: dict) -> str:
     plan, rows = record["plan"], record["rows"]
     table = markdown_table(["prediction", "wall time (s)", "peak RSS (GB)", f"< {TARGET_GB:g} GB"],
-                           [(label, f"{r['seconds']:.1f}", f"{r['peak_gb']:.2f}", "yes" if r["peak_gb"] < TARGET_GB else "**no**")
+                           [(label, f"{r['seconds']:.1f}", f"{r['peak_gb']:.2f}",
+                             "yes" if r["peak_gb"] < TARGET_GB else "**no**")
                             for label, r in rows.items()])
     ddim = {int(k.split()[1]): v["seconds"] for k, v in rows.items() if k.startswith("DDIM")}
     per_step = ""
@@ -78,10 +87,11 @@ def section(record: dict) -> str:
     return "\n".join([
         "## Memory: prediction of a BraTS-sized case on CPU",
         "",
-        f"`msgldm_predict` on one synthetic 240 × 240 × 155, 1 mm case (3 contrasts present, 1 synthesized), networks of "
-        f"the default preset as planned for a BraTS-like dataset (slices {plan['image_size'][0]} × {plan['image_size'][1]}, "
-        f"f = {plan['latent_scale']}, batch {plan['batch_size']}, AE widths {plan['autoencoder']}, structure widths "
-        f"{plan['structure']}, UNet widths {plan['unet']}), **random weights**. Peak RSS of the whole process.",
+        "`msgldm_predict` on one synthetic 240 × 240 × 155, 1 mm case (3 contrasts present, 1 synthesized), networks "
+        f"of the default preset as planned for a BraTS-like dataset (slices {plan['image_size'][0]} × "
+        f"{plan['image_size'][1]}, f = {plan['latent_scale']}, batch {plan['batch_size']}, AE widths "
+        f"{plan['autoencoder']}, structure widths {plan['structure']}, UNet widths {plan['unet']}), **random "
+        "weights**. Peak RSS of the whole process.",
         "",
         table,
         "",
@@ -103,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_only:
         replace_section("memory", section(load_results("memory")))
         return 0
-    record = {**measure(args.steps, args.threads), "machine": machine_line(args.threads), "date": today(), "note": args.note}
+    record = {**measure(args.steps, args.threads), "machine": machine_line(args.threads), "date": today(),
+              "note": args.note}
     print("stored", save_results("memory", record))
     if args.write:
         replace_section("memory", section(record))

@@ -19,8 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._common import (RESULTS, load_results, machine_line, provenance, replace_section, save_results, today,
-                                trained_iterations)
+from benchmarks._common import (
+    RESULTS,
+    load_results,
+    machine_line,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 from benchmarks.plans_edits import plans_variant
 
 BASE_PLANS = "MSGLDMPlans_cpu"
@@ -104,7 +112,8 @@ def targets(choice: dict) -> list[str]:
                      f"{_number(one_pass['hf_ratio'])}.")
     grad = chosen["gradient_ratio"]
     lines.append(f"Through-plane ratio of the chosen mode ({chosen['mode']['name']}) {_number(grad)} (target "
-                 f"{GRADIENT_BAND[0]}–{GRADIENT_BAND[1]}: {'met' if GRADIENT_BAND[0] <= grad <= GRADIENT_BAND[1] else 'missed'}).")
+                 f"{GRADIENT_BAND[0]}–{GRADIENT_BAND[1]}: "
+                 f"{'met' if GRADIENT_BAND[0] <= grad <= GRADIENT_BAND[1] else 'missed'}).")
     if mean and mean["std_error_spearman"] is not None:
         rho = mean["std_error_spearman"]
         lines.append(f"Spearman(std, |error|) of {mean['mode']['name']} {rho:.3f} (target ≥ {SPEARMAN_MIN}: "
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("-d", "--dataset", required=True)
     runner.add_argument("--samples", type=int, default=8)
     runner.add_argument("--max-cases", type=int, default=2, help="held-out cases validated per mode")
-    runner.add_argument("--minutes", type=float, default=None, help="per-stage budget (default: the plans'; smoke runs)")
+    runner.add_argument("--minutes", type=float, default=None,
+                        help="per-stage budget (default: the plans'; smoke runs)")
     sub.add_parser("write", help="render every stored record into documentation/benchmarks.md")
     args = parser.parse_args(argv)
     if args.command == "run":

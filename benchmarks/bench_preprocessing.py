@@ -85,7 +85,8 @@ def bench_nnunet(python: Path, raw_dataset: Path, dataset_id: int, processes: in
     try:
         raw = work / "raw"
         shutil.copytree(raw_dataset, raw / raw_dataset.name)
-        env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(work / "pp"), nnUNet_results=str(work / "res"),
+        env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(work / "pp"),
+                   nnUNet_results=str(work / "res"),
                    OMP_NUM_THREADS="1")
         tool = Path(python).parent / "nnUNetv2_plan_and_preprocess"
         seconds, peak = run_measured([str(tool), "-d", str(dataset_id), "-c", "2d", "-npfp", str(processes),
@@ -126,7 +127,8 @@ def main() -> None:
     parser.add_argument("-np", dest="processes", type=int, default=2)
     parser.add_argument("--nnunet-python", type=Path, default=None)
     parser.add_argument("--write", action="store_true")
-    parser.add_argument("--write-only", action="store_true", help="re-render from benchmarks/results/preprocessing.json")
+    parser.add_argument("--write-only", action="store_true",
+                        help="re-render from benchmarks/results/preprocessing.json")
     args = parser.parse_args()
     if args.write_only:
         replace_section("preprocessing-benchmark", section(load_results("preprocessing")))
@@ -149,10 +151,12 @@ def main() -> None:
     print(table(rows))
     command = (f"python -m benchmarks.bench_preprocessing --resolutions {' '.join(f'{r:g}' for r in args.resolutions)}"
                + (" --nnunet-python <nnU-Net venv>/bin/python" if args.nnunet_python else ""))
-    record = {"rows": rows, "processes": args.processes, "machine": machine_line(1), "date": today(), "command": command}
+    record = {"rows": rows, "processes": args.processes, "machine": machine_line(1), "date": today(),
+              "command": command}
     if args.nnunet_python:
         record["nnunet_version"] = subprocess.run([str(args.nnunet_python), "-c", "import importlib.metadata as m; "
-                                                   "print(m.version('nnunetv2'))"], capture_output=True, text=True).stdout.strip()
+                                                   "print(m.version('nnunetv2'))"],
+                                                  capture_output=True, text=True).stdout.strip()
     print("stored", save_results("preprocessing", record))
     if args.write:
         replace_section("preprocessing-benchmark", section(record))

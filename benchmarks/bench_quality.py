@@ -31,8 +31,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import (REPO, load_results, machine_line, replace_section, save_results, today,
-                                trained_iterations)
+from benchmarks._common import (
+    REPO,
+    load_results,
+    machine_line,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 from benchmarks.quality_report import VARIANT_TITLES
 
 DATASET = "Dataset901_Demo"
@@ -74,8 +81,8 @@ def load_model(model_folder: Path):
 
 
 def test_set(raw_dataset: Path):
-    from msgldm_auto.dataset.dataset_json import DatasetJson
     from benchmarks.quality_runs import load_test_cases
+    from msgldm_auto.dataset.dataset_json import DatasetJson
 
     dataset = DatasetJson.load(raw_dataset / "dataset.json")
     return dataset, load_test_cases(raw_dataset, dataset)
@@ -88,8 +95,9 @@ def stage_iterations(model_folder: Path) -> dict[str, int]:
 
 def run_sampling(args: argparse.Namespace) -> None:
     import torch
-    from msgldm_auto.dataset.cases import training_cases
+
     from benchmarks.quality_runs import Scores, Setting, run_ceiling, run_floors, run_setting
+    from msgldm_auto.dataset.cases import training_cases
 
     torch.set_num_threads(args.threads)
     source = Path(args.source)
@@ -123,9 +131,8 @@ def variant_plans_name(variant: str) -> str:
 
 def prepare_variant(source: Path, home: Path, variant: str) -> list[str]:
     """Edited plans under another plans name (same preprocessed data), the reused stages copied; -> stages to train."""
-    from msgldm_auto.plans import Plans, plans_file_name
-
     from benchmarks.plans_edits import plans_variant
+    from msgldm_auto.plans import Plans, plans_file_name
 
     changes, stages = VARIANTS[variant]
     name = variant_plans_name(variant)
@@ -170,6 +177,7 @@ def train_variant(source: Path, home: Path, variant: str, threads: int) -> None:
 
 def run_variants(args: argparse.Namespace) -> None:
     import torch
+
     from benchmarks.quality_runs import Scores, Setting, run_setting
 
     torch.set_num_threads(args.threads)
@@ -192,7 +200,8 @@ def run_variants(args: argparse.Namespace) -> None:
                         prefix=f"{VARIANT_TITLES[variant]}: ")
         iterations[variant] = stage_iterations(folder)
         print(f"[{variant}] scored", flush=True)
-    record = {"scores": scores.to_dict(), "setting": chosen.__dict__, "iterations": iterations, "machine": machine_line(),
+    record = {"scores": scores.to_dict(), "setting": chosen.__dict__, "iterations": iterations,
+              "machine": machine_line(),
               "source_iterations": stage_iterations(source / "results" / DATASET / f"{PLANS}__2d"),
               "date": today(),
               "command": "python -m benchmarks.bench_quality variants --source <demo home> --home <bench home> "
@@ -229,7 +238,8 @@ def run_write(args: argparse.Namespace) -> None:
         from benchmarks.quality_report import same_source
 
         if not same_source(sampling, variants):
-            print("WARNING: the stored variants were retrained from another model than the sampling table's: re-run them")
+            print("WARNING: the stored variants were retrained from another model than the sampling table's: re-run "
+                  "them")
         replace_section("quality-variants", variants_section(sampling, variants))
     print("documentation/benchmarks.md updated")
 
@@ -241,7 +251,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     sampling.add_argument("--source", required=True, help="MSGLDM_HOME of a finished `make demo` run (read only)")
     sampling.add_argument("--steps", type=int, nargs="+", default=[50, 25, 10, 5])
     sampling.add_argument("--t0", type=float, nargs="+", default=[0.25, 0.5, 0.75])
-    sampling.add_argument("--sweep-steps", type=int, nargs="+", default=[10, 5], help="step counts with the whole t0 sweep")
+    sampling.add_argument("--sweep-steps", type=int, nargs="+", default=[10, 5],
+                          help="step counts with the whole t0 sweep")
     sampling.add_argument("--samples", type=int, default=4, help="samples averaged at every step count")
     train = commands.add_parser("train", help="retrain the variants")
     train.add_argument("--source", required=True)

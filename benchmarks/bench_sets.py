@@ -22,8 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._common import (RESULTS, load_results, load_summary_means, machine_line, provenance, replace_section,
-                                save_results, today, trained_iterations)
+from benchmarks._common import (
+    RESULTS,
+    load_results,
+    load_summary_means,
+    machine_line,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 
 PLANS = "MSGLDMPlans_cpu"
 METHOD_LABELS = {"msgldm": "MSG-LDM", "unet": "plain UNet control", "floor_copy": "copy floor",
@@ -99,7 +108,8 @@ def section(records: list[dict]) -> str:
     for record in records:
         iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
         threads = f", OMP_NUM_THREADS={record['threads']}" if record.get("threads") else ""
-        parts += [f"### {record['dataset']}{threads}", "", "```text", comparison_table(record["summaries"], ("psnr", "ssim")),
+        parts += [f"### {record['dataset']}{threads}", "", "```text",
+                  comparison_table(record["summaries"], ("psnr", "ssim")),
                   "```", "", _verdict(record["summaries"]), "",
                   provenance(record["command"], record["machine"], record["date"],
                              f"Iterations trained: {iterations}."),

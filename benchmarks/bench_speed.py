@@ -17,8 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._common import (load_results, machine_line, markdown_table, provenance, replace_section, save_results,
-                                today)
+from benchmarks._common import (
+    load_results,
+    machine_line,
+    markdown_table,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
 STEP_COUNTS = (50, 25, 10, 5)
@@ -26,13 +33,12 @@ LOADER_MARGIN = 3.0
 
 
 def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: int) -> dict:
+    from benchmarks.quality_runs import load_fold
     from msgldm_auto.dataset.cases import discover_cases
     from msgldm_auto.dataset.dataset_json import DatasetJson
+    from msgldm_auto.dataset.image_io import read_image
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
     from msgldm_auto.preprocessing.pipeline import preprocess_case
-    from msgldm_auto.dataset.image_io import read_image
-
-    from benchmarks.quality_runs import load_fold
 
     raw = source / "raw" / DATASET
     dataset = DatasetJson.load(raw / "dataset.json")
@@ -63,9 +69,9 @@ def time_sampling(source: Path, case_id: str, steps: tuple[int, ...], repeats: i
 
 def time_training(source: Path, threads: int) -> dict:
     import torch
-    from msgldm_auto.plans import Plans
 
     from benchmarks.stage_timing import STAGE_NAMES, time_loader, time_stage
+    from msgldm_auto.plans import Plans
 
     preprocessed = source / "preprocessed" / DATASET
     plans = Plans.load(preprocessed / f"{PLANS}.json")
@@ -125,7 +131,8 @@ def section(record: dict) -> str:
         "",
         f"Sampling one demo volume (case {sampling['case']}, {'+'.join(sampling['pattern'])} present, "
         f"{next(iter(sampling['rows'].values()))['targets']} contrast synthesized, "
-        f"{next(iter(sampling['rows'].values()))['slices']} slices of {' × '.join(map(str, sampling.get('grid', ['?', '?'])))} "
+        f"{next(iter(sampling['rows'].values()))['slices']} slices of "
+        f"{' × '.join(map(str, sampling.get('grid', ['?', '?'])))} "
         "pixels, `cpu` plans), trained fold 0 model, "
         "best of the repeats, everything `predict_case` does (preprocessing, networks, restoring to the input grid):",
         "",
@@ -158,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update documentation/benchmarks.md")
-    parser.add_argument("--write-only", action="store_true", help="re-render the section from benchmarks/results/speed.json")
+    parser.add_argument("--write-only", action="store_true",
+                        help="re-render the section from benchmarks/results/speed.json")
     args = parser.parse_args(argv)
     if args.write_only:
         replace_section("speed", section(load_results("speed")))
@@ -169,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     record = {"sampling": time_sampling(args.source, args.case, tuple(args.steps), args.repeats),
-              "training": time_training(args.source, args.threads), "machine": machine_line(args.threads), "date": today()}
+              "training": time_training(args.source, args.threads), "machine": machine_line(args.threads),
+              "date": today()}
     print("stored", save_results("speed", record))
     if args.write:
         replace_section("speed", section(record))

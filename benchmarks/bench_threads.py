@@ -17,8 +17,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks._common import (RESULTS, load_results, machine_line, markdown_table, provenance, replace_section,
-                                save_results, today, trained_iterations)
+from benchmarks._common import (
+    RESULTS,
+    load_results,
+    machine_line,
+    markdown_table,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 
 PLANS = "MSGLDMPlans_cpu"
 SETTINGS = {  # label -> environment of the training process

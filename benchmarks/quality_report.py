@@ -6,13 +6,23 @@ import re
 from typing import Any
 
 from benchmarks._common import mean_std, provenance
-from benchmarks.quality_tables import (GRADIENT_BAND, Choice, choose_default, gradient_verdict, mean_of, overview_table,
-                            paired_differences, per_pattern_table, per_target_table)
+from benchmarks.quality_tables import (
+    GRADIENT_BAND,
+    Choice,
+    choose_default,
+    gradient_verdict,
+    mean_of,
+    overview_table,
+    paired_differences,
+    per_pattern_table,
+    per_target_table,
+)
 
 ONE_PASS = "one-pass decoder"
 CEILING = "ceiling: autoencoder reconstruction"
 FLOORS = ["copy floor", "regression floor"]
-VARIANT_TITLES = {"control": "full model retrained (control)", "latent": "target latent (paper)", "no_multiscale": "no multiscale injection (input concat only)",
+VARIANT_TITLES = {"control": "full model retrained (control)", "latent": "target latent (paper)",
+                  "no_multiscale": "no multiscale injection (input concat only)",
                   "no_hfib": "no HFIB", "no_style": "no style-consistency loss"}
 SETTING_NAME = re.compile(r"^DDIM (\d+), start (noise|one-pass t0=([0-9.]+))(, independent noise)?( ×\d+)?$")
 
@@ -41,7 +51,8 @@ def single_sample_candidates(metrics: dict, max_steps: int) -> list[str]:
             if "×" not in m and "independent" not in m and int(SETTING_NAME.match(m).group(1)) <= max_steps]
 
 
-def minimum_steps_within(metrics: dict, start_text: str, tolerance_db: float = 0.5) -> tuple[int | None, dict[int, float]]:
+def minimum_steps_within(metrics: dict, start_text: str,
+                         tolerance_db: float = 0.5) -> tuple[int | None, dict[int, float]]:
     """Fewest steps whose mean PSNR is within `tolerance_db` of 50 steps, for one start (single samples)."""
     by_steps = {}
     for method in metrics:
@@ -84,8 +95,8 @@ def sampling_section(record: dict[str, Any], max_steps: int = 10) -> tuple[str, 
         f"{cases}, each missing contrast scored against `referenceTs` like `msgldm_evaluate` (BraSyn normalisation, "
         "head mask = reference > 0). Floors fitted on fold 0's training cases. *n* counts synthesized volumes; "
         "± is the standard deviation over them; Δ is paired (same case and target) against the full model "
-        f"(**{full}**, the plans' diffusion setting, used when `ablations.diffusion` is switched on). \"×K\" averages K "
-        "samples in image space. s / case is the wall time of one sample of one case (the whole synthesis) on the "
+        f"(**{full}**, the plans' diffusion setting, used when `ablations.diffusion` is switched on). \"×K\" averages "
+        "K samples in image space. s / case is the wall time of one sample of one case (the whole synthesis) on the "
         "machine below; bench_speed's table is the timing to quote.",
         "",
         overview_table(metrics, ordered, full, seconds=per_sample_seconds(metrics, seconds)),
@@ -112,22 +123,26 @@ def sampling_section(record: dict[str, Any], max_steps: int = 10) -> tuple[str, 
 def decision_text(metrics: dict, choice: Choice, full: str, best_avg: str | None) -> str:
     lines = ["**What this decides.**"]
     verdict = "diffusion stays the default" if choice.diffusion_default else \
-        "no diffusion setting matches the one-pass decoder at this budget, so the `cpu` plans default to the one-pass path"
+        ("no diffusion setting matches the one-pass decoder at this budget, so the `cpu` plans default to the "
+         "one-pass path")
     lines.append(f"- Default: {choice.reason}; {verdict}.")
     if best_avg:
         margin = mean_std(paired_differences(metrics, best_avg, ONE_PASS, "psnr"))[0]
-        lines.append(f"- Sample averaging: best averaged setting '{best_avg}' is {margin:+.2f} dB against the one-pass decoder.")
+        lines.append(f"- Sample averaging: best averaged setting '{best_avg}' is {margin:+.2f} dB against the one-pass "
+                     "decoder.")
     for floor in FLOORS:
         for method in (full, ONE_PASS):
             diffs = paired_differences(metrics, method, floor, "psnr")
             if diffs:
                 wins = sum(d > 0 for d in diffs)
-                lines.append(f"- {method} vs {floor}: {mean_std(diffs)[0]:+.2f} dB (beats it on {wins} of {len(diffs)} volumes).")
+                lines.append(f"- {method} vs {floor}: {mean_std(diffs)[0]:+.2f} dB (beats it on {wins} of {len(diffs)} "
+                             "volumes).")
     for start_text in ("start noise", f"t0={_parts_of(full)[2]:g}"):
         fewest, by_steps = minimum_steps_within(metrics, start_text)
         if fewest is not None:
             steps = ", ".join(f"{n}: {v:.2f}" for n, v in sorted(by_steps.items(), reverse=True))
-            lines.append(f"- Steps ({start_text}; mean PSNR {steps} dB): fewest within 0.5 dB of 50 steps = **{fewest}**.")
+            lines.append(f"- Steps ({start_text}; mean PSNR {steps} dB): fewest within 0.5 dB of 50 steps = "
+                         f"**{fewest}**.")
     noise = gradient_verdict(metrics, [full, setting_name(*_parts_of(full), noise="independent")])
     if len(noise) == 2:
         text = "; ".join(f"{m}: {r:.2f} ({'inside' if ok else 'outside'} {GRADIENT_BAND[0]}–{GRADIENT_BAND[1]})"
@@ -180,12 +195,12 @@ def variants_section(sampling: dict[str, Any], variants: dict[str, Any]) -> str:
             "**Stale:** these variants were retrained from another demo model than the one the table above measured "
             "(its iterations differ), so the demo-model rows and the Δ against them compare two models. Re-run "
             "`python -m benchmarks.bench_quality train` and `variants`.", ""]),
-        "Each variant copies the demo model's fold 0 and retrains only what its change touches (`msgldm_train --stage`, "
-        "edited plans under another plans name, the same preprocessed data), for whole epochs covering the iterations "
-        "the demo model reached in its time budget, so every variant gets the same budget however busy the shared CPU "
-        "is. The *control* retrains the LDM with the unchanged plans in the same way: it, not the demo model, is the "
-        f"fair reference (**full model** below) for the retrained rows. Scored on the same test set at **{chosen}**; "
-        "Δ is paired against the full model.",
+        "Each variant copies the demo model's fold 0 and retrains only what its change touches (`msgldm_train "
+        "--stage`, edited plans under another plans name, the same preprocessed data), for whole epochs covering the "
+        "iterations the demo model reached in its time budget, so every variant gets the same budget however busy the "
+        "shared CPU is. The *control* retrains the LDM with the unchanged plans in the same way: it, not the demo "
+        "model, is the fair reference (**full model** below) for the retrained rows. Scored on the same test set at "
+        f"**{chosen}**; Δ is paired against the full model.",
         "",
         overview_table(metrics, ordered, full, extra=iterations, extra_header="iterations (ae/structure/ldm)"),
         "",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.plans_edits import model_variant
 from msgldm_auto.dataset.cases import discover_cases, image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image
@@ -25,8 +26,6 @@ from msgldm_auto.inference import export
 from msgldm_auto.inference.model_loading import ALL_STAGES, load_fold_networks, load_trained_model
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.preprocessing.pipeline import preprocess_case
-
-from benchmarks.plans_edits import model_variant
 
 METRICS = ("psnr", "ssim", "mae", "gradient_ratio", "ssim_tumour")
 CPU = torch.device("cpu")

@@ -44,7 +44,8 @@ def mean_of(metrics: Metrics, method: str, metric: str = "psnr", **where: Any) -
 
 def targets_and_patterns(metrics: Metrics, patterns: dict[str, str], method: str) -> list[tuple[str, str]]:
     """(pattern, target) pairs that occur for `method`, in a stable order."""
-    pairs = {(patterns.get(case, "?"), target) for case, targets in metrics.get(method, {}).items() for target in targets}
+    pairs = {(patterns.get(case, "?"), target)
+             for case, targets in metrics.get(method, {}).items() for target in targets}
     return sorted(pairs)
 
 
@@ -63,8 +64,10 @@ def overview_table(metrics: Metrics, methods: list[str], full: str, seconds: dic
         row = [method if method != full else f"**{method}** (full model)",
                fmt_mean_std(values_of(metrics, method, "psnr"), 2), fmt_mean_std(values_of(metrics, method, "ssim"), 3),
                fmt_mean_std(values_of(metrics, method, "mae"), 4),
-               fmt_mean_std(paired_differences(metrics, method, full, "psnr"), 2, signed=True) if method != full else "0",
-               fmt_mean_std(paired_differences(metrics, method, full, "ssim"), 3, signed=True) if method != full else "0",
+               fmt_mean_std(paired_differences(metrics, method, full, "psnr"), 2, signed=True)
+               if method != full else "0",
+               fmt_mean_std(paired_differences(metrics, method, full, "ssim"), 3, signed=True)
+               if method != full else "0",
                fmt_mean_std(values_of(metrics, method, "gradient_ratio"), 2)]
         if seconds is not None:
             row.append(fmt_mean_std((seconds or {}).get(method, []), 1))
@@ -112,7 +115,8 @@ def per_pattern_table(metrics: Metrics, patterns: dict[str, str], methods: list[
 @dataclass
 class Choice:
     """What the benchmark decides for the planner."""
-    diffusion_default: bool          # False: diffusion never matched the one-pass decoder -> plans use the one-pass path
+    diffusion_default: bool          # False: diffusion never matched the one-pass decoder -> plans use the
+                                     # one-pass path
     best_setting: str                # best single-sample diffusion setting at the preset's step count
     best_psnr: float
     one_pass_psnr: float
@@ -133,8 +137,8 @@ def choose_default(metrics: Metrics, candidates: list[str], one_pass: str) -> Ch
     margin = mean_std(paired_differences(metrics, best, one_pass, "psnr"))[0]
     ssim_margin = mean_std(paired_differences(metrics, best, one_pass, "ssim"))[0]
     keeps = margin > 0.05 or (margin > -0.05 and ssim_margin >= 0)
-    reason = (f"best diffusion setting '{best}' is {margin:+.2f} dB PSNR and {ssim_margin:+.3f} SSIM against the one-pass "
-              f"decoder (paired, all test volumes)")
+    reason = (f"best diffusion setting '{best}' is {margin:+.2f} dB PSNR and {ssim_margin:+.3f} SSIM against the "
+              "one-pass decoder (paired, all test volumes)")
     return Choice(keeps, best, best_psnr, mean_of(metrics, one_pass), margin, reason)
 
 

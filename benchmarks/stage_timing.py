@@ -60,7 +60,8 @@ def build_stage(stage: str, plans: Plans, config: ConfigurationPlan, device: tor
     if stage == "structure":
         return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, rate)
     autoencoder = LatentAutoencoder(config).to(device).eval().requires_grad_(False)
-    disentangler = StructureStyleDisentangler(config, plans.num_modalities, plans.num_label_classes).to(device).eval().requires_grad_(False)
+    disentangler = StructureStyleDisentangler(config, plans.num_modalities,
+                                              plans.num_label_classes).to(device).eval().requires_grad_(False)
     return LatentDiffusionStage(config, plans.num_modalities, autoencoder, disentangler, device, rate)
 
 

@@ -63,7 +63,8 @@ def write_random_model(results_dataset_folder: Path, plans: Plans, seed: int = 0
     from msgldm_auto.training.checkpoint import save_checkpoint
 
     networks = random_networks(plans, "cpu", seed)
-    for stage, network in (("ae", networks.autoencoder), ("structure", networks.disentangler), ("ldm", networks.denoiser)):
+    for stage, network in (("ae", networks.autoencoder), ("structure", networks.disentangler),
+                           ("ldm", networks.denoiser)):
         # What prediction reads of a checkpoint (model_loading.load_inference_weights), at the path it looks in.
         payload = {"stage": stage, "iteration": 0, "inference_weights": network.state_dict(),
                    "plans_name": plans.plans_name, "configuration": "2d", "fold": "0"}
@@ -71,7 +72,8 @@ def write_random_model(results_dataset_folder: Path, plans: Plans, seed: int = 0
     return folder
 
 
-def brats_case(shape: tuple[int, int, int] = BRATS_SHAPE, present: tuple[int, ...] = (0, 1, 2), seed: int = 0) -> dict[int, Image]:
+def brats_case(shape: tuple[int, int, int] = BRATS_SHAPE, present: tuple[int, ...] = (0, 1, 2),
+               seed: int = 0) -> dict[int, Image]:
     """A smooth ellipsoidal head with tissue-like texture, one image per present contrast (zero background)."""
     rng = np.random.default_rng(seed)
     k, j, i = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)

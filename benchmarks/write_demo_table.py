@@ -13,8 +13,17 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks._common import (cpu_name, load_results, load_summary_means, machine_line, provenance, replace_section,
-                                save_results, today, trained_iterations)
+from benchmarks._common import (
+    cpu_name,
+    load_results,
+    load_summary_means,
+    machine_line,
+    provenance,
+    replace_section,
+    save_results,
+    today,
+    trained_iterations,
+)
 
 DATASET, PLANS, FOLD = "Dataset901_Demo", "MSGLDMPlans_cpu", "0"
 METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "plain UNet control": "unet",
@@ -58,7 +67,8 @@ def section(record: dict) -> str:
     budget = ", ".join(f"{s} {m:g} min → {record['iterations'][s]} iterations"
                        for s, m in record["budget_minutes"].items())
     mode = "with diffusion" if record["diffusion"] else "in its one-pass mode (the plans switch diffusion off)"
-    whole = f"Whole run, environment install included: {record['seconds'] / 60:.1f} min. " if record.get("seconds") else ""
+    whole = (f"Whole run, environment install included: {record['seconds'] / 60:.1f} min. " if record.get("seconds")
+             else "")
     return "\n".join([
         "## `make demo` on an idle machine (the current `cpu` budget)",
         "",
@@ -70,7 +80,8 @@ def section(record: dict) -> str:
         comparison_table(summaries),
         "```",
         "",
-        f"Beats the copy floor on {_targets(copy_wins)} (PSNR) and the regression floor on {_targets(regression_wins)}. "
+        f"Beats the copy floor on {_targets(copy_wins)} (PSNR) and the regression floor on "
+        f"{_targets(regression_wins)}. "
         + gaps,
         "",
         provenance(record["command"], record["machine"], record["date"], whole.strip()),

@@ -23,7 +23,8 @@ def collect(folder: Path, demo_home: Path) -> dict:
     predictions = demo_home / "results" / "Dataset901_Demo" / "demo_predictions"
     summaries = {"default preset, diffusion": load_summary_means(folder / "summary_msgldm.json"),
                  "default preset, one-pass decoder": load_summary_means(folder / "summary_one_pass.json")}
-    demo_plans = json.loads((demo_home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d" / "plans.json").read_text())
+    demo_plans = json.loads((demo_home / "results" / "Dataset901_Demo" / "MSGLDMPlans_cpu__2d"
+                             / "plans.json").read_text())
     demo_mode = "diffusion" if demo_plans["configurations"]["2d"]["ablations"]["diffusion"] else "one-pass"
     for label, name in DEMO_METHODS.items():
         label = f"cpu plans ({demo_mode}), make demo" if name == "msgldm" else label
@@ -34,7 +35,8 @@ def collect(folder: Path, demo_home: Path) -> dict:
                       "steps": plans["diffusion"]["steps"], "start": plans["diffusion"]["sampling_start"],
                       "target": plans["diffusion"]["target"],
                       "schedule": {s: [v["epochs"], v["iterations_per_epoch"]] for s, v in plans["schedule"].items()}},
-            "command": f"bash benchmarks/run_gpu_quality.sh {' '.join(f'{m:g}' for m in run['budget_minutes'].values())} "
+            "command": "bash benchmarks/run_gpu_quality.sh "
+                       f"{' '.join(f'{m:g}' for m in run['budget_minutes'].values())} "
                        "(GPU machine), then python -m benchmarks.write_gpu_quality <its files> --demo <make demo home>"}
 
 
@@ -50,13 +52,13 @@ def section(record: dict) -> str:
     return "\n".join([
         "## Quality of the default (GPU) preset, briefly trained",
         "",
-        f"The demo dataset planned with the `default` preset (slices {plans['image_size'][0]} × {plans['image_size'][1]}, "
-        f"f = {plans['latent_scale']}, batch {plans['batch_size']}, UNet widths {plans['unet']}, {plans['target']} target, "
-        f"{plans['steps']} DDIM steps from a {plans['start'].replace('_', '-')} start), fold 0 trained on one GPU for "
-        f"{budget} minutes (ae + structure + ldm; {iterations} iterations), then `msgldm_predict` on the demo's 4 test "
-        "cases with diffusion and with `--one-pass`, scored by `msgldm_evaluate` like the rest of this page. Beside "
-        "them, from the `make demo` run above (same test set, CPU): the `cpu` plans and the two floors. "
-        "Mean over the 8 synthesized volumes:",
+        f"The demo dataset planned with the `default` preset (slices {plans['image_size'][0]} × "
+        f"{plans['image_size'][1]}, f = {plans['latent_scale']}, batch {plans['batch_size']}, UNet widths "
+        f"{plans['unet']}, {plans['target']} target, {plans['steps']} DDIM steps from a "
+        f"{plans['start'].replace('_', '-')} start), fold 0 trained on one GPU for {budget} minutes (ae + structure + "
+        f"ldm; {iterations} iterations), then `msgldm_predict` on the demo's 4 test cases with diffusion and with "
+        "`--one-pass`, scored by `msgldm_evaluate` like the rest of this page. Beside them, from the `make demo` run "
+        "above (same test set, CPU): the `cpu` plans and the two floors. Mean over the 8 synthesized volumes:",
         "",
         "```text",
         comparison_table(summaries),

@@ -15,7 +15,8 @@ from benchmarks._common import markdown_table, provenance, replace_section, save
 
 def section(record: dict) -> str:
     device, plans, sampling, training = record["device"], record["plans"], record["sampling"], record["training"]
-    machine = f"{device.get('name', device['device'])}" + (f" ({device['memory_gb']:.0f} GB)" if "memory_gb" in device else "")
+    machine = f"{device.get('name', device['device'])}" + (f" ({device['memory_gb']:.0f} GB)" if "memory_gb" in device
+                                                           else "")
     machine += f"; torch {device['torch']}" + (f", CUDA {device['cuda']}" if device.get("cuda") else "")
     slices = sampling["slices"]
 
@@ -32,17 +33,19 @@ def section(record: dict) -> str:
     how = (f"End to end through `predict_case` (preprocessing, {sampling['preprocessing_seconds']:.1f} s of it on the "
            "CPU, networks and restoring to the input grid):" if whole else
            f"Networks only (the volume preprocessed once, {sampling['preprocessing_seconds']:.1f} s on the CPU):")
-    stage_rows = [(name, f"{s['iterations_per_second']:.2f}", f"{s['slices_per_second']:.0f}", s["batch_size"], memory(s))
+    stage_rows = [(name, f"{s['iterations_per_second']:.2f}", f"{s['slices_per_second']:.0f}", s["batch_size"],
+                   memory(s))
                   for name, s in training["stages"].items()]
     skipped = sampling.get("skipped", []) + training.get("skipped", [])
     note = "**Dry run on CPU: not GPU figures.** " if record.get("dry_run") else ""
     return "\n".join([
         "## GPU: sampling, memory and training",
         "",
-        f"{note}{plans['preset'].capitalize()}-preset networks as planned for a BraTS-like dataset (slices {plans['image_size'][0]} × "
-        f"{plans['image_size'][1]}, f = {plans['latent_scale']}, batch {plans['batch_size']}, UNet widths {plans['unet']}), "
-        f"**random weights**; one synthetic {' × '.join(str(s) for s in reversed(record['case_shape']))} case, 3 contrasts "
-        f"present, 1 synthesized, {slices} slices. {how}",
+        f"{note}{plans['preset'].capitalize()}-preset networks as planned for a BraTS-like dataset (slices "
+        f"{plans['image_size'][0]} × {plans['image_size'][1]}, f = {plans['latent_scale']}, batch "
+        f"{plans['batch_size']}, UNet widths {plans['unet']}), **random weights**; one synthetic "
+        f"{' × '.join(str(s) for s in reversed(record['case_shape']))} case, 3 contrasts present, 1 synthesized, "
+        f"{slices} slices. {how}",
         "",
         markdown_table(["sampling", "s / volume", "ms / slice", "peak GPU memory (GB, allocated)"], rows),
         "",

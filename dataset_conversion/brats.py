@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataset_conversion.common import (
-    SkippedFile, SourceCase, SourceDataset, add_image, is_hidden, require_source_folder, strip_nifti_ending, walk_files,
+    SkippedFile,
+    SourceCase,
+    SourceDataset,
+    add_image,
+    is_hidden,
+    require_source_folder,
+    strip_nifti_ending,
+    walk_files,
 )
 from msgldm_auto.errors import MSGLDMError
 
@@ -68,7 +75,8 @@ def read_brats(source: Path, kind: str) -> SourceDataset:
     dataset = SourceDataset(
         kind=kind, channel_names=list(CHANNELS), cases=[], labels=dict(LABELS),
         label_mapping=dict(release.label_mapping), default_name=release.default_name, description=release.description,
-        patterns={ch: f"<case>{release.separator}{sfx}.nii[.gz]" for sfx, ch in release.suffixes.items() if ch != SEGMENTATION},
+        patterns={ch: f"<case>{release.separator}{sfx}.nii[.gz]"
+                  for sfx, ch in release.suffixes.items() if ch != SEGMENTATION},
     )
     for folder in folders:
         dataset.cases.append(_read_case_folder(folder, release, dataset))
@@ -89,7 +97,8 @@ def _files_outside_cases(root: Path, folders: set[Path], kind: str) -> list[Skip
 
 
 def _example_folder(release: BratsRelease) -> str:
-    return {"brats2020": "BraTS20_Training_001", "brats2021": "BraTS2021_00000", "brats2023": "BraTS-GLI-00000-000"}[release.kind]
+    return {"brats2020": "BraTS20_Training_001", "brats2021": "BraTS2021_00000",
+            "brats2023": "BraTS-GLI-00000-000"}[release.kind]
 
 
 def _case_folders(root: Path, release: BratsRelease) -> list[Path]:
@@ -98,13 +107,15 @@ def _case_folders(root: Path, release: BratsRelease) -> list[Path]:
     seen: dict[str, Path] = {}
     for folder in folders:
         if folder.name in seen:
-            raise MSGLDMError(f"case folder {folder.name} appears twice ({seen[folder.name]} and {folder}); remove one copy")
+            raise MSGLDMError(f"case folder {folder.name} appears twice ({seen[folder.name]} and {folder}); remove one "
+                              "copy")
         seen[folder.name] = folder
     return sorted(folders, key=lambda p: p.name)
 
 
 def _read_case_folder(folder: Path, release: BratsRelease, dataset: SourceDataset) -> SourceCase:
-    """Files named `<folder><sep><suffix>.nii[.gz]` first; then a leftover NIfTI named like a segmentation is the quirk."""
+    """Files named `<folder><sep><suffix>.nii[.gz]` first; then a leftover NIfTI named like a segmentation is the
+    quirk."""
     case = SourceCase(folder.name, {})
     leftovers = []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p)):

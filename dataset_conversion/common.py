@@ -41,7 +41,8 @@ class SourceDataset:
     kind: str
     channel_names: list[str]                      # output channel order
     cases: list[SourceCase]
-    patterns: dict[str, str] = field(default_factory=dict)   # channel -> the file pattern that found it (for the summary)
+    # channel -> the file pattern that found it (for the summary)
+    patterns: dict[str, str] = field(default_factory=dict)
     labels: dict[str, int] | None = None          # declared in dataset.json
     label_mapping: dict[int, int] | None = None   # source value -> stored value; None copies labels unchanged
     file_ending: str = OUTPUT_FILE_ENDING

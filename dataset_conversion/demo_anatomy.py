@@ -31,7 +31,8 @@ class Grid:
         return affine
 
     def to_image(self, array_ijk: np.ndarray) -> Image:
-        """The project's Image contract: numpy (k, j, i) order, ITK LPS geometry (what SimpleITK reads from this NIfTI)."""
+        """The project's Image contract: numpy (k, j, i) order, ITK LPS geometry (what SimpleITK reads from this
+        NIfTI)."""
         ox, oy, oz = self.origin_ras
         return Image(np.ascontiguousarray(np.transpose(array_ijk, (2, 1, 0))), (self.spacing_mm,) * 3,
                      (-ox, -oy, oz), _RAS_TO_LPS_DIRECTION)
@@ -48,7 +49,8 @@ def load_template(resolution_mm: float) -> Template:
     try:
         from nilearn import datasets
     except ImportError:
-        raise MSGLDMError("the demo dataset needs nilearn: pip install 'msgldm_auto[demo]' (or pip install nilearn)") from None
+        raise MSGLDMError("the demo dataset needs nilearn: pip install 'msgldm_auto[demo]' (or pip install "
+                          "nilearn)") from None
     # The 1 mm maps only when the output is finer than 2 mm: loading them costs seconds.
     source_resolution = 1 if resolution_mm < 2.0 else 2
     gm_img = datasets.load_mni152_gm_template(resolution=source_resolution)
@@ -97,7 +99,8 @@ def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
     return rotation
 
 
-def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings, rng: np.random.Generator) -> list[np.ndarray]:
+def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings,
+                         rng: np.random.Generator) -> list[np.ndarray]:
     """Each component a sum of a few random plane waves: smooth, cheap, and invertible for small amplitudes."""
     components = []
     amplitude = settings.displacement_mm / np.sqrt(settings.waves)
@@ -107,19 +110,24 @@ def _smooth_displacement(world: list[np.ndarray], settings: DeformationSettings,
             direction = rng.normal(size=3)
             direction /= np.linalg.norm(direction)
             wavenumber = 2 * np.pi / rng.uniform(*settings.wavelength_mm)
-            phase = sum(np.float32(wavenumber * d) * w for d, w in zip(direction, world)) + np.float32(rng.uniform(0, 2 * np.pi))
+            phase = (sum(np.float32(wavenumber * d) * w for d, w in zip(direction, world))
+                     + np.float32(rng.uniform(0, 2 * np.pi)))
             total = total + np.float32(rng.normal(0.0, amplitude)) * np.sin(phase)
         components.append(total)
     return components
 
 
-def deform_template(template: Template, grid: Grid, settings: DeformationSettings, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Tissue fractions of a new subject on `grid`: small affine about the brain centre + smooth warp, then resampled."""
+def deform_template(template: Template, grid: Grid, settings: DeformationSettings,
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Tissue fractions of a new subject on `grid`: small affine about the brain centre + smooth warp, then
+    resampled."""
     src = template.grid
-    axes = [np.float32(o) + np.float32(grid.spacing_mm) * np.arange(n, dtype=np.float32) for o, n in zip(grid.origin_ras, grid.shape)]
+    axes = [np.float32(o) + np.float32(grid.spacing_mm) * np.arange(n, dtype=np.float32)
+            for o, n in zip(grid.origin_ras, grid.shape)]
     world = np.meshgrid(*axes, indexing="ij", sparse=True)
     centre = np.asarray(src.origin_ras) + src.spacing_mm * (np.asarray(src.shape) - 1) / 2
-    linear = _random_rotation(rng, settings.max_rotation_deg) @ np.diag(1 + rng.uniform(-settings.max_scaling, settings.max_scaling, 3))
+    linear = _random_rotation(rng, settings.max_rotation_deg) @ np.diag(1 + rng.uniform(-settings.max_scaling,
+                                                                                        settings.max_scaling, 3))
     shift = rng.uniform(-settings.max_translation_mm, settings.max_translation_mm, 3)
     warp = _smooth_displacement(world, settings, rng)
     # source voxel index = (centre + linear (x - centre) + shift + warp(x) - src_origin) / src_spacing
@@ -135,11 +143,13 @@ def deform_template(template: Template, grid: Grid, settings: DeformationSetting
     fractions = {}
     for name in BRAIN_TISSUES:
         source = ndimage.gaussian_filter(template.fractions[name], sigma) if sigma > 0 else template.fractions[name]
-        fractions[name] = ndimage.map_coordinates(source, coordinates, order=1, mode="constant", cval=0.0).astype(np.float32)
+        fractions[name] = ndimage.map_coordinates(source, coordinates, order=1, mode="constant",
+                                                  cval=0.0).astype(np.float32)
     return fractions
 
 
-def _blob(grid_shape, spacing: float, centre: np.ndarray, semi_axes_mm: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
+def _blob(grid_shape, spacing: float, centre: np.ndarray,
+          semi_axes_mm: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray]:
     """A soft ellipsoid (1 in its core, fading to 0 at its surface) on the smallest box that holds it."""
     radius = np.ceil(semi_axes_mm / spacing).astype(int) + 1
     lo = np.maximum(centre - radius, 0)
@@ -153,7 +163,8 @@ def _blob(grid_shape, spacing: float, centre: np.ndarray, semi_axes_mm: np.ndarr
 
 def add_lesions(fractions: dict[str, np.ndarray], spacing_mm: float, rng: np.random.Generator,
                 count_range: tuple[int, int] = (1, 5)) -> np.ndarray:
-    """White-matter lesions: clusters of soft ellipsoids in deep WM; takes WM's share of each voxel. Returns the lesion fraction."""
+    """White-matter lesions: clusters of soft ellipsoids in deep WM; takes WM's share of each voxel. Returns the lesion
+    fraction."""
     wm = fractions["wm"]
     candidates = np.flatnonzero(wm > 0.9)
     shape = np.asarray(wm.shape)

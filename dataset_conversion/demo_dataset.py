@@ -17,8 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from dataset_conversion import mr_physics
-from dataset_conversion.demo_anatomy import (DeformationSettings, Grid, Template, add_head_shell, add_lesions,
-                                             deform_template, load_template, output_grid)
+from dataset_conversion.demo_anatomy import (
+    DeformationSettings,
+    Grid,
+    Template,
+    add_head_shell,
+    add_lesions,
+    deform_template,
+    load_template,
+    output_grid,
+)
 from msgldm_auto import paths
 from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name
@@ -54,7 +62,8 @@ class SimulatedSubject:
     grid: Grid
 
 
-def simulate_subject(template: Template, grid: Grid, settings: DemoSettings, rng: np.random.Generator) -> SimulatedSubject:
+def simulate_subject(template: Template, grid: Grid, settings: DemoSettings,
+                     rng: np.random.Generator) -> SimulatedSubject:
     """One subject with all four contrasts (the caller decides which ones to keep)."""
     fractions = deform_template(template, grid, settings.deformation, rng)
     fractions["lesion"] = add_lesions(fractions, grid.spacing_mm, rng, settings.lesion_count)
@@ -83,7 +92,8 @@ def _jitter(name: str, rng: np.random.Generator) -> mr_physics.Tissue:
     return mr_physics.jitter_tissue(_TISSUE_OF[name], rng, relaxation_sd=relaxation_sd)
 
 
-def _mix_signal(sequence: mr_physics.Sequence, fractions: dict[str, np.ndarray], tissues: dict[str, mr_physics.Tissue]) -> np.ndarray:
+def _mix_signal(sequence: mr_physics.Sequence, fractions: dict[str, np.ndarray],
+                tissues: dict[str, mr_physics.Tissue]) -> np.ndarray:
     """Partial volume: a voxel's signal is the fraction-weighted sum of its tissues' signals."""
     signal = np.zeros(next(iter(fractions.values())).shape, dtype=np.float32)
     for name, fraction in fractions.items():
@@ -116,9 +126,11 @@ def held_out_channels(rng: np.random.Generator) -> list[int]:
 def make_demo_dataset(dataset_id: int = 901, name: str = "Demo", cases: int = 24, test_cases: int = 4, seed: int = 0,
                       resolution_mm: float = 2.0, add_skull: bool = False, overwrite: bool = False,
                       noise_level: float = 0.02) -> Path:
-    """Build the demo dataset in `paths.raw_root()` and return its folder. Written to a temporary folder, then renamed."""
+    """Build the demo dataset in `paths.raw_root()` and return its folder. Written to a temporary folder, then
+    renamed."""
     _check_arguments(cases, test_cases, resolution_mm, noise_level)
-    settings = DemoSettings(resolution_mm=float(resolution_mm), add_skull=bool(add_skull), noise_level=float(noise_level))
+    settings = DemoSettings(resolution_mm=float(resolution_mm), add_skull=bool(add_skull),
+                            noise_level=float(noise_level))
     raw = paths.raw_root()
     final = raw / paths.make_dataset_name(dataset_id, name)
     existing = paths.datasets_with_id(dataset_id, [raw])
@@ -160,7 +172,8 @@ def _write_dataset(folder: Path, name: str, cases: int, test_cases: int, seed: i
 def _write_case(folder: Path, images_dir: str, labels_dir: str | None, case_id: str, subject: SimulatedSubject,
                 channels: list[int]) -> None:
     for channel in channels:
-        write_image(subject.grid.to_image(subject.images[channel]), folder / images_dir / image_file_name(case_id, channel, FILE_ENDING))
+        write_image(subject.grid.to_image(subject.images[channel]),
+                    folder / images_dir / image_file_name(case_id, channel, FILE_ENDING))
     if labels_dir is not None:
         write_image(subject.grid.to_image(subject.lesion_mask), folder / labels_dir / f"{case_id}{FILE_ENDING}")
 

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from dataset_conversion.common import (
-    SkippedFile, SourceCase, SourceDataset, add_image, require_source_folder, safe_case_id, walk_files,
+    SkippedFile,
+    SourceCase,
+    SourceDataset,
+    add_image,
+    require_source_folder,
+    safe_case_id,
+    walk_files,
 )
 from msgldm_auto.dataset.image_io import read_image
 from msgldm_auto.errors import MSGLDMError
@@ -69,7 +75,8 @@ def parse_modality_options(values: list[str]) -> list[tuple[str, str]]:
             raise MSGLDMError(f"--modality {name} is given twice; give each modality one pattern")
         pairs.append((name, glob))
     if not pairs:
-        raise MSGLDMError("folder conversion needs at least one --modality NAME='GLOB', e.g. --modality T1='*_t1w.nii.gz'")
+        raise MSGLDMError("folder conversion needs at least one --modality NAME='GLOB', e.g. --modality "
+                          "T1='*_t1w.nii.gz'")
     return pairs
 
 
@@ -92,7 +99,8 @@ def read_folder(source: Path, modalities: list[tuple[str, str]], case_id_rule: s
             dataset.skipped.append(SkippedFile(path, "matches no --modality or --label pattern"))
             continue
         if len(hits) > 1:
-            raise MSGLDMError(f"{path}: matches several patterns ({', '.join(p.glob for p, _ in hits)}); make them more specific")
+            raise MSGLDMError(f"{path}: matches several patterns ({', '.join(p.glob for p, _ in hits)}); make them "
+                              "more specific")
         pattern, match = hits[0]
         case_id = case_id_of(relative, pattern, match)
         case = cases.setdefault(case_id, SourceCase(case_id, {}))
@@ -104,7 +112,8 @@ def read_folder(source: Path, modalities: list[tuple[str, str]], case_id_rule: s
     dataset.skipped.extend(SkippedFile(c.label, "label without any image of its case")
                            for k, c in sorted(cases.items()) if not c.images and c.label is not None)
     if not dataset.cases:
-        raise MSGLDMError(f"{root}: no file matches {', '.join(g for _, g in modalities)}; check the --modality patterns")
+        raise MSGLDMError(f"{root}: no file matches {', '.join(g for _, g in modalities)}; check the --modality "
+                          "patterns")
     if label_glob:
         _declare_labels(dataset)
     return dataset
@@ -116,7 +125,8 @@ def _default_name(root: Path) -> str:
 
 def _set_label(case: SourceCase, path: Path) -> None:
     if case.label is not None:
-        raise MSGLDMError(f"case {case.case_id}: two label files ({case.label} and {path}); use a more specific --label")
+        raise MSGLDMError(f"case {case.case_id}: two label files ({case.label} and {path}); use a more specific "
+                          "--label")
     case.label = path
 
 
@@ -127,20 +137,23 @@ def _case_id_function(rule: str | None, patterns: list[FilePattern]):
         try:
             regex = re.compile(rule)
         except re.error as err:
-            raise MSGLDMError(f"--case-id {rule!r}: not a valid regex ({err}); use one group, e.g. '(sub-\\d+)', or 'parent'") from None
+            raise MSGLDMError(f"--case-id {rule!r}: not a valid regex ({err}); use one group, e.g. '(sub-\\d+)', or "
+                              "'parent'") from None
         if regex.groups != 1:
             raise MSGLDMError(f"--case-id {rule!r}: needs exactly one group (has {regex.groups}), e.g. '(sub-\\d+)'")
         return lambda relative, pattern, match: _case_id_from_regex(regex, relative)
     for pattern in patterns:
         if "*" not in pattern.glob:
-            raise MSGLDMError(f"pattern {pattern.glob!r} has no '*' to take the case ID from; add --case-id parent or --case-id REGEX")
+            raise MSGLDMError(f"pattern {pattern.glob!r} has no '*' to take the case ID from; add --case-id parent or "
+                              "--case-id REGEX")
     return lambda relative, pattern, match: safe_case_id(match.group(1))
 
 
 def _case_id_from_regex(regex: re.Pattern, relative: str) -> str:
     match = regex.search(relative)
     if match is None or not match.group(1):
-        raise MSGLDMError(f"--case-id {regex.pattern!r} does not match {relative}; adjust the regex (it is searched in the path)")
+        raise MSGLDMError(f"--case-id {regex.pattern!r} does not match {relative}; adjust the regex (it is searched in "
+                          "the path)")
     return safe_case_id(match.group(1))
 
 
@@ -152,7 +165,8 @@ def _declare_labels(dataset: SourceDataset) -> None:
             continue
         found = np.unique(read_image(case.label).array)
         if not np.all(np.isclose(found, np.rint(found))):
-            raise MSGLDMError(f"{case.label}: label file holds non-integer values; a segmentation must contain integers only")
+            raise MSGLDMError(f"{case.label}: label file holds non-integer values; a segmentation must contain "
+                              "integers only")
         values.update(int(v) for v in np.rint(found))
     ordered = sorted(values)
     if ordered[0] < 0 or len(ordered) > 256:

@@ -30,8 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from dataset_conversion import mr_physics
-from dataset_conversion.demo_anatomy import BRAIN_TISSUES, DeformationSettings, Grid, Template, add_lesions, \
-    deform_template
+from dataset_conversion.demo_anatomy import (
+    BRAIN_TISSUES,
+    DeformationSettings,
+    Grid,
+    Template,
+    add_lesions,
+    deform_template,
+)
 from dataset_conversion.demo_dataset import case_name, case_rng
 from msgldm_auto import paths
 from msgldm_auto.atomic import staged_folder

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dataset_conversion.common import SkippedFile, SourceCase, SourceDataset, add_image, require_source_folder, walk_files
+from dataset_conversion.common import (
+    SkippedFile,
+    SourceCase,
+    SourceDataset,
+    add_image,
+    require_source_folder,
+    walk_files,
+)
 from msgldm_auto.errors import MSGLDMError
 
 CHANNELS = ["T1", "T2", "PD"]
@@ -28,9 +35,11 @@ def read_ixi(source: Path) -> SourceDataset:
     for path in walk_files(root):
         match = FILE_NAME.fullmatch(path.name)
         if match is None:
-            dataset.skipped.append(SkippedFile(path, "name does not look like IXI<nnn>-<site>-<nnnn>-<contrast>.nii.gz"))
+            dataset.skipped.append(SkippedFile(path,
+                                               "name does not look like IXI<nnn>-<site>-<nnnn>-<contrast>.nii.gz"))
         elif match.group(2) not in CHANNELS or match.group(3):
-            dataset.skipped.append(SkippedFile(path, f"IXI contrast {match.group(2)} is not converted (T1, T2, PD only)"))
+            dataset.skipped.append(SkippedFile(path,
+                                               f"IXI contrast {match.group(2)} is not converted (T1, T2, PD only)"))
         else:
             case = cases.setdefault(match.group(1), SourceCase(match.group(1), {}))
             add_image(case, match.group(2), path)

@@ -25,7 +25,8 @@ def read_nnunet(source: Path) -> SourceDataset:
         kind="nnunet", channel_names=meta.modalities, cases=[], labels=meta.labels, label_mapping=None,
         file_ending=meta.file_ending, description=meta.description or f"imported from nnU-Net dataset {root.name}",
         default_name=match.group(2) if match else "Imported", extra_json=dict(meta.extra),
-        patterns={name: f"images*/<case>_{ch:04d}{meta.file_ending}" for ch, name in sorted(meta.channel_names.items())},
+        patterns={name: f"images*/<case>_{ch:04d}{meta.file_ending}"
+                  for ch, name in sorted(meta.channel_names.items())},
     )
     if meta.explicit_files:
         training, test = discover_explicit_cases(root, meta), []

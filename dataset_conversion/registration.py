@@ -40,7 +40,8 @@ def register_rigid(fixed: Image, moving: Image, settings: RigidRegistrationSetti
     return method.Execute(fixed_itk, moving_itk)
 
 
-def _registration_method(fixed_shape: tuple[int, ...], settings: RigidRegistrationSettings) -> sitk.ImageRegistrationMethod:
+def _registration_method(fixed_shape: tuple[int, ...],
+                         settings: RigidRegistrationSettings) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
     voxels = int(np.prod(fixed_shape))
@@ -76,7 +77,8 @@ def _pyramid(shape: tuple[int, ...], settings: RigidRegistrationSettings) -> tup
 
 
 def resample_onto(moving: Image, reference: Image, transform: sitk.Transform | None = None) -> Image:
-    """`moving` resampled (linear, float32) onto `reference`'s grid through `transform`; voxels outside `moving` become 0."""
+    """`moving` resampled (linear, float32) onto `reference`'s grid through `transform`; voxels outside `moving` become
+    0."""
     result = sitk.Resample(
         to_sitk(moving), to_sitk(reference), transform or sitk.Transform(), sitk.sitkLinear, 0.0,
         sitk.sitkFloat32,

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dataset_conversion.common import SkippedFile, SourceCase, SourceDataset, require_source_folder, safe_case_id, walk_files
+from dataset_conversion.common import (
+    SkippedFile,
+    SourceCase,
+    SourceDataset,
+    require_source_folder,
+    safe_case_id,
+    walk_files,
+)
 from msgldm_auto.errors import MSGLDMError
 
 CHANNEL_FILES = {"T1": "T1.nii.gz", "FLAIR": "FLAIR.nii.gz"}

@@ -14,8 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset_conversion.common import SourceCase, SourceDataset
-from dataset_conversion.summary import LOG_NAME
 from dataset_conversion.registration import RigidRegistrationSettings, register_and_resample
+from dataset_conversion.summary import LOG_NAME
 from msgldm_auto.atomic import staged_folder
 from msgldm_auto.dataset.cases import image_file_name
 from msgldm_auto.dataset.dataset_json import DatasetJson
@@ -43,7 +43,8 @@ class ConversionResult:
     test_cases: list[str] = field(default_factory=list)
     files_by_channel: dict[str, int] = field(default_factory=dict)
     labels_written: int = 0
-    notes: list[str] = field(default_factory=list)  # what the writer decided per case (moved to imagesTs, registered...)
+    # what the writer decided per case (moved to imagesTs, registered...)
+    notes: list[str] = field(default_factory=list)
 
 
 def target_folder(options: WriteOptions, source_root: Path | None = None) -> Path:
@@ -104,11 +105,13 @@ def _write_into(folder: Path, source: SourceDataset, options: WriteOptions) -> C
 
 
 def _choose_split(case: SourceCase, images: dict, source: SourceDataset, result: ConversionResult) -> str:
-    """imagesTr needs >= 2 modalities and, when the dataset has labels, a label; anything else can still be predicted."""
+    """imagesTr needs >= 2 modalities and, when the dataset has labels, a label; anything else can still be
+    predicted."""
     if case.split == "Ts":
         return "Ts"
     if len(images) < MIN_TRAINING_MODALITIES:
-        result.notes.append(f"{case.case_id}: only {', '.join(images)} present -> imagesTs (training needs two modalities)")
+        result.notes.append(f"{case.case_id}: only {', '.join(images)} present -> imagesTs (training needs two "
+                            "modalities)")
         return "Ts"
     if source.labels is not None and case.label is None:
         return "Ts"  # e.g. a challenge's validation set; the summary counts these
@@ -163,8 +166,8 @@ def remap_labels(array: np.ndarray, mapping: dict[int, int], path: Path | str = 
         raise MSGLDMError(f"{path}: label file holds non-integer values; a segmentation must contain integers only")
     unknown = sorted(int(v) for v in np.rint(values) if int(v) not in mapping)
     if unknown:
-        raise MSGLDMError(f"{path}: label values {unknown} are not defined for this release (expected {sorted(mapping)}); "
-                          "fix or remove this segmentation")
+        raise MSGLDMError(f"{path}: label values {unknown} are not defined for this release (expected "
+                          f"{sorted(mapping)}); fix or remove this segmentation")
     lookup = np.zeros(max(mapping) + 1, dtype=np.uint8)
     for old, new in mapping.items():
         lookup[old] = new

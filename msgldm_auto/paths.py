@@ -63,11 +63,13 @@ def dataset_name_from_id(dataset_id: int) -> str:
     candidates = {p.name for p in datasets_with_id(dataset_id, [raw_root(), preprocessed_root(), results_root()])}
     if not candidates:
         raise MSGLDMError(
-            f"no dataset with ID {int(dataset_id)} ({prefix}*) in {raw_root()}, {preprocessed_root()} or {results_root()}: "
-            "set MSGLDM_RAW/MSGLDM_HOME to where your datasets are, or create one with msgldm_convert / msgldm_make_demo_dataset"
+            f"no dataset with ID {int(dataset_id)} ({prefix}*) in {raw_root()}, {preprocessed_root()} or "
+            f"{results_root()}: set MSGLDM_RAW/MSGLDM_HOME to where your datasets are, or create one with "
+            "msgldm_convert / msgldm_make_demo_dataset"
         )
     if len(candidates) > 1:
-        raise MSGLDMError(f"dataset ID {int(dataset_id)} is ambiguous ({', '.join(sorted(candidates))}): rename one of them")
+        raise MSGLDMError(f"dataset ID {int(dataset_id)} is ambiguous ({', '.join(sorted(candidates))}): rename one of "
+                          "them")
     return candidates.pop()
 
 

@@ -204,7 +204,8 @@ class Plans:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Plans":
         if data.get("version") != PLANS_VERSION:
-            raise MSGLDMError(f"plans version {data.get('version')!r} is not supported (expected {PLANS_VERSION}); re-run msgldm_plan_experiment")
+            raise MSGLDMError(f"plans version {data.get('version')!r} is not supported (expected {PLANS_VERSION}); "
+                              "re-run msgldm_plan_experiment")
         return _build(cls, data, "plans")
 
     def save(self, path: Path) -> None:

@@ -42,7 +42,8 @@ def _disentangler(config: ConfigurationPlan, modalities: int) -> tuple[float, fl
     decoder = config.disentangler.decoder_channels
     full = config.image_size[0] * config.image_size[1]
     per_modality_flops = sum(3 * _conv_flops(c, c, p) for c, p in levels) + 4 * _conv_flops(decoder, decoder, full)
-    per_modality_values = sum(3 * SAVED_MAPS_PER_CONV * c * p for c, p in levels) + 4 * SAVED_MAPS_PER_CONV * decoder * full
+    per_modality_values = (sum(3 * SAVED_MAPS_PER_CONV * c * p for c, p in levels)
+                           + 4 * SAVED_MAPS_PER_CONV * decoder * full)
     return modalities * per_modality_flops, modalities * per_modality_values
 
 
@@ -90,7 +91,8 @@ def throughput(device: str, cpu_cores: int | None = None) -> float:
     return GPU_FLOPS
 
 
-def estimate_stage_minutes(config: ConfigurationPlan, modalities: int, device: str, cpu_cores: int | None = None) -> dict[str, float]:
+def estimate_stage_minutes(config: ConfigurationPlan, modalities: int, device: str,
+                           cpu_cores: int | None = None) -> dict[str, float]:
     """Minutes per stage: epochs x iterations x seconds per iteration, capped by the stage's wall-clock budget."""
     speed = throughput(device, cpu_cores)
     out = {}

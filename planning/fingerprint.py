@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
 
+from msgldm_auto.atomic import write_text_atomic
 from msgldm_auto.dataset.cases import Case, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
@@ -26,7 +27,6 @@ from msgldm_auto.preprocessing.normalization import head_percentiles
 from msgldm_auto.preprocessing.orientation import Reorientation
 from msgldm_auto.preprocessing.parallel import failure_summary, parallel_map
 from msgldm_auto.preprocessing.pipeline import read_raw_case
-from msgldm_auto.atomic import write_text_atomic
 
 FINGERPRINT_VERSION = 1
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -104,7 +104,8 @@ class DatasetFingerprint:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DatasetFingerprint":
         if data.get("version") != FINGERPRINT_VERSION:
-            raise MSGLDMError(f"fingerprint version {data.get('version')!r} is not supported; re-run msgldm_extract_fingerprint --clean")
+            raise MSGLDMError(f"fingerprint version {data.get('version')!r} is not supported; re-run "
+                              "msgldm_extract_fingerprint --clean")
         cases = [CaseFingerprint(**case) for case in data["cases"]]
         return cls(data["dataset_name"], list(data["modalities"]), cases)
 
@@ -119,7 +120,8 @@ class DatasetFingerprint:
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError) as err:
-            raise MSGLDMError(f"{path}: not a valid fingerprint ({err}); re-run msgldm_extract_fingerprint --clean") from None
+            raise MSGLDMError(f"{path}: not a valid fingerprint ({err}); re-run msgldm_extract_fingerprint "
+                              "--clean") from None
 
 
 def fingerprint_case(case: Case, resample_mismatched: bool = False) -> CaseFingerprint:
@@ -131,7 +133,8 @@ def fingerprint_case(case: Case, resample_mismatched: bool = False) -> CaseFinge
     ras = {channel: reorientation.to_ras(image.array) for channel, image in images.items()}
     head = compute_head_mask(list(ras.values()))
     if not head.mask.any():
-        raise MSGLDMError(f"case {case.case_id}: no head voxels found (the images are empty or constant); check or remove its files")
+        raise MSGLDMError(f"case {case.case_id}: no head voxels found (the images are empty or constant); check or "
+                          "remove its files")
     box = get_bbox_from_mask(head.mask)
     crop = bounding_box_to_slice(box)
     percentiles = {str(channel): head_percentiles(volume[crop], head.mask[crop]) for channel, volume in ras.items()}
@@ -140,13 +143,15 @@ def fingerprint_case(case: Case, resample_mismatched: bool = False) -> CaseFinge
                            head.skull_stripped, case.label is not None)
 
 
-def extract_fingerprint(raw_folder: Path, num_processes: int = 1, resample_mismatched: bool = False) -> DatasetFingerprint:
+def extract_fingerprint(raw_folder: Path, num_processes: int = 1,
+                        resample_mismatched: bool = False) -> DatasetFingerprint:
     """Fingerprint every training case of a raw dataset folder (all must succeed: plans rest on all of them)."""
     raw_folder = Path(raw_folder)
     dataset = DatasetJson.load(raw_folder / "dataset.json")
     cases = training_cases(raw_folder, dataset)
     if not cases:
-        raise MSGLDMError(f"{raw_folder}: no training cases in imagesTr; add {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} files")
+        raise MSGLDMError(f"{raw_folder}: no training cases in imagesTr; add "
+                          f"{{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} files")
     jobs = [(case.case_id, (case, resample_mismatched)) for case in cases]
     results, failures = {}, []
     for outcome in parallel_map(fingerprint_case, jobs, num_processes, "fingerprint"):

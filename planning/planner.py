@@ -14,8 +14,19 @@ import numpy as np
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import (DEFAULT_CONFIGURATION, STAGES, Ablations, AutoencoderPlan, ConfigurationPlan,
-                               ControlPlan, DiffusionPlan, DisentanglerPlan, Plans, StageSchedule, UNetPlan)
+from msgldm_auto.plans import (
+    DEFAULT_CONFIGURATION,
+    STAGES,
+    Ablations,
+    AutoencoderPlan,
+    ConfigurationPlan,
+    ControlPlan,
+    DiffusionPlan,
+    DisentanglerPlan,
+    Plans,
+    StageSchedule,
+    UNetPlan,
+)
 from msgldm_auto.preprocessing.orientation import coarsest_axes, slice_axis_for_spacing, slice_layout
 from msgldm_auto.preprocessing.resampling import resampled_size
 from planning.cost import activation_bytes_per_sample, estimate_stage_minutes, fold_summary, usable_memory_bytes
@@ -50,16 +61,23 @@ def plan_experiment(fingerprint: DatasetFingerprint, dataset_json: DatasetJson, 
         intensity_p995=p995, configurations={configuration: config}, has_labels=num_classes > 0,
         num_label_classes=num_classes,
         rationale={
-            "intensity_p995": "dataset median of each modality's per-case p99.5 inside the head mask: the intensity scale of synthesized images",
-            "modalities": f"dataset.json channel order; availability {fingerprint.modality_counts()} of {len(fingerprint.cases)} cases",
-            "num_label_classes": f"{num_classes} classes from dataset.json labels" if num_classes else "no labels in dataset.json: no segmentation head",
+            "intensity_p995": "dataset median of each modality's per-case p99.5 inside the head mask: the intensity "
+                              "scale of synthesized images",
+            "modalities": f"dataset.json channel order; availability {fingerprint.modality_counts()} of "
+                          f"{len(fingerprint.cases)} cases",
+            "num_label_classes": f"{num_classes} classes from dataset.json labels" if num_classes else "no labels in "
+                                                                                                       "dataset.json: "
+                                                                                                       "no "
+                                                                                                       "segmentation "
+                                                                                                       "head",
             "preset": f"preset '{chosen.name}' on device '{device}' (presets change budgets, never the algorithm)",
         },
     )
 
 
 def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memory_target_gb: float, device: str,
-                       overwrite_target_spacing: list[float] | None = None, cpu_cores: int | None = None) -> ConfigurationPlan:
+                       overwrite_target_spacing: list[float] | None = None,
+                       cpu_cores: int | None = None) -> ConfigurationPlan:
     why: dict[str, str] = {}
     axis = choose_slice_axis(fingerprint, why)
     spacing = choose_spacing(fingerprint, axis, preset.max_side, overwrite_target_spacing, why)
@@ -75,25 +93,29 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
         schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.stage_learning_rate(s),
                                    preset.stage_minutes(s)) for s in STAGES},
     )
-    config = fit_memory(config, preset, levels, len(fingerprint.modalities), fingerprint, gpu_memory_target_gb, device, why)
+    config = fit_memory(config, preset, levels, len(fingerprint.modalities), fingerprint, gpu_memory_target_gb, device,
+                        why)
     config.estimated_minutes = estimate_stage_minutes(config, len(fingerprint.modalities), device, cpu_cores)
     why["diffusion"] = _diffusion_rationale(config, preset)
     why["schedule"] = _schedule_rationale(config, preset)
-    why["ablations"] = ("full MSG-LDM (HFIB, multiscale injection, style consistency, diffusion); set a switch to false to ablate it"
+    why["ablations"] = ("full MSG-LDM (HFIB, multiscale injection, style consistency, diffusion); set a switch to "
+                        "false to ablate it"
                         if preset.diffusion else
-                        "HFIB, multiscale injection and style consistency on; diffusion OFF for this preset (prediction uses the "
-                        "one-pass decoder, and training skips the autoencoder and the LDM): set ablations.diffusion to "
-                        "true and train them (msgldm_train ... --stage ae, then --stage ldm) to sample with it")
+                        "HFIB, multiscale injection and style consistency on; diffusion OFF for this preset "
+                        "(prediction uses the one-pass decoder, and training skips the autoencoder and the LDM): set "
+                        "ablations.diffusion to true and train them (msgldm_train ... --stage ae, then --stage ldm) to "
+                        "sample with it")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config
 
 
 def _diffusion_rationale(config: ConfigurationPlan, preset: Preset) -> str:
-    """Why the sampler is set up as it is; the choices come from benchmarks/bench_quality.py (documentation/benchmarks.md)."""
+    """Why the sampler is set up as it is; the choices come from benchmarks/bench_quality.py
+    (documentation/benchmarks.md)."""
     d = config.diffusion
-    text = (f"DDIM {d.steps} steps ({preset.name} preset); target '{d.target}', start '{d.sampling_start}' at t0 {d.t0:g} "
-            "as measured by benchmarks/bench_quality.py (documentation/benchmarks.md)")
+    text = (f"DDIM {d.steps} steps ({preset.name} preset); target '{d.target}', start '{d.sampling_start}' at t0 "
+            f"{d.t0:g} as measured by benchmarks/bench_quality.py (documentation/benchmarks.md)")
     if not preset.diffusion:
         text += ("; at this preset's training budget no diffusion setting matched the one-pass decoder there, so "
                  "prediction defaults to the one-pass decoder (ablations.diffusion false)")
@@ -121,9 +143,11 @@ def choose_spacing(fingerprint: DatasetFingerprint, axis: int, max_side: int, ov
                    why: dict[str, str]) -> list[float]:
     if overwrite:
         if len(overwrite) not in (2, 3) or min(overwrite) <= 0:
-            raise MSGLDMError(f"--overwrite_target_spacing {overwrite}: give 2 (in-plane) or 3 (RAS) positive spacings in mm")
+            raise MSGLDMError(f"--overwrite_target_spacing {overwrite}: give 2 (in-plane) or 3 (RAS) positive spacings "
+                              "in mm")
         spacing = [float(s) for s in (overwrite if len(overwrite) == 2 else _in_plane(list(overwrite), axis))]
-        why["spacing"] = f"in-plane spacing {spacing} mm set by --overwrite_target_spacing (the slice axis is never resampled)"
+        why["spacing"] = (f"in-plane spacing {spacing} mm set by --overwrite_target_spacing (the slice axis is never "
+                          "resampled)")
         return spacing
     median = [float(s) for s in _in_plane(fingerprint.median_ras_spacing(), axis)]
     spacing = list(median)
@@ -137,10 +161,11 @@ def choose_spacing(fingerprint: DatasetFingerprint, axis: int, max_side: int, ov
         spacing = coarser if coarser != spacing else [s * 1.02 for s in spacing]
     spacing = [round(s, 4) for s in spacing]
     if spacing == [round(s, 4) for s in median]:
-        why["spacing"] = f"median in-plane spacing {spacing} mm; the {SIZE_PERCENTILE}th-percentile head fits max_side {max_side}"
+        why["spacing"] = (f"median in-plane spacing {spacing} mm; the {SIZE_PERCENTILE}th-percentile head fits "
+                          f"max_side {max_side}")
     else:
-        why["spacing"] = (f"median in-plane spacing {[round(s, 3) for s in median]} mm coarsened to {spacing} mm so the "
-                          f"{SIZE_PERCENTILE}th-percentile head box fits max_side {max_side}")
+        why["spacing"] = (f"median in-plane spacing {[round(s, 3) for s in median]} mm coarsened to {spacing} mm so "
+                          f"the {SIZE_PERCENTILE}th-percentile head box fits max_side {max_side}")
     return spacing
 
 
@@ -157,10 +182,12 @@ def choose_latent_scale(raw_size: list[int], why: dict[str, str]) -> int:
     side = max(raw_size)
     for f in LATENT_SCALES:
         if math.ceil(side / f) <= MAX_LATENT_SIDE:
-            why["latent_scale"] = f"f = {f}: the smallest of {LATENT_SCALES} giving a latent side <= {MAX_LATENT_SIDE} ({side} px -> {math.ceil(side / f)})"
+            why["latent_scale"] = (f"f = {f}: the smallest of {LATENT_SCALES} giving a latent side <= "
+                                   f"{MAX_LATENT_SIDE} ({side} px -> {math.ceil(side / f)})")
             return f
     f = LATENT_SCALES[-1]
-    why["latent_scale"] = f"f = {f}: even the largest scale leaves a {math.ceil(side / f)}-px latent (slices of {side} px); consider a coarser spacing"
+    why["latent_scale"] = (f"f = {f}: even the largest scale leaves a {math.ceil(side / f)}-px latent "
+                           f"(slices of {side} px); consider a coarser spacing")
     return f
 
 
@@ -178,8 +205,9 @@ def choose_unet_levels(raw_size: list[int], f: int, max_levels: int, why: dict[s
 def pad_image_size(raw_size: list[int], f: int, levels: int, why: dict[str, str]) -> list[int]:
     multiple = f * 2 ** (levels - 1)
     size = [int(math.ceil(n / multiple) * multiple) for n in raw_size]
-    why["image_size"] = (f"{SIZE_PERCENTILE}th percentile of the cropped slices {raw_size} px, padded to a multiple of the "
-                         f"total down-sampling {multiple} (f {f} x UNet {2 ** (levels - 1)}); larger slices are centre-cropped for training (prediction grows its canvas to hold the whole head)")
+    why["image_size"] = (f"{SIZE_PERCENTILE}th percentile of the cropped slices {raw_size} px, padded to a multiple of "
+                         f"the total down-sampling {multiple} (f {f} x UNet {2 ** (levels - 1)}); larger slices are "
+                         "centre-cropped for training (prediction grows its canvas to hold the whole head)")
     return size
 
 
@@ -188,8 +216,10 @@ def choose_context(fingerprint: DatasetFingerprint, axis: int, spacing: list[flo
     in_plane = min(spacing)
     context = 3 if slice_spacing < CONTEXT_RATIO * in_plane else 1
     relation = "<" if context == 3 else ">="
-    why["context_slices"] = (f"slice spacing {slice_spacing:.2f} mm {relation} {CONTEXT_RATIO:g} x in-plane {in_plane:.2f} mm: "
-                             + ("2.5D with the two neighbouring slices" if context == 3 else "neighbours too far apart, single slices"))
+    why["context_slices"] = (f"slice spacing {slice_spacing:.2f} mm {relation} {CONTEXT_RATIO:g} x in-plane "
+                             f"{in_plane:.2f} mm: "
+                             + ("2.5D with the two neighbouring slices" if context == 3 else "neighbours too far "
+                                                                                             "apart, single slices"))
     return context
 
 
@@ -238,7 +268,8 @@ def fit_memory(config: ConfigurationPlan, preset: Preset, levels: int, modalitie
                gpu_memory_target_gb: float, device: str, why: dict[str, str]) -> ConfigurationPlan:
     """Largest batch the activation budget allows; halve the widths (to the preset's floor) if not even 2 fit."""
     budget = usable_memory_bytes(device, gpu_memory_target_gb, preset.cpu_memory_budget_gb)
-    target = f"{gpu_memory_target_gb:g} GB GPU target" if device != "cpu" else f"{preset.cpu_memory_budget_gb:g} GB RAM budget"
+    target = (f"{gpu_memory_target_gb:g} GB GPU target" if device != "cpu"
+              else f"{preset.cpu_memory_budget_gb:g} GB RAM budget")
     divisor = 1
     while True:
         candidate = build_networks(config, preset, levels, divisor)
@@ -251,12 +282,16 @@ def fit_memory(config: ConfigurationPlan, preset: Preset, levels: int, modalitie
     batch = max(2, min(by_memory, preset.max_batch_size, cap_slices))
     limits = {by_memory: f"{per_sample / 1e6:.0f} MB activations per sample against the {target}",
               preset.max_batch_size: f"the {preset.name} preset's cap of {preset.max_batch_size}",
-              cap_slices: f"{MAX_BATCH_FRACTION:.0%} of {total_training_slices(fingerprint, config.slice_axis)} training slices"}
-    binding = limits.get(batch, "the minimum of 2") if batch > 2 or by_memory >= 2 else "the minimum of 2 (over the memory target)"
+              cap_slices: f"{MAX_BATCH_FRACTION:.0%} of {total_training_slices(fingerprint, config.slice_axis)} "
+                          "training slices"}
+    binding = (limits.get(batch, "the minimum of 2") if batch > 2 or by_memory >= 2
+               else "the minimum of 2 (over the memory target)")
     why["batch_size"] = f"batch {batch}: limited by {binding} (memory allows {by_memory})"
     width_note = "" if divisor == 1 else f", preset widths divided by {divisor} to fit the {target}"
-    why["autoencoder"] = f"{len(candidate.autoencoder.channels)} stages = log2(f)+1, widths {candidate.autoencoder.channels}{width_note}"
-    why["disentangler"] = f"structure encoders with log2(f)+1 = {len(candidate.disentangler.structure_channels)} stages, widths {candidate.disentangler.structure_channels}"
+    why["autoencoder"] = (f"{len(candidate.autoencoder.channels)} stages = log2(f)+1, widths "
+                          f"{candidate.autoencoder.channels}{width_note}")
+    why["disentangler"] = (f"structure encoders with log2(f)+1 = {len(candidate.disentangler.structure_channels)} "
+                           f"stages, widths {candidate.disentangler.structure_channels}")
     why["control"] = (f"plain UNet control (msgldm_train ... --method unet), widths {candidate.control.channels}: "
                       f"{len(candidate.control.channels) - 1} down-samplings divide the slice size multiple "
                       f"{candidate.size_multiple}; trained with MSG-LDM's whole budget")

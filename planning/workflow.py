@@ -9,13 +9,13 @@ import shutil
 import warnings
 from pathlib import Path
 
+from msgldm_auto.atomic import atomic_path
 from msgldm_auto.dataset.cases import training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.json_files import load_json
 from msgldm_auto.paths import preprocessed_root, raw_root
 from msgldm_auto.plans import DEFAULT_CONFIGURATION, Plans, plans_file_name
-from msgldm_auto.atomic import atomic_path
 from msgldm_auto.preprocessing.run import PreprocessReport, preprocess_dataset
 from planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment
@@ -33,7 +33,8 @@ def preprocessed_folder(dataset_name: str) -> Path:
 
 
 def verify_raw_dataset(dataset_name: str, resample_mismatched: bool) -> None:
-    """Run the dataset integrity checks (msgldm_auto.dataset.verify) before anything is planned; print what they find."""
+    """Run the dataset integrity checks (msgldm_auto.dataset.verify) before anything is planned; print what they
+    find."""
     from msgldm_auto.dataset.verify import verify_dataset  # lazy: only the full command needs it
 
     report = verify_dataset(raw_folder(dataset_name), resample_mismatched=resample_mismatched)
@@ -64,7 +65,8 @@ def fingerprint_dataset(dataset_name: str, num_processes: int = 1, resample_mism
     return fingerprint
 
 
-def plan_dataset(dataset_name: str, preset: str = "default", gpu_memory_target_gb: float = 8.0, device: str | None = None,
+def plan_dataset(dataset_name: str, preset: str = "default", gpu_memory_target_gb: float = 8.0,
+                 device: str | None = None,
                  overwrite_target_spacing: list[float] | None = None, plans_name: str | None = None,
                  configuration: str = DEFAULT_CONFIGURATION) -> tuple[Plans, Path]:
     folder = preprocessed_folder(dataset_name)

@@ -35,7 +35,8 @@ def _tiny_demo_dataset_master(tmp_path_factory):
 
 @pytest.fixture
 def tiny_demo_dataset(msgldm_roots, _tiny_demo_dataset_master):
-    """A tiny demo dataset (ID 901: 6 training + 2 test cases at 4 mm, T1/T2/FLAIR/PD, lesion labels) in the test's raw root.
+    """A tiny demo dataset (ID 901: 6 training + 2 test cases at 4 mm, T1/T2/FLAIR/PD, lesion labels) in the test's raw
+    root.
 
     Returns its folder, `<raw root>/Dataset901_Demo`. Case demo_003 misses one contrast; imagesTs cases hold some out.
     """

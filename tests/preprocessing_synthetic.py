@@ -21,7 +21,8 @@ def head_volume(shape_kji: tuple[int, int, int], channel: int, seed: int = 0, no
     k, j, i = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape_kji], indexing="ij")
     radius = (k / 0.8) ** 2 + (j / 0.75) ** 2 + (i / 0.7) ** 2
     head = radius < 1
-    pattern = [np.sin(3 * i) + 0.5 * np.cos(4 * j), np.cos(3 * k) - 0.5 * np.sin(2 * i), k * j + np.sin(2 * j)][channel % 3]
+    pattern = [np.sin(3 * i) + 0.5 * np.cos(4 * j), np.cos(3 * k) - 0.5 * np.sin(2 * i),
+               k * j + np.sin(2 * j)][channel % 3]
     image = np.where(head, 100.0 + 25.0 * pattern + 10.0 * channel, 0.0)
     image[radius < 0.08] = 5.0 + channel                 # dark cavity inside the head
     if not skull_stripped:
@@ -31,7 +32,8 @@ def head_volume(shape_kji: tuple[int, int, int], channel: int, seed: int = 0, no
 
 
 def head_case(shape_kji=(24, 30, 28), spacing=(1.2, 1.0, 2.0), direction=RAS_DIRECTION, channels=(0, 1, 2),
-              origin=(10.0, -20.0, 5.0), seed: int = 0, skull_stripped: bool = False) -> tuple[dict[int, Image], np.ndarray]:
+              origin=(10.0, -20.0, 5.0), seed: int = 0, skull_stripped: bool = False) -> tuple[dict[int, Image],
+                                                                                               np.ndarray]:
     images = {}
     for channel in channels:
         array, head = head_volume(shape_kji, channel, seed, skull_stripped=skull_stripped)

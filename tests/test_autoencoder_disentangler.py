@@ -105,7 +105,8 @@ def test_missing_modality_has_exactly_zero_influence(name, training):
     model.train(training)
     present = all_patterns(modalities)
     images = random_images(config, len(present), modalities)
-    changed = torch.where(present[:, :, None, None, None], images, random_images(config, len(present), modalities, 7) * 50)
+    changed = torch.where(present[:, :, None, None, None], images,
+                          random_images(config, len(present), modalities, 7) * 50)
     changed[~present] = changed[~present].index_fill(-1, torch.tensor([3]), float("nan"))
 
     torch.manual_seed(3)

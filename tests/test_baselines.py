@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.inference.baselines import (FloorModels, fit_floors, monomial_exponents, predict_copy,
-                                             predict_regression, voxel_sample)
+from msgldm_auto.inference.baselines import (
+    FloorModels,
+    fit_floors,
+    monomial_exponents,
+    predict_copy,
+    predict_regression,
+    voxel_sample,
+)
 
 
 def relation(a, b):

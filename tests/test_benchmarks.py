@@ -61,7 +61,8 @@ def _metrics(**methods: list[float]) -> dict:
     out = {}
     for method, values in methods.items():
         for (case, target), value in zip(keys, values):
-            out.setdefault(method, {}).setdefault(case, {})[target] = {"psnr": value, "ssim": value / 100, "mae": 1 / value,
+            out.setdefault(method, {}).setdefault(case, {})[target] = {"psnr": value, "ssim": value / 100,
+                                                                       "mae": 1 / value,
                                                                         "gradient_ratio": 1.0}
     return out
 
@@ -76,7 +77,8 @@ def test_paired_differences_pair_the_same_case_and_target():
 def test_choose_default_keeps_diffusion_only_when_not_worse_than_one_pass(diffusion, keeps):
     metrics = _metrics(**{"DDIM 10, start noise": [10, 10, 10, 10], "DDIM 10, start one-pass t0=0.5": diffusion,
                           "one-pass decoder": [20, 21, 22, 23]})
-    choice = quality_tables.choose_default(metrics, ["DDIM 10, start noise", "DDIM 10, start one-pass t0=0.5"], "one-pass decoder")
+    choice = quality_tables.choose_default(metrics, ["DDIM 10, start noise", "DDIM 10, start one-pass t0=0.5"],
+                                           "one-pass decoder")
     assert choice.best_setting == "DDIM 10, start one-pass t0=0.5"
     assert choice.diffusion_default is keeps
     assert choice.margin_db == pytest.approx(1.0 if keeps else -1.0)
@@ -92,7 +94,8 @@ def test_gradient_verdict_uses_the_design_band():
 
 
 def test_minimum_steps_within_half_a_db_of_50():
-    metrics = _metrics(**{f"DDIM {n}, start noise": [v] * 4 for n, v in ((50, 20.0), (25, 19.9), (10, 19.6), (5, 18.0))})
+    metrics = _metrics(**{f"DDIM {n}, start noise": [v] * 4
+                          for n, v in ((50, 20.0), (25, 19.9), (10, 19.6), (5, 18.0))})
     fewest, by_steps = quality_report.minimum_steps_within(metrics, "start noise")
     assert fewest == 10 and by_steps[5] == 18.0
 
@@ -102,11 +105,13 @@ def test_sampling_section_renders_every_method_and_the_decision():
              "DDIM 10, start one-pass t0=0.5, independent noise", "DDIM 50, start noise", "DDIM 10, start noise"]
     metrics = _metrics(**{name: [20 + i, 21, 22, 23] for i, name in enumerate(names)},
                        **{"one-pass decoder": [20, 21, 22, 23], "copy floor": [15, 15, 15, 15],
-                          "regression floor": [24, 24, 24, 24], "ceiling: autoencoder reconstruction": [30, 30, 30, 30]})
+                          "regression floor": [24, 24, 24, 24],
+                          "ceiling: autoencoder reconstruction": [30, 30, 30, 30]})
     record = {"scores": {"metrics": metrics, "patterns": {"c1": "T2", "c2": "T1"}, "seconds": {}},
               "model": {"plans": "MSGLDMPlans_cpu", "fold": "0", "iterations": {"ae": 600},
                         "diffusion": {"steps": 10, "sampling_start": "one_pass", "t0": 0.5}},
-              "machine": "test machine", "date": "2026-01-01", "command": "bench_quality.py sampling", "test_cases": ["c1", "c2"]}
+              "machine": "test machine", "date": "2026-01-01", "command": "bench_quality.py sampling",
+              "test_cases": ["c1", "c2"]}
     body, choice = quality_report.sampling_section(record)
     for name in names + ["copy floor", "regression floor", "one-pass decoder"]:
         assert name in body
@@ -142,9 +147,10 @@ def test_plans_variants_are_copies_and_refuse_unknown_fields(cpu_plans):
 
 
 def test_setting_predictors_share_the_networks_and_leave_the_model_alone(cpu_plans):
+    import torch
+
     from benchmarks.quality_runs import Setting, setting_predictor
     from benchmarks.synthetic_model import random_networks, trained_model_stub
-    import torch
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     model = trained_model_stub(cpu_plans, Path("/nonexistent"))
@@ -163,6 +169,7 @@ def test_setting_predictors_share_the_networks_and_leave_the_model_alone(cpu_pla
 def test_quality_runs_score_sample_0_and_the_mean_through_the_predictor(cpu_plans):
     """A tiny case through the path bench_quality measures: the predictor per setting, the ceiling beside it."""
     import torch
+
     from benchmarks.plans_edits import model_variant
     from benchmarks.quality_runs import Scores, Setting, TestCase, run_ceiling, run_setting
     from benchmarks.synthetic_model import brats_case, random_networks, trained_model_stub
@@ -214,16 +221,19 @@ def test_prepare_variant_edits_plans_reuses_data_and_copies_only_untouched_stage
     latent = json.loads((pre / "MSGLDMPlans_cpu_latent.json").read_text())
     assert latent["configurations"]["2d"]["diffusion"]["target"] == "latent"
     # the source is never modified
-    assert json.loads((source / "preprocessed" / "Dataset901_Demo" / "MSGLDMPlans_cpu.json").read_text())["plans_name"] == "MSGLDMPlans_cpu"
+    assert json.loads((source / "preprocessed" / "Dataset901_Demo"
+                       / "MSGLDMPlans_cpu.json").read_text())["plans_name"] == "MSGLDMPlans_cpu"
 
 
 # --------------------------------------------------------------------------------------------------- training batches
 def test_random_batches_have_a_valid_availability_pattern_per_row():
     import torch
-    from msgldm_auto.plans import ConfigurationPlan
-    from benchmarks.stage_timing import random_batch
 
-    config = ConfigurationPlan(slice_axis=2, spacing=[1.0, 1.0], image_size=[16, 24], latent_scale=4, context_slices=3, batch_size=5)
+    from benchmarks.stage_timing import random_batch
+    from msgldm_auto.plans import ConfigurationPlan
+
+    config = ConfigurationPlan(slice_axis=2, spacing=[1.0, 1.0], image_size=[16, 24], latent_scale=4, context_slices=3,
+                               batch_size=5)
     batch = random_batch(config, 4, torch.device("cpu"))
     assert batch.images.shape == (5, 4, 3, 16, 24)
     assert batch.images.min() >= -1 and batch.images.max() <= 1
@@ -254,11 +264,15 @@ def test_gpu_table_from_a_recorded_json():
 
     stage = {"iterations_per_second": 4.0, "slices_per_second": 64.0, "batch_size": 16, "peak_allocated_gb": 3.5}
     record = {"device": {"device": "cuda", "name": "NVIDIA H100", "memory_gb": 80.0, "torch": "2.11", "cuda": "12.8"},
-              "plans": {"preset": "default", "image_size": [160, 192], "latent_scale": 8, "batch_size": 16, "unet": [64, 128, 256]},
-              "case_shape": [155, 240, 240], "dry_run": False, "date": "2026-01-01", "command": "bash benchmarks/run_gpu.sh",
+              "plans": {"preset": "default", "image_size": [160, 192], "latent_scale": 8, "batch_size": 16,
+                        "unet": [64, 128, 256]},
+              "case_shape": [155, 240, 240], "dry_run": False, "date": "2026-01-01",
+              "command": "bash benchmarks/run_gpu.sh",
               "total_seconds": 100.0,
-              "sampling": {"preprocessing_seconds": 5.0, "slices": 140, "one_pass": {"seconds": 0.7, "peak_allocated_gb": 1.0},
-                           "steps": {"50": {"seconds": 14.0, "peak_allocated_gb": 2.0}, "5": {"seconds": 1.4, "peak_allocated_gb": 2.0}},
+              "sampling": {"preprocessing_seconds": 5.0, "slices": 140,
+                           "one_pass": {"seconds": 0.7, "peak_allocated_gb": 1.0},
+                           "steps": {"50": {"seconds": 14.0, "peak_allocated_gb": 2.0},
+                                     "5": {"seconds": 1.4, "peak_allocated_gb": 2.0}},
                            "end_to_end_10_steps": {"seconds": 12.0, "peak_allocated_gb": 2.1}},
               "training": {"stages": {"ae": stage, "ldm": stage}}}
     text = write_gpu_table.section(record)

@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from preprocessing_synthetic import PERMUTED_DIRECTION, head_case, label_image
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import ConfigurationPlan
 from msgldm_auto.preprocessing.pipeline import head_mask_original, preprocess_case, restore_original_image
 from msgldm_auto.preprocessing.properties import CaseProperties
 from msgldm_auto.preprocessing.storage import load_case, save_case
-from preprocessing_synthetic import PERMUTED_DIRECTION, head_case, label_image
 
 # CASE.json of a small case (head_case(shape_kji=(8, 10, 9), direction=PERMUTED_DIRECTION, channels=(0, 2)), axial
 # slices at 1.5 mm into 16 x 16) as the version before CaseProperties wrote it, verbatim: folders preprocessed then

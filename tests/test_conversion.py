@@ -89,7 +89,8 @@ def test_brats2020_converts_with_quirks_validation_and_remapped_labels(tmp_path,
     assert meta["numTraining"] == 2 and meta["file_ending"] == ".nii.gz"
     assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [
         f"BraTS20_Training_{c}_{m:04d}.nii.gz" for c in ("001", "355") for m in range(4)]
-    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == [f"BraTS20_Validation_001_{m:04d}.nii.gz" for m in range(4)]
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == [f"BraTS20_Validation_001_{m:04d}.nii.gz"
+                                                                       for m in range(4)]
     # Channel order, voxels and geometry survive the .nii -> .nii.gz conversion.
     flair = read_image(folder / "imagesTr" / "BraTS20_Training_355_0003.nii.gz")
     np.testing.assert_array_equal(flair.array, arrays["BraTS20_Training_355", "flair"])
@@ -145,7 +146,8 @@ def test_brats2023_channels_map_onto_the_same_order(tmp_path, msgldm_roots):
     assert [p.name for p in (folder / "imagesTs").iterdir()] != [] and dataset_json(folder)["numTraining"] == 1
     assert dataset_json(folder)["channel_names"] == {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"}
     for index, suffix in enumerate(["t1n", "t1c", "t2w", "t2f"]):
-        np.testing.assert_array_equal(read_image(folder / "imagesTr" / f"{case}_{index:04d}.nii.gz").array, arrays[suffix])
+        np.testing.assert_array_equal(read_image(folder / "imagesTr" / f"{case}_{index:04d}.nii.gz").array,
+                                      arrays[suffix])
     np.testing.assert_array_equal(read_image(folder / "labelsTr" / f"{case}.nii.gz").array, seg)
 
 
@@ -213,7 +215,8 @@ def test_wmh2017_sites_as_subfolders(tmp_path, msgldm_roots, capsys):
     meta = dataset_json(folder)
     assert meta["channel_names"] == {"0": "T1", "1": "FLAIR"}
     assert meta["labels"] == {"background": 0, "wmh": 1, "other_pathology": 2}
-    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["GE3T_100.nii.gz", "Singapore_50.nii.gz", "Utrecht_0.nii.gz"]
+    assert sorted(p.name for p in (folder / "labelsTr").iterdir()) == ["GE3T_100.nii.gz", "Singapore_50.nii.gz",
+                                                                       "Utrecht_0.nii.gz"]
     assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["GE1T5_137_0000.nii.gz", "GE1T5_137_0001.nii.gz"]
     stored = read_image(folder / "labelsTr" / "Singapore_50.nii.gz")
     assert stored.array.dtype == np.uint8
@@ -315,7 +318,8 @@ def test_nnunet_import_keeps_channel_names_and_splits(tmp_path, msgldm_roots, ca
     assert meta["channel_names"] == {"0": "T2", "1": "ADC"} and meta["labels"] == {"background": 0, "PZ": 1, "TZ": 2}
     assert meta["numTraining"] == 2 and meta["licence"] == "CC-BY-SA 4.0"
     assert (folder / "labelsTr" / "prostate_01.nii.gz").is_symlink()
-    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["prostate_03_0000.nii.gz", "prostate_03_0001.nii.gz"]
+    assert sorted(p.name for p in (folder / "imagesTs").iterdir()) == ["prostate_03_0000.nii.gz",
+                                                                       "prostate_03_0001.nii.gz"]
     assert "notes.txt" in out
 
 

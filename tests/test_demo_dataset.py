@@ -9,8 +9,15 @@ import pytest
 
 from dataset_conversion import demo_dataset, mr_physics
 from dataset_conversion.demo_anatomy import load_template, output_grid
-from dataset_conversion.demo_dataset import (CHANNEL_NAMES, DemoSettings, case_rng, held_out_channels,
-                                             make_demo_dataset, simulate_subject, training_channels)
+from dataset_conversion.demo_dataset import (
+    CHANNEL_NAMES,
+    DemoSettings,
+    case_rng,
+    held_out_channels,
+    make_demo_dataset,
+    simulate_subject,
+    training_channels,
+)
 from msgldm_auto.cli.demo_dataset import main as demo_main
 from msgldm_auto.dataset.cases import discover_cases, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
@@ -109,7 +116,8 @@ def test_skull_stripped_by_default_and_head_shell_on_request(template_4mm):
     t1 = head.images[T1].astype(float)
     scalp, bone = head.fractions["fat"] > 0.9, head.fractions["bone"] > 0.9
     assert scalp.any() and bone.any()
-    assert np.median(t1[scalp]) > np.median(t1[head.fractions["wm"] > 0.9]) > 3 * np.median(t1[bone])   # fat bright on T1
+    # fat bright on T1
+    assert np.median(t1[scalp]) > np.median(t1[head.fractions["wm"] > 0.9]) > 3 * np.median(t1[bone])
     outside = (sum(head.fractions.values()) < 0.01)
     assert 0 < np.median(t1[outside]) < 0.1 * np.median(t1[scalp])     # Rician background, not zero
 
@@ -142,7 +150,8 @@ def test_tiny_dataset_layout_and_integrity(tiny_demo_dataset):
         assert held_out == case.missing and 1 <= len(held_out) <= 3 and not any(p.exists() for p in references.values())
         assert case.label is not None
         grid = read_image(next(iter(case.images.values())))
-        assert all(read_image(folder / "referenceTs" / f"{case.case_id}_{c:04d}.nii.gz").same_grid(grid) for c in held_out)
+        assert all(read_image(folder / "referenceTs" / f"{case.case_id}_{c:04d}.nii.gz").same_grid(grid)
+                   for c in held_out)
 
 
 def test_written_geometry_is_the_mni_grid(tiny_demo_dataset):
@@ -194,7 +203,8 @@ def test_failure_leaves_no_partial_dataset(msgldm_roots, monkeypatch, reuse_temp
 
 
 def test_cli_builds_and_reports_bad_arguments(msgldm_roots, capsys, reuse_template):
-    assert demo_main(["-d", "902", "--cases", "1", "--test_cases", "1", "--resolution", "8", "--seed", "1", "--skull"]) == 0
+    assert demo_main(["-d", "902", "--cases", "1", "--test_cases", "1", "--resolution", "8", "--seed", "1",
+                      "--skull"]) == 0
     out = capsys.readouterr().out
     folder = msgldm_roots / "raw" / "Dataset902_Demo"
     assert f"demo dataset written to {folder}" in out and "data roots:" in out

@@ -49,6 +49,7 @@ def test_floors_fill_every_missing_contrast_on_the_input_grid(tiny_demo_dataset,
                 image = read_image(folder / f"{case.case_id}_{channel:04d}.nii.gz")
                 assert image.same_grid(source) and np.isfinite(image.array).all()
                 assert image.array.min() >= 0 and image.array.max() > 0
-    summaries = {name: evaluate_folder(tiny_demo_dataset / "referenceTs", folder, dataset=dataset) for name, folder in outputs.items()}
+    summaries = {name: evaluate_folder(tiny_demo_dataset / "referenceTs", folder, dataset=dataset)
+                 for name, folder in outputs.items()}
     # On contrasts that are voxelwise functions of tissue the regression floor must be at least as good as copying.
     assert summaries["regression"]["mean"]["psnr"]["mean"] >= summaries["copy"]["mean"]["psnr"]["mean"] - 0.5

@@ -17,7 +17,8 @@ def brats_like(**ablations) -> ConfigurationPlan:
     """BraTS topology shrunk: 4 modalities, f = 8, 64² images -> 8² latents, 3 UNet levels, 2.5D context."""
     return ConfigurationPlan(
         slice_axis=2, spacing=[1.0, 1.0], image_size=[64, 64], latent_scale=8, context_slices=3, batch_size=2,
-        unet=UNetPlan(channels=[16, 32, 32], attention_levels=[False, True, True], num_head_channels=16, norm_num_groups=8),
+        unet=UNetPlan(channels=[16, 32, 32], attention_levels=[False, True, True], num_head_channels=16,
+                      norm_num_groups=8),
         disentangler=DisentanglerPlan(prior_channels=16, style_dim=8),
         ablations=Ablations(**ablations),
     )
@@ -27,7 +28,8 @@ def wmh_like(**ablations) -> ConfigurationPlan:
     """Two modalities (T1, FLAIR), f = 4, ε-prediction, two resnets per level."""
     return ConfigurationPlan(
         slice_axis=2, spacing=[1.0, 1.0], image_size=[32, 32], latent_scale=4, context_slices=3, batch_size=2,
-        unet=UNetPlan(channels=[16, 32], attention_levels=[False, True], num_res_blocks=2, num_head_channels=8, norm_num_groups=8),
+        unet=UNetPlan(channels=[16, 32], attention_levels=[False, True], num_res_blocks=2, num_head_channels=8,
+                      norm_num_groups=8),
         disentangler=DisentanglerPlan(prior_channels=8, style_dim=4),
         diffusion=DiffusionPlan(prediction_type="epsilon", target="latent"),
         ablations=Ablations(**ablations),
@@ -139,7 +141,8 @@ def test_guidance_tensors_match_the_unet_skips(plan):
     inputs = make_inputs(config, m, kept)
     unet = net.unet
     # Replay MONAI's own down path to collect the real skip tensors and the mid-block output.
-    x = net._input_channels(inputs["noisy"], inputs["clean"], kept, inputs["neighbours"], inputs["prior"], inputs["one_pass"])
+    x = net._input_channels(inputs["noisy"], inputs["clean"], kept, inputs["neighbours"], inputs["prior"],
+                            inputs["one_pass"])
     emb = unet.time_embed(get_timestep_embedding(inputs["timesteps"], unet.block_out_channels[0]))
     emb = emb + unet.class_embedding(availability_label(kept))
     context = net._style_tokens(inputs["styles"])

@@ -12,8 +12,16 @@ from msgldm_auto.cli.evaluate import main as evaluate_main
 from msgldm_auto.dataset.image_io import Image, write_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.evaluation import PSNR_CAP_DB, evaluate_folder, evaluate_volumes, save_preview
-from msgldm_auto.evaluation.metrics import (gradient_energy_ratio, high_frequency_ratio, mae, psnr,
-                                            slice_axis_from_spacing, ssim_map, std_coverage, std_error_spearman)
+from msgldm_auto.evaluation.metrics import (
+    gradient_energy_ratio,
+    high_frequency_ratio,
+    mae,
+    psnr,
+    slice_axis_from_spacing,
+    ssim_map,
+    std_coverage,
+    std_error_spearman,
+)
 from msgldm_auto.evaluation.normalization import normalize_brasyn
 
 SHAPE = (12, 16, 16)

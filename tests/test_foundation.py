@@ -1,4 +1,5 @@
-"""The foundation: data roots, dataset.json parsing and its errors, case discovery, image I/O (incl. nibabel fallback, atomic writes)."""
+"""The foundation: data roots, dataset.json parsing and its errors, case discovery, image I/O (incl. nibabel fallback,
+atomic writes)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import SimpleITK as sitk
 
 from msgldm_auto import paths
 from msgldm_auto.dataset import image_io
-from msgldm_auto.dataset.cases import (discover_cases, image_file_name, split_image_name, training_cases)
+from msgldm_auto.dataset.cases import discover_cases, image_file_name, split_image_name, training_cases
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image, read_image_header, write_image
 from msgldm_auto.errors import MSGLDMError
@@ -189,7 +190,8 @@ def test_write_read_round_trip_is_exact(tmp_path, dtype):
 
 
 def test_array_order_is_kji_and_geometry_lps(tmp_path):
-    """A NIfTI written by nibabel with a RAS affine reads as (k, j, i) with the LPS origin and flipped x/y directions."""
+    """A NIfTI written by nibabel with a RAS affine reads as (k, j, i) with the LPS origin and flipped x/y
+    directions."""
     data = np.zeros((3, 4, 5), dtype=np.float32)
     data[2, 0, 0] = 1.0                               # i = 2
     affine = np.diag([2.0, 3.0, 4.0, 1.0])

@@ -18,7 +18,14 @@ from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image, write_image
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import (
-    AutoencoderPlan, ConfigurationPlan, ControlPlan, DiffusionPlan, DisentanglerPlan, Plans, StageSchedule, UNetPlan,
+    AutoencoderPlan,
+    ConfigurationPlan,
+    ControlPlan,
+    DiffusionPlan,
+    DisentanglerPlan,
+    Plans,
+    StageSchedule,
+    UNetPlan,
 )
 
 MODALITIES = ["T1", "T2", "FLAIR"]
@@ -33,7 +40,8 @@ LPS_DIRECTION = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
 def tiny_configuration(diffusion: bool = True) -> ConfigurationPlan:
     config = ConfigurationPlan(
         slice_axis=2, spacing=[1.5, 1.5], image_size=[16, 16], latent_scale=4, context_slices=3, batch_size=4,
-        autoencoder=AutoencoderPlan(channels=[8, 8, 8], latent_channels=2, attention_levels=[False] * 3, norm_num_groups=4),
+        autoencoder=AutoencoderPlan(channels=[8, 8, 8], latent_channels=2, attention_levels=[False] * 3,
+                                    norm_num_groups=4),
         disentangler=DisentanglerPlan(structure_channels=[4, 4, 8], style_dim=4, style_channels=4, decoder_channels=4,
                                       prior_channels=4, msse_heads=2),
         unet=UNetPlan(channels=[8, 8], attention_levels=[False, False], num_head_channels=8, norm_num_groups=4),
@@ -196,7 +204,8 @@ def test_failing_case_is_reported_and_the_others_complete(model_folder, tmp_path
 
     # the flag resamples the mismatched channel onto the first one, and the case now succeeds
     with pytest.warns(UserWarning, match="resampled"):
-        assert predict(["-i", str(inputs), "-o", str(output), "-d", DATASET, "--one-pass", "--resample_mismatched"]) == 1
+        assert predict(["-i", str(inputs), "-o", str(output), "-d", DATASET, "--one-pass",
+                        "--resample_mismatched"]) == 1
     assert "shifted_0002.nii.gz" in outputs_of(output)
     assert set(json.loads((output / "predictions.json").read_text())["failed"]) == {"alien"}
 
@@ -241,10 +250,14 @@ def test_python_api_is_reproducible_per_seed_and_the_seed_matters(model_folder):
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     images = {0: case_images()[0]}
-    first = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1)).predict_case(images, ["FLAIR"])
-    again = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1)).predict_case(images, [2])
-    other = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=2)).predict_case(images, [2])
-    one_at_a_time = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(seed=1, batch_size=1))
+    first = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                options=PredictionOptions(seed=1)).predict_case(images, ["FLAIR"])
+    again = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                options=PredictionOptions(seed=1)).predict_case(images, [2])
+    other = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                options=PredictionOptions(seed=2)).predict_case(images, [2])
+    one_at_a_time = MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                                        options=PredictionOptions(seed=1, batch_size=1))
     assert list(first) == [2]
     np.testing.assert_array_equal(first[2].array, again[2].array)
     assert not np.array_equal(first[2].array, other[2].array)
@@ -253,7 +266,8 @@ def test_python_api_is_reproducible_per_seed_and_the_seed_matters(model_folder):
 
 @pytest.mark.parametrize("one_pass", [False, True])
 def test_a_head_wider_than_the_planned_canvas_is_synthesized_to_its_rim(model_folder, one_pass):
-    """The plans' 16 x 16 canvas is cropped for training; prediction grows it, so no head row comes back as a flat fill."""
+    """The plans' 16 x 16 canvas is cropped for training; prediction grows it, so no head row comes back as a flat
+    fill."""
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     head = head_volume((6, 44, 40))                     # at 1.5 mm the head box is ~33 x 28 px
@@ -264,15 +278,18 @@ def test_a_head_wider_than_the_planned_canvas_is_synthesized_to_its_rim(model_fo
     rim = (head > 0) & (np.abs(np.arange(44) - 21.5)[None, :, None] > 12)   # rows a 16-px canvas would have cut away
     assert rim.sum() > 50
     values, counts = np.unique(output[rim], return_counts=True)
-    assert counts.max() < 0.05 * rim.sum(), f"{counts.max()} of {rim.sum()} rim voxels share the value {values[counts.argmax()]}"
+    assert counts.max() < 0.05 * rim.sum(), (f"{counts.max()} of {rim.sum()} rim voxels share the value "
+                                             f"{values[counts.argmax()]}")
 
 
 def test_independent_noise_differs_from_shared_noise(model_folder):
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     images = {0: case_images()[0]}
-    shared = MSGLDMPredictor.from_trained_folder(model_folder, options=PredictionOptions(noise="shared")).predict_case(images)
-    independent = MSGLDMPredictor.from_trained_folder(model_folder, options=PredictionOptions(noise="independent")).predict_case(images)
+    shared = MSGLDMPredictor.from_trained_folder(model_folder,
+                                                 options=PredictionOptions(noise="shared")).predict_case(images)
+    independent = MSGLDMPredictor.from_trained_folder(model_folder,
+                                                      options=PredictionOptions(noise="independent")).predict_case(images)
     assert sorted(shared) == [1, 2]
     assert not np.array_equal(shared[1].array, independent[1].array)
 
@@ -282,10 +299,12 @@ def test_fold_ensemble_is_the_image_space_mean_of_the_folds(msgldm_roots):
 
     folder = write_fake_model(msgldm_roots / "results", folds=("0", "1"))
     images, options = {1: case_images()[1]}, PredictionOptions(one_pass=True)
-    per_fold = [MSGLDMPredictor.from_trained_folder(folder, [f], options=options).predict_case(images)[0].array for f in (0, 1)]
+    per_fold = [MSGLDMPredictor.from_trained_folder(folder, [f], options=options).predict_case(images)[0].array
+                for f in (0, 1)]
     both = MSGLDMPredictor.from_trained_folder(folder, options=options)
     assert both.folds == ["0", "1"]
-    np.testing.assert_allclose(both.predict_case(images)[0].array, (per_fold[0] + per_fold[1]) / 2, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(both.predict_case(images)[0].array, (per_fold[0] + per_fold[1]) / 2, rtol=1e-5,
+                               atol=1e-3)
 
 
 def test_user_errors_are_one_clear_line(model_folder, tmp_path, capsys):
@@ -314,7 +333,8 @@ def test_missing_checkpoint_names_the_file(model_folder):
     with pytest.raises(MSGLDMError, match="ldm"):
         MSGLDMPredictor.from_trained_folder(model_folder, [0])
     # the one-pass decoder needs only the first two stages
-    assert MSGLDMPredictor.from_trained_folder(model_folder, [0], options=PredictionOptions(one_pass=True)).folds == ["0"]
+    assert MSGLDMPredictor.from_trained_folder(model_folder, [0],
+                                               options=PredictionOptions(one_pass=True)).folds == ["0"]
 
 
 def test_plans_without_diffusion_need_neither_the_autoencoder_nor_the_ldm(msgldm_roots):
@@ -351,7 +371,6 @@ def test_the_python_api_expands_a_home_path(model_folder, monkeypatch):
 # ------------------------------------------------------------------------------------------------ model zips
 def test_a_control_only_model_exports_and_installs_and_predicts_with_it(msgldm_roots, tmp_path, monkeypatch):
     from msgldm_auto.cli.model_zip import export_main, install_main
-
     from msgldm_auto.evaluation.model_choice import ModelChoice, ModeScore, PredictionMode
 
     folder = write_fake_model(msgldm_roots / "results", stages=("unet",))
@@ -384,11 +403,13 @@ def test_export_then_install_predicts_identically(model_folder, msgldm_roots, tm
     assert export_main(["-d", "42", "-o", str(archive), "-f", "0"]) == 0
     with zipfile.ZipFile(archive) as zipped:
         names = zipped.namelist()
-        checkpoint = torch.load(zipped.open(f"{DATASET}/MSGLDMPlans__2d/fold_0/ldm/checkpoint_final.pth"), weights_only=True)
+        checkpoint = torch.load(zipped.open(f"{DATASET}/MSGLDMPlans__2d/fold_0/ldm/checkpoint_final.pth"),
+                                weights_only=True)
     assert f"{DATASET}/MSGLDMPlans__2d/dataset_fingerprint.json" in names
     assert sorted(n for n in names if n.endswith(".pth")) == [
         f"{DATASET}/MSGLDMPlans__2d/fold_0/{s}/checkpoint_final.pth" for s in ("ae", "ldm", "structure")]
-    assert "inference_weights" in checkpoint and "optimizer_state" not in checkpoint and "network_weights" not in checkpoint
+    assert ("inference_weights" in checkpoint and "optimizer_state" not in checkpoint
+            and "network_weights" not in checkpoint)
 
     assert predict(["-i", str(inputs), "-o", str(tmp_path / "here"), "-d", "42", "--seed", "5"]) == 0
     monkeypatch.setenv("MSGLDM_RESULTS", str(tmp_path / "elsewhere"))

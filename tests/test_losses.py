@@ -1,4 +1,5 @@
-"""Stage-1/2 losses: DCT reconstruction, style consistency and KL, prototypes, structure invariance, AE + adversarial."""
+"""Stage-1/2 losses: DCT reconstruction, style consistency and KL, prototypes, structure invariance, AE +
+adversarial."""
 from __future__ import annotations
 
 import numpy as np
@@ -169,7 +170,8 @@ def test_disentangler_loss_combines_terms_and_honours_the_style_ablation():
     torch.manual_seed(1)
     out = model(images, present)
     other, _ = model.fuse_structure(images, ~present | torch.tensor([[True, False, False, False]] * 2))
-    terms = losses.disentangler_loss(out, images[:, :, 0], exists, config.losses, config.ablations, contrastive, seg, other)
+    terms = losses.disentangler_loss(out, images[:, :, 0], exists, config.losses, config.ablations, contrastive, seg,
+                                     other)
     values = terms.as_floats()
     assert all(values[k] > 0 for k in values), values
     w = config.losses
@@ -197,7 +199,8 @@ def test_autoencoder_loss_terms_and_adversarial_switch():
     adversarial = losses.autoencoder_generator_loss(reconstruction, images, z_mu, z_sigma, weights, discriminator)
     assert adversarial.adversarial > 0
     torch.testing.assert_close(adversarial.total - plain.total, weights.ae_adversarial * adversarial.adversarial)
-    perfect = losses.autoencoder_generator_loss(images, images, torch.zeros_like(z_mu), torch.ones_like(z_sigma), weights)
+    perfect = losses.autoencoder_generator_loss(images, images, torch.zeros_like(z_mu), torch.ones_like(z_sigma),
+                                                weights)
     assert perfect.total.abs() < 1e-5
     assert not losses.adversarial_active(0.2, weights) and losses.adversarial_active(0.6, weights)
 

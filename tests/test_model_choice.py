@@ -4,14 +4,21 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_inference import write_fake_model
 
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.evaluation.model_choice import (CHOICE_FILE, CHOICE_TABLE_FILE, ModelChoice, ModeScore,
-                                                 PredictionMode, choose_mode, read_model_choice)
+from msgldm_auto.evaluation.model_choice import (
+    CHOICE_FILE,
+    CHOICE_TABLE_FILE,
+    ModelChoice,
+    ModeScore,
+    PredictionMode,
+    choose_mode,
+    read_model_choice,
+)
 from msgldm_auto.evaluation.table import ScoredVolume
 from msgldm_auto.inference.predictor import PredictionOptions, apply_mode_choice
 from msgldm_auto.training.best_configuration import candidate_modes
-from test_inference import write_fake_model
 
 DECODER, CONTROL, ONE, MEAN8 = (PredictionMode.decoder(), PredictionMode.control(), PredictionMode.diffusion(1),
                                 PredictionMode.diffusion(8))

@@ -5,18 +5,18 @@ import json
 
 import numpy as np
 import pytest
+from preprocessing_synthetic import LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, write_raw_dataset
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.plans import Plans
 from msgldm_auto.inference.model_loading import build_networks
+from msgldm_auto.plans import Plans
 from msgldm_auto.preprocessing.orientation import Reorientation, numpy_slice_axis
 from planning.cost import activation_bytes_per_sample, usable_memory_bytes
 from planning.fingerprint import CaseFingerprint, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment
 from planning.presets import get_preset
 from planning.workflow import save_plans_keeping_extras
-from preprocessing_synthetic import LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, write_raw_dataset
 
 MODALITIES = ["T1", "T1ce", "T2", "FLAIR"]
 
@@ -27,7 +27,8 @@ def dataset_json(modalities=MODALITIES, labels=None) -> DatasetJson:
 
 def make_fingerprint(ras_shape, ras_spacing, cropped_ras, cases=40, direction=RAS_DIRECTION, jitter=0.05,
                      modalities=4) -> DatasetFingerprint:
-    """Cases whose RAS geometry is given; stored in `direction`'s voxel order (so LPS/permuted copies are the same heads)."""
+    """Cases whose RAS geometry is given; stored in `direction`'s voxel order (so LPS/permuted copies are the same
+    heads)."""
     reorientation = Reorientation.from_direction(direction)
     rng = np.random.default_rng(0)
     inverse = np.argsort(reorientation.source_axes)        # index axis a runs along RAS axis inverse[a]
@@ -227,8 +228,10 @@ def test_fingerprint_measures_cases_in_ras(tmp_path):
     a, b = fingerprint.cases
     assert a.present == [0, 1, 2] and b.present == [0, 2]
     assert a.orientation_codes == "AIL"
-    assert np.allclose(a.ras_spacing, [2.0, 1.2, 1.0])   # (i, j, k) spacing (1.2, 1.0, 2.0) with k -> left, i -> anterior
-    assert all(0 <= lo < hi <= n for (lo, hi), n in zip(a.crop_box, Reorientation.from_direction(a.direction).ras_shape(a.shape)))
+    # (i, j, k) spacing (1.2, 1.0, 2.0) with k -> left, i -> anterior
+    assert np.allclose(a.ras_spacing, [2.0, 1.2, 1.0])
+    assert all(0 <= lo < hi <= n for (lo, hi), n in zip(a.crop_box,
+                                                        Reorientation.from_direction(a.direction).ras_shape(a.shape)))
     assert a.cropped_shape[0] < 28   # the head box is smaller than the volume
     p05, p50, p995 = a.percentiles["0"]
     assert p05 < p50 < p995 and 90 < p50 < 130

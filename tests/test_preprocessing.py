@@ -6,6 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from preprocessing_synthetic import (
+    LPS_DIRECTION,
+    PERMUTED_DIRECTION,
+    RAS_DIRECTION,
+    head_case,
+    label_image,
+    write_raw_dataset,
+)
 
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
@@ -13,13 +21,15 @@ from msgldm_auto.plans import ConfigurationPlan
 from msgldm_auto.preprocessing.head_mask import compute_head_mask
 from msgldm_auto.preprocessing.normalization import get_scheme
 from msgldm_auto.preprocessing.orientation import Reorientation, from_slices, to_slices
-from msgldm_auto.preprocessing.pipeline import (head_mask_original, preprocess_case, restore_original,
-                                                restore_original_image)
+from msgldm_auto.preprocessing.pipeline import (
+    head_mask_original,
+    preprocess_case,
+    restore_original,
+    restore_original_image,
+)
 from msgldm_auto.preprocessing.properties import PackedMask
 from msgldm_auto.preprocessing.run import preprocess_dataset
 from msgldm_auto.preprocessing.storage import list_cases, load_case, save_case
-from preprocessing_synthetic import (LPS_DIRECTION, PERMUTED_DIRECTION, RAS_DIRECTION, head_case, label_image,
-                                           write_raw_dataset)
 
 
 def make_config(slice_axis=2, spacing=(1.5, 1.5), image_size=(32, 32)) -> ConfigurationPlan:
@@ -37,7 +47,8 @@ def world_ras_coordinates(image: Image) -> np.ndarray:
 
 @pytest.mark.parametrize("direction", [RAS_DIRECTION, LPS_DIRECTION, PERMUTED_DIRECTION])
 def test_reorientation_gives_ras_axes_and_inverts_exactly(direction):
-    image = Image(np.random.default_rng(0).random((4, 5, 6)).astype(np.float32), (1.0, 2.0, 3.0), (1.0, 2.0, 3.0), direction)
+    image = Image(np.random.default_rng(0).random((4, 5, 6)).astype(np.float32), (1.0, 2.0, 3.0), (1.0, 2.0, 3.0),
+                  direction)
     reorientation = Reorientation.from_direction(direction)
     coordinates = world_ras_coordinates(image)
     for r in range(3):
@@ -80,7 +91,8 @@ def test_head_mask_of_skull_stripped_data_is_the_nonzero_region():
 
 
 @pytest.mark.parametrize("direction, slice_axis, factor, min_correlation",
-                         [(PERMUTED_DIRECTION, 2, 0.8, 0.99), (LPS_DIRECTION, 1, 0.8, 0.99), (RAS_DIRECTION, 0, 1.0, 0.999),
+                         [(PERMUTED_DIRECTION, 2, 0.8, 0.99), (LPS_DIRECTION, 1, 0.8, 0.99),
+                          (RAS_DIRECTION, 0, 1.0, 0.999),
                           (LPS_DIRECTION, 2, 1.25, 0.95)])
 def test_round_trip_restores_exact_grid_and_intensities(direction, slice_axis, factor, min_correlation):
     """Finer target spacing loses nothing (> 0.99); coarser loses detail by design, but not the rim of the head."""
@@ -124,7 +136,8 @@ def test_prediction_canvas_grows_to_hold_a_head_wider_than_image_size():
         assert np.corrcoef(intensity[mask], images[channel].array[mask])[0, 1] > 0.99
         # the centre-cropped training canvas loses the rim: its restore is far worse there
         lossy = scheme.invert(restore_original(cropped[row], cropped_props), cropped_props.scale[channel])
-        assert np.abs(lossy - images[channel].array)[mask].mean() > 3 * np.abs(intensity - images[channel].array)[mask].mean()
+        assert (np.abs(lossy - images[channel].array)[mask].mean()
+                > 3 * np.abs(intensity - images[channel].array)[mask].mean())
 
 
 def test_background_is_exactly_minus_one_and_head_inside_range():

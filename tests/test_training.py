@@ -11,8 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from training_standins import (MemoryReader, TinySynthesisStage, coded_case, smooth_case,  # noqa: E402
-                               write_preprocessed_dataset)
+from training_standins import MemoryReader, TinySynthesisStage, coded_case, smooth_case, write_preprocessed_dataset  # noqa: E402
 
 from msgldm_auto.cli.train import main  # noqa: E402
 from msgldm_auto.errors import MSGLDMError  # noqa: E402
@@ -23,8 +22,7 @@ from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
 from msgldm_auto.training.ema import make_ema  # noqa: E402
 from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
 from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
-from msgldm_auto.training.trainer import (StageTrainer, TrainerSettings, poly_factor,  # noqa: E402
-                                          schedule_progress)
+from msgldm_auto.training.trainer import StageTrainer, TrainerSettings, poly_factor, schedule_progress  # noqa: E402
 
 CPU = DistributedContext(0, 1, 0, torch.device("cpu"))
 
@@ -110,7 +108,8 @@ def test_batch_order_depends_only_on_seed_and_batch_number_and_ranks_are_disjoin
     single = [next(one) for _ in range(4)]                                     # one pass over the 16 slices
     resumed = make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, augment=False, num_workers=0, start_batch=2)
     assert torch.equal(next(resumed).images, single[2].images)
-    ranks = [make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, rank=r, world_size=2, augment=False, num_workers=0)
+    ranks = [make_training_batches(reader, index, 3, 1, [8, 8], 4, seed=1, rank=r, world_size=2, augment=False,
+                                   num_workers=0)
              for r in range(2)]
     seen = [set(), set()]
     for k in range(4):
@@ -263,7 +262,8 @@ def test_resume_gives_bit_identical_weights(tmp_path):
     resumed, result = _tiny_run(tmp_path / "resumed", resume=True)
     assert result.completed
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "progress.png", "training_log.txt"):
+    for name in ("checkpoint_latest.pth", "checkpoint_best.pth", "checkpoint_final.pth", "progress.png",
+                 "training_log.txt"):
         assert (tmp_path / "resumed" / name).is_file()
     history = torch.load(tmp_path / "resumed" / "checkpoint_final.pth", weights_only=True)["history"]
     assert history["epoch"] == [0, 1]

@@ -47,8 +47,10 @@ def train(context: DistributedContext, folder: Path) -> tuple[dict, list]:
     recorded = []
 
     def make(start):
-        batches = RecordingBatches(make_training_batches(reader, index, 3, 1, [8, 8], GLOBAL_BATCH, seed=0, rank=context.rank,
-                                                         world_size=context.world_size, start_batch=start, augment=False,
+        batches = RecordingBatches(make_training_batches(reader, index, 3, 1, [8, 8], GLOBAL_BATCH, seed=0,
+                                                         rank=context.rank,
+                                                         world_size=context.world_size, start_batch=start,
+                                                         augment=False,
                                                          num_workers=0))
         recorded.append(batches)
         return batches

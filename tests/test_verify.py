@@ -11,8 +11,15 @@ import pytest
 from msgldm_auto.cli.verify_dataset import main as verify_main
 from msgldm_auto.dataset import verify as verify_module
 from msgldm_auto.dataset.image_io import Image, read_image, write_image
-from msgldm_auto.dataset.verify import (ERROR, WARNING, Problem, check_case_grids, check_label_grid,
-                                        resample_to_reference, verify_dataset)
+from msgldm_auto.dataset.verify import (
+    ERROR,
+    WARNING,
+    Problem,
+    check_case_grids,
+    check_label_grid,
+    resample_to_reference,
+    verify_dataset,
+)
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.preprocessing.grids import harmonise_grids
 
@@ -142,7 +149,8 @@ def test_grids_differ_error_and_warning_with_resample(tmp_path):
 
 def test_float_noise_in_geometry_is_tolerated(tmp_path):
     folder = _dataset(tmp_path)
-    write_image(_image(seed=1, origin=(1e-6, -2e-6, 0.0), spacing=(1.0 + 1e-7, 1.0, 2.0)), folder / "imagesTr" / "c0_0001.nii.gz")
+    write_image(_image(seed=1, origin=(1e-6, -2e-6, 0.0), spacing=(1.0 + 1e-7, 1.0, 2.0)),
+                folder / "imagesTr" / "c0_0001.nii.gz")
     assert verify_dataset(folder).problems == []
 
 
@@ -157,7 +165,8 @@ def test_nan_voxels(tmp_path):
 
 def test_nonfinite_voxels_survive_reading_with_itk_geometry(tmp_path):
     """ITK's NIfTI reader turns NaN/Inf into 0; the verifier's reader keeps them and still reports ITK's geometry."""
-    image = Image(np.ones(SHAPE, np.float32), (0.9, 1.1, 2.5), (3.0, -4.0, 5.5), (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    image = Image(np.ones(SHAPE, np.float32), (0.9, 1.1, 2.5), (3.0, -4.0, 5.5),
+                  (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
     image.array[0, 1, 2], image.array[3, 2, 1] = np.nan, -np.inf
     write_image(image, tmp_path / "x.nii.gz")
     assert np.isfinite(read_image(tmp_path / "x.nii.gz").array).all()          # the quirk this guards against
@@ -168,7 +177,8 @@ def test_nonfinite_voxels_survive_reading_with_itk_geometry(tmp_path):
 
 def test_constant_image(tmp_path):
     folder = _dataset(tmp_path)
-    write_image(Image(np.full(SHAPE, 7, np.int16), (1.0, 1.0, 2.0), (0.0,) * 3, IDENTITY), folder / "imagesTr" / "c0_0000.nii.gz")
+    write_image(Image(np.full(SHAPE, 7, np.int16), (1.0, 1.0, 2.0), (0.0,) * 3, IDENTITY),
+                folder / "imagesTr" / "c0_0000.nii.gz")
     problem = _only_problem(verify_dataset(folder))
     assert "every voxel has the same value (7)" in problem.message and "missing modality" in problem.fix
 
@@ -258,7 +268,8 @@ def test_every_problem_is_reported_one_line_each(tmp_path):
     assert len(report.errors) == len(lines) == 5, lines
     for line in lines:
         assert line.startswith("ERROR: ") and "; fix: " in line
-    for text in ("only 1 modality", "unreadable or corrupt", "grid differs from T1", "label values [2]", "channel suffix 0009"):
+    for text in ("only 1 modality", "unreadable or corrupt", "grid differs from T1", "label values [2]",
+                 "channel suffix 0009"):
         assert sum(text in line for line in lines) == 1, text
 
 
@@ -275,12 +286,14 @@ def test_check_case_grids_helper_uses_first_available_modality():
 
 def test_resample_to_reference_is_linear_on_the_reference_grid():
     # a ramp along i (the last numpy axis) at 2 mm spacing, resampled onto a 1 mm grid shifted by 0.5 mm
-    coarse = Image(np.broadcast_to(np.arange(8, dtype=np.int16) * 10, (3, 4, 8)).copy(), (2.0, 1.0, 1.0), (0.0,) * 3, IDENTITY)
+    coarse = Image(np.broadcast_to(np.arange(8, dtype=np.int16) * 10, (3, 4, 8)).copy(), (2.0, 1.0, 1.0), (0.0,) * 3,
+                   IDENTITY)
     reference = Image(np.zeros((3, 4, 12), np.float32), (1.0, 1.0, 1.0), (0.5, 0.0, 0.0), IDENTITY)
     out = resample_to_reference(coarse, reference)
     assert out.same_grid(reference) and out.array.dtype == np.float32
     np.testing.assert_allclose(out.array[1, 2], 5.0 * (0.5 + np.arange(12)), atol=1e-4)   # value = 10 * x / 2
-    labels = Image((np.arange(8) % 3).astype(np.uint8)[None, None].repeat(3, 0).repeat(4, 1), (2.0, 1.0, 1.0), (0.0,) * 3, IDENTITY)
+    labels = Image((np.arange(8) % 3).astype(np.uint8)[None, None].repeat(3, 0).repeat(4, 1), (2.0, 1.0, 1.0),
+                   (0.0,) * 3, IDENTITY)
     nearest = resample_to_reference(labels, reference, interpolation="nearest")
     assert nearest.array.dtype == np.uint8 and set(np.unique(nearest.array)) <= {0, 1, 2}
 

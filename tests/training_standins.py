@@ -28,7 +28,8 @@ class MemoryReader:
         return self.cases[case_id]
 
 
-def coded_case(present: list[int], num_slices: int = 6, size: int = 8, foreground=None, seg: bool = False, case_number: int = 0) -> MemoryCase:
+def coded_case(present: list[int], num_slices: int = 6, size: int = 8, foreground=None, seg: bool = False,
+               case_number: int = 0) -> MemoryCase:
     """Voxel value = (modality*100 + slice*10 + case)/1000: each slice of each modality is identifiable."""
     data = np.zeros((len(present), num_slices, size, size), dtype=np.float32)
     for row, modality in enumerate(present):
@@ -86,10 +87,18 @@ class TinySynthesisStage(Stage):
         return float(10 * np.log10(4.0 / max(mse, 1e-12)))
 
 
-def tiny_plans(dataset_name: str, modalities=("T1", "T2", "FLAIR"), context_slices: int = 1, batch_size: int = 4, labels: bool = False):
+def tiny_plans(dataset_name: str, modalities=("T1", "T2", "FLAIR"), context_slices: int = 1, batch_size: int = 4,
+               labels: bool = False):
     """A real `Plans` with very small networks: 16² slices, f = 4, DDIM 2 steps."""
-    from msgldm_auto.plans import (AutoencoderPlan, ConfigurationPlan, DiffusionPlan, DisentanglerPlan, Plans,
-                                   StageSchedule, UNetPlan)
+    from msgldm_auto.plans import (
+        AutoencoderPlan,
+        ConfigurationPlan,
+        DiffusionPlan,
+        DisentanglerPlan,
+        Plans,
+        StageSchedule,
+        UNetPlan,
+    )
 
     config = ConfigurationPlan(
         slice_axis=2, spacing=[2.0, 2.0], image_size=[16, 16], latent_scale=4, context_slices=context_slices,
@@ -99,7 +108,8 @@ def tiny_plans(dataset_name: str, modalities=("T1", "T2", "FLAIR"), context_slic
                                       prior_channels=8, msse_heads=2),
         unet=UNetPlan(channels=[8, 16], attention_levels=[False, False], num_head_channels=8, norm_num_groups=4),
         diffusion=DiffusionPlan(steps=2),
-        schedule={s: StageSchedule(epochs=1, iterations_per_epoch=2, learning_rate=1e-3) for s in ("ae", "structure", "ldm")},
+        schedule={s: StageSchedule(epochs=1, iterations_per_epoch=2, learning_rate=1e-3) for s in ("ae", "structure",
+                                                                                                   "ldm")},
         data_identifier="MSGLDMPlans_2d",
     )
     return Plans(dataset_name=dataset_name, plans_name="MSGLDMPlans", preset="cpu", modalities=list(modalities),
@@ -107,7 +117,8 @@ def tiny_plans(dataset_name: str, modalities=("T1", "T2", "FLAIR"), context_slic
                  has_labels=labels, num_label_classes=2 if labels else 0)
 
 
-def write_preprocessed_dataset(root, dataset_name: str = "Dataset001_Toy", num_cases: int = 5, missing: dict | None = None,
+def write_preprocessed_dataset(root, dataset_name: str = "Dataset001_Toy", num_cases: int = 5,
+                               missing: dict | None = None,
                                num_slices: int = 5, seed: int = 0, context_slices: int = 1):
     """MSGLDM_PREPROCESSED/<dataset>/ with dataset.json, plans and cases written through preprocessing.storage."""
     import json

@@ -50,7 +50,8 @@ def add_plans_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """`-d -c -p -f -chk`: the trained model a command uses (MSGLDM_RESULTS/DATASET/PLANS__CONFIG), folds, checkpoint."""
+    """`-d -c -p -f -chk`: the trained model a command uses (MSGLDM_RESULTS/DATASET/PLANS__CONFIG), folds,
+    checkpoint."""
     add_dataset_argument(parser)
     parser.add_argument("-c", "--configuration", dest="configuration", default=DEFAULT_CONFIGURATION, metavar="CONFIG",
                         help=CONFIGURATION_HELP)

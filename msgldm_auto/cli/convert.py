@@ -1,4 +1,5 @@
-"""`msgldm_convert <kind> SOURCE -d ID [--name NAME] [--copy|--link] [--overwrite]`: a downloaded dataset -> raw dataset.
+"""`msgldm_convert <kind> SOURCE -d ID [--name NAME] [--copy|--link] [--overwrite]`: a downloaded dataset -> raw
+dataset.
 
 Exit status 0 when the new dataset passes the integrity check, 1 when it was written but the check found problems,
 2 for a user error (nothing is written then).
@@ -47,7 +48,8 @@ def _add_folder_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--modality", action="append", default=[], metavar="NAME=GLOB",
                      help="one per channel, in channel order, e.g. --modality T1='*_t1w.nii.gz'")
     sub.add_argument("--case-id", "--case_id", dest="case_id",
-                     help="'parent' (the parent folder's name) or a regex with one group; default: what the first '*' matched")
+                     help="'parent' (the parent folder's name) or a regex with one group; default: what the first '*' "
+                          "matched")
     sub.add_argument("--label", help="glob of the label files, e.g. '*_seg.nii.gz' (optional)")
 
 

@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-pred", "--pred", required=True, type=Path, help="folder written by msgldm_predict")
     parser.add_argument("-d", "--dataset", metavar="DATASET",
                         help=f"{DATASET_HELP}: modality names and file ending from its dataset.json")
-    parser.add_argument("--mask", "--mask_dir", type=Path, help="brain masks {CASE}{file_ending} (default: reference > 0)")
+    parser.add_argument("--mask", "--mask_dir", type=Path,
+                        help="brain masks {CASE}{file_ending} (default: reference > 0)")
     parser.add_argument("--labels", "--labels_dir", type=Path, help="tumour labels {CASE}{file_ending}; > 0 = tumour")
     parser.add_argument("-o", "--output", type=Path, help="summary JSON (default: PRED/summary.json)")
     parser.add_argument("--file-ending", "--file_ending", "-fe", dest="file_ending",
@@ -33,7 +34,8 @@ def _dataset_json(identifier: str | None) -> DatasetJson | None:
     if identifier is None:
         return None
     # A model installed from a zip has no raw folder, so the preprocessed and results copies count too.
-    folders = [raw_dataset_folder(identifier), preprocessed_dataset_folder(identifier), results_dataset_folder(identifier)]
+    folders = [raw_dataset_folder(identifier), preprocessed_dataset_folder(identifier),
+               results_dataset_folder(identifier)]
     for folder in folders:
         if (folder / "dataset.json").is_file():
             return DatasetJson.load(folder / "dataset.json")

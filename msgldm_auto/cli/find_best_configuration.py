@@ -4,8 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from msgldm_auto.cli._common import (CHECKPOINT_HELP, CONFIGURATION_HELP, DATASET_HELP, add_plans_argument, entry_point,
-                                     print_roots, resolve_device)
+from msgldm_auto.cli._common import (
+    CHECKPOINT_HELP,
+    CONFIGURATION_HELP,
+    DATASET_HELP,
+    add_plans_argument,
+    entry_point,
+    print_roots,
+    resolve_device,
+)
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 from msgldm_auto.plans import DEFAULT_CONFIGURATION
 
@@ -24,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folds to compare on (default: every numbered fold that every mode can run)")
     parser.add_argument("-chk", "--checkpoint", dest="checkpoint", default="final", choices=CHECKPOINT_CHOICES,
                         help=CHECKPOINT_HELP)
-    parser.add_argument("--samples", type=int, default=8, help="K of the 'mean of K diffusion samples' mode (default 8)")
+    parser.add_argument("--samples", type=int, default=8,
+                        help="K of the 'mean of K diffusion samples' mode (default 8)")
     parser.add_argument("--max-cases", "--max_cases", dest="max_cases", type=int, default=None,
                         help="validate at most this many held-out cases per fold (default: all)")
     parser.add_argument("--revalidate", action="store_true", help="validate again instead of reusing earlier results")

@@ -8,7 +8,8 @@ from msgldm_auto.cli._common import add_model_arguments, entry_point, print_root
 
 
 def build_export_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msgldm_export_model_to_zip", description="Pack a trained model into one zip.")
+    parser = argparse.ArgumentParser(prog="msgldm_export_model_to_zip",
+                                     description="Pack a trained model into one zip.")
     add_model_arguments(parser)
     parser.add_argument("-o", required=True, metavar="ZIP", help="zip file to write")
     return parser
@@ -17,7 +18,7 @@ def build_export_parser() -> argparse.ArgumentParser:
 @entry_point
 def export_main(argv: list[str] | None = None) -> int:
     args = build_export_parser().parse_args(argv)
-    from msgldm_auto.inference.model_loading import find_model_folder   # torch loads only now: instant --help
+    from msgldm_auto.inference.model_loading import find_model_folder  # torch loads only now: instant --help
     from msgldm_auto.inference.model_zip import export_model_zip
 
     print_roots()

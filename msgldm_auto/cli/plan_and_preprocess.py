@@ -62,8 +62,10 @@ def _preprocess(args: argparse.Namespace, dataset_name: str, plans) -> None:
     from planning.workflow import preprocess
 
     for configuration in args.configurations:
-        report = preprocess(dataset_name, plans, configuration, args.num_processes, args.clean, args.resample_mismatched)
-        print(f"{configuration}: {len(report.done)} case(s) preprocessed, {len(report.skipped)} already done -> {report.folder}")
+        report = preprocess(dataset_name, plans, configuration, args.num_processes, args.clean,
+                            args.resample_mismatched)
+        print(f"{configuration}: {len(report.done)} case(s) preprocessed, {len(report.skipped)} already done -> "
+              f"{report.folder}")
 
 
 def _fingerprint(args: argparse.Namespace, dataset_name: str) -> None:
@@ -96,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_resample(parser)
     _add_planning(parser)
     _add_preprocessing(parser)
-    parser.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false", help="skip the dataset checks")
-    parser.add_argument("--no_pp", "--no-pp", dest="preprocess", action="store_false", help="plan only, do not preprocess")
+    parser.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false",
+                        help="skip the dataset checks")
+    parser.add_argument("--no_pp", "--no-pp", dest="preprocess", action="store_false",
+                        help="plan only, do not preprocess")
     args = parser.parse_args(argv)
     print_roots()
     for identifier in args.dataset:
@@ -115,7 +119,8 @@ def extract_fingerprint_main(argv: list[str] | None = None) -> int:
     _add_processes(parser)
     _add_resample(parser)
     parser.add_argument("--clean", action="store_true", help="recompute even if a matching fingerprint exists")
-    parser.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false", help="skip the dataset checks")
+    parser.add_argument("--no-verify", "--no_verify", dest="verify", action="store_false",
+                        help="skip the dataset checks")
     args = parser.parse_args(argv)
     print_roots()
     for identifier in args.dataset:
@@ -136,7 +141,8 @@ def plan_experiment_main(argv: list[str] | None = None) -> int:
 
 
 def build_preprocess_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msgldm_preprocess", description="Preprocess the cases of planned dataset(s).")
+    parser = argparse.ArgumentParser(prog="msgldm_preprocess",
+                                     description="Preprocess the cases of planned dataset(s).")
     add_dataset_argument(parser, nargs="+")
     _add_processes(parser)
     _add_resample(parser)

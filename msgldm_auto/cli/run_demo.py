@@ -49,7 +49,8 @@ VALIDATION_CASES = 2
 
 def _train_args(args: argparse.Namespace) -> list[str]:
     extra = ["--c", "-device", "cpu", "--val-cases", str(VALIDATION_CASES)]
-    for flag, value in (("--max-minutes", args.max_minutes), ("--iters-per-epoch", args.iters_per_epoch), ("--epochs", args.epochs)):
+    for flag, value in (("--max-minutes", args.max_minutes), ("--iters-per-epoch", args.iters_per_epoch),
+                        ("--epochs", args.epochs)):
         if value is not None:
             extra += [flag, str(value)]
     return [str(args.dataset_id), DEFAULT_CONFIGURATION, "0", "-p", PLANS] + extra
@@ -60,7 +61,8 @@ def run_pipeline(args: argparse.Namespace) -> Path:
     name = make_dataset_name(args.dataset_id, "Demo")
     if not (raw_root() / name / "dataset.json").is_file():
         _step("demo dataset", demo_dataset.main(["-d", str(args.dataset_id), "--cases", str(args.cases), "--test-cases",
-                                                 str(args.test_cases), "--seed", str(args.seed), "--resolution", str(args.resolution)]))
+                                                 str(args.test_cases), "--seed", str(args.seed), "--resolution",
+                                                 str(args.resolution)]))
     _step("plan and preprocess", plan_and_preprocess.main(["-d", str(args.dataset_id), "-pl", "cpu", "-np", "2"]))
     _step("train fold 0 (MSG-LDM)", train.main(_train_args(args)))
     _step("train fold 0 (plain UNet control, same budget)", train.main(_train_args(args) + ["-m", "unet"]))
@@ -69,7 +71,8 @@ def run_pipeline(args: argparse.Namespace) -> Path:
           find_best_configuration.main([str(args.dataset_id), "-p", PLANS, "-f", "0", "--max-cases",
                                         str(VALIDATION_CASES), "-device", "cpu"]))
     out = results_root() / name / "demo_predictions"
-    common = ["-i", str(raw_root() / name / "imagesTs"), "-d", str(args.dataset_id), "-p", PLANS, "-f", "0", "--seed", str(args.seed), "-device", "cpu"]
+    common = ["-i", str(raw_root() / name / "imagesTs"), "-d", str(args.dataset_id), "-p", PLANS, "-f", "0", "--seed",
+              str(args.seed), "-device", "cpu"]
     _step("predict (MSG-LDM)", predict.main(common + ["-o", str(out / "msgldm"), "--preview", "-m", "msgldm"]))
     if _plans_use_diffusion(name):      # otherwise MSG-LDM already ran its one-pass decoder: nothing to compare
         _step("predict (one-pass decoder)", predict.main(common + ["-o", str(out / "one_pass"), "--one-pass"]))
@@ -119,9 +122,11 @@ def evaluate_all(dataset_id: int, out: Path) -> int:
     print(comparison_table(summaries))
     for target, ok in beats(summaries["MSG-LDM"], summaries["regression floor"]).items():
         if not ok:
-            print(f"note: MSG-LDM does not beat the regression floor on {target} (PSNR); see documentation/benchmarks.md")
+            print(f"note: MSG-LDM does not beat the regression floor on {target} (PSNR); see "
+                  "documentation/benchmarks.md")
     print(_control_line(summaries["MSG-LDM"], summaries["plain UNet control"]))
-    print(f"\nOutputs: {out}/<method>/ (NIfTI, predictions.json, summary.json); previews in {out / 'msgldm' / 'previews'}")
+    print(f"\nOutputs: {out}/<method>/ (NIfTI, predictions.json, summary.json); previews in "
+          f"{out / 'msgldm' / 'previews'}")
     return _gate(summaries)
 
 

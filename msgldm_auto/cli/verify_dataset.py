@@ -15,7 +15,8 @@ from msgldm_auto.paths import raw_dataset_folder
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msgldm_verify_dataset", description="Check a raw dataset's integrity.")
     add_dataset_argument(parser)
-    parser.add_argument("--resample-mismatched", "--resample_mismatched", dest="resample_mismatched", action="store_true",
+    parser.add_argument("--resample-mismatched", "--resample_mismatched", dest="resample_mismatched",
+                        action="store_true",
                         help="treat modalities on different grids as a warning (they get resampled onto the first one)")
     return parser
 

@@ -48,7 +48,8 @@ def std_map_path(case_id: str, channel: int, file_ending: str) -> str:
     return f"{UNCERTAINTY_FOLDER}/{case_id}_{channel:04d}_std{file_ending}"
 
 
-def discover_cases(images_dir: Path, dataset: DatasetJson, labels_dir: Path | None = None) -> tuple[list[Case], list[Stray]]:
+def discover_cases(images_dir: Path, dataset: DatasetJson,
+                   labels_dir: Path | None = None) -> tuple[list[Case], list[Stray]]:
     """All cases in `images_dir` (sorted by ID) plus the files that could not be read as a case's channel."""
     images_dir = Path(images_dir)
     grouped: dict[str, dict[int, Path]] = {}
@@ -61,7 +62,8 @@ def discover_cases(images_dir: Path, dataset: DatasetJson, labels_dir: Path | No
             if parsed is None:
                 strays.append(Stray(path, f"name does not match {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending}"))
             elif parsed[1] not in dataset.channel_names:
-                strays.append(Stray(path, f"channel {parsed[1]} is not in channel_names {sorted(dataset.channel_names)}"))
+                strays.append(Stray(path,
+                                    f"channel {parsed[1]} is not in channel_names {sorted(dataset.channel_names)}"))
             else:
                 grouped.setdefault(parsed[0], {})[parsed[1]] = path
     cases = [_make_case(case_id, files, dataset, labels_dir) for case_id, files in sorted(grouped.items())]
@@ -72,7 +74,8 @@ def discover_explicit_cases(root: Path, dataset: DatasetJson) -> list[Case]:
     """nnU-Net v2's optional `dataset` dict: {case: {"images": [paths in channel order], "label": path}}."""
     cases = []
     for case_id, entry in sorted((dataset.explicit_files or {}).items()):
-        files = {ch: root / p for ch, p in zip(dataset.channel_ids, entry.get("images", [])) if p and (root / p).exists()}
+        files = {ch: root / p for ch, p in zip(dataset.channel_ids, entry.get("images", []))
+                 if p and (root / p).exists()}
         label = root / entry["label"] if entry.get("label") else None
         cases.append(Case(case_id, files, [c for c in dataset.channel_ids if c not in files], label))
     return cases

@@ -84,7 +84,8 @@ class DatasetJson:
 def _parse_channel_names(data: dict[str, Any], source: str) -> dict[int, str]:
     raw = data.get("channel_names", data.get("modality"))  # "modality" is nnU-Net v1's spelling
     if not isinstance(raw, dict) or not raw:
-        raise MSGLDMError(f"{source}: key 'channel_names' must map channel numbers to names, e.g. {{\"0\": \"T1\", \"1\": \"T2\"}}")
+        raise MSGLDMError(f"{source}: key 'channel_names' must map channel numbers to names, e.g. {{\"0\": \"T1\", "
+                          f"\"1\": \"T2\"}}")
     out: dict[int, str] = {}
     for key, value in raw.items():
         if not str(key).isdigit() or not isinstance(value, str) or not value:
@@ -93,7 +94,8 @@ def _parse_channel_names(data: dict[str, Any], source: str) -> dict[int, str]:
     if sorted(out) != list(range(len(out))):
         raise MSGLDMError(f"{source}: channel_names must be numbered 0..{len(out) - 1} without gaps, got {sorted(out)}")
     if len(set(out.values())) != len(out):
-        raise MSGLDMError(f"{source}: channel_names has duplicate names {sorted(out.values())}; give each channel its own name")
+        raise MSGLDMError(f"{source}: channel_names has duplicate names {sorted(out.values())}; give each channel its "
+                          "own name")
     return out
 
 
@@ -104,5 +106,6 @@ def _parse_labels(raw: Any, source: str) -> dict[str, Any] | None:
         return isinstance(v, int) or (isinstance(v, list) and all(isinstance(x, int) for x in v))
 
     if not isinstance(raw, dict) or not all(is_label_value(v) for v in raw.values()):
-        raise MSGLDMError(f"{source}: key 'labels' must map names to integer values, e.g. {{\"background\": 0, \"lesion\": 1}}")
+        raise MSGLDMError(f"{source}: key 'labels' must map names to integer values, e.g. {{\"background\": 0, "
+                          f"\"lesion\": 1}}")
     return dict(raw)

@@ -56,7 +56,8 @@ def read_image(path: Path | str) -> Image:
         itk = sitk.ReadImage(str(path))
     except RuntimeError:
         return _read_with_nibabel(path)
-    return Image(sitk.GetArrayFromImage(itk), tuple(itk.GetSpacing()), tuple(itk.GetOrigin()), tuple(itk.GetDirection()))
+    return Image(sitk.GetArrayFromImage(itk), tuple(itk.GetSpacing()), tuple(itk.GetOrigin()),
+                 tuple(itk.GetDirection()))
 
 
 def read_image_header(path: Path | str) -> Image:
@@ -80,14 +81,16 @@ def _read_with_nibabel(path: Path) -> Image:
         nii = nib.load(str(path))
         data = np.asanyarray(nii.dataobj)
     except Exception as err:  # nibabel raises many types for corrupt files
-        raise MSGLDMError(f"{path}: unreadable image ({type(err).__name__}: {err}); re-export or replace the file") from None
+        raise MSGLDMError(f"{path}: unreadable image ({type(err).__name__}: {err}); re-export or replace the "
+                          "file") from None
     affine = np.asarray(nii.affine, dtype=float)
     spatial = min(data.ndim, 3)
     zooms = np.linalg.norm(affine[:3, :spatial], axis=0)
     direction = _RAS_TO_LPS @ (affine[:3, :spatial] / zooms)
     origin = _RAS_TO_LPS @ affine[:3, 3]
     array = np.ascontiguousarray(np.transpose(data, tuple(reversed(range(data.ndim)))))
-    return Image(array, tuple(float(z) for z in zooms), tuple(float(o) for o in origin), tuple(direction.ravel().tolist()))
+    return Image(array, tuple(float(z) for z in zooms), tuple(float(o) for o in origin),
+                 tuple(direction.ravel().tolist()))
 
 
 def to_sitk(image: Image) -> sitk.Image:

@@ -110,7 +110,8 @@ def verify_case(case: Case, dataset: DatasetJson, folder: Path, min_modalities: 
     problems = []
     if len(case.images) < min_modalities:
         have = ", ".join(dataset.channel_names[c] for c in case.present) or "none"
-        need = "training cases need at least 2 modalities" if min_modalities >= 2 else "a case needs at least 1 modality"
+        need = ("training cases need at least 2 modalities" if min_modalities >= 2
+                else "a case needs at least 1 modality")
         problems.append(Problem(case.case_id, "", f"only {len(case.images)} modality file(s) ({have}); {need}",
                                 "add the missing modality files or remove the case"))
     images: dict[int, Image] = {}
@@ -140,7 +141,8 @@ def check_image(image: Image, case_id: str, file: str, allow_constant: bool = Fa
                                     "replace non-finite voxels (e.g. with 0) or re-export the image"))
             return problems
     if not allow_constant and array.size and array.min() == array.max():
-        problems.append(Problem(case_id, file, f"every voxel has the same value ({array.flat[0]}): the image holds no data",
+        problems.append(Problem(case_id, file,
+                                f"every voxel has the same value ({array.flat[0]}): the image holds no data",
                                 "delete the file (a missing file means a missing modality) or replace it"))
     return problems
 
@@ -165,11 +167,14 @@ def check_case_grids(images: dict[int, Image], case_id: str, resample_mismatched
         ref_name = names.get(reference_channel, f"channel {reference_channel}")
         if resample_mismatched:
             problems.append(Problem(case_id, files.get(channel, f"channel {channel}"),
-                                    f"grid differs from {ref_name} ({detail}); it will be resampled (linear) onto the {ref_name} grid",
+                                    f"grid differs from {ref_name} ({detail}); it will be resampled (linear) onto the "
+                                    f"{ref_name} grid",
                                     "co-register the modalities to silence this warning", WARNING))
         else:
-            problems.append(Problem(case_id, files.get(channel, f"channel {channel}"), f"grid differs from {ref_name} ({detail})",
-                                    f"resample it onto the {ref_name} grid, or pass --resample-mismatched to do so automatically"))
+            problems.append(Problem(case_id, files.get(channel, f"channel {channel}"),
+                                    f"grid differs from {ref_name} ({detail})",
+                                    f"resample it onto the {ref_name} grid, or pass --resample-mismatched to do so "
+                                    "automatically"))
     return problems
 
 
@@ -211,7 +216,8 @@ def resample_to_reference(image: Image, reference: Image, interpolation: str = "
     moving = to_sitk(image)
     if interpolation == "linear":
         moving = sitk.Cast(moving, sitk.sitkFloat32)
-    target = to_sitk(Image(np.zeros(reference.array.shape, dtype=np.uint8), reference.spacing, reference.origin, reference.direction))
+    target = to_sitk(Image(np.zeros(reference.array.shape, dtype=np.uint8), reference.spacing, reference.origin,
+                           reference.direction))
     resampled = sitk.Resample(moving, target, sitk.Transform(), interpolators[interpolation], 0.0, moving.GetPixelID())
     return Image(sitk.GetArrayFromImage(resampled), reference.spacing, reference.origin, reference.direction)
 
@@ -236,7 +242,8 @@ def _check_label(case: Case, dataset: DatasetJson, folder: Path, images: dict[in
     declared = declared_label_values(dataset.labels)
     undeclared = [v.item() for v in values if v not in declared]
     if undeclared:
-        problems.append(Problem(case.case_id, file, f"label values {undeclared} are not declared in dataset.json 'labels' "
+        problems.append(Problem(case.case_id, file,
+                                f"label values {undeclared} are not declared in dataset.json 'labels' "
                                                     f"(declared: {sorted(declared)})",
                                 "declare them under 'labels' in dataset.json or fix the label map"))
     problems.extend(check_label_grid(label, images, case.case_id, file, resample_mismatched))
@@ -268,7 +275,8 @@ def read_image_keeping_nonfinite(path: Path) -> Image:
     return Image(array, tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
 
 
-def _read_and_check(path: Path, folder: Path, case_id: str, allow_constant: bool = False) -> tuple[Image | None, list[Problem]]:
+def _read_and_check(path: Path, folder: Path, case_id: str,
+                    allow_constant: bool = False) -> tuple[Image | None, list[Problem]]:
     file = _relative(path, folder)
     try:
         image = read_image_keeping_nonfinite(path)
@@ -307,10 +315,13 @@ def _label_name_problems(labels_dir: Path, folder: Path, dataset: DatasetJson, c
             continue
         file = _relative(path, folder)
         if not path.name.endswith(dataset.file_ending):
-            problems.append(Problem("-", file, f"file ending does not match dataset.json's file_ending '{dataset.file_ending}'",
-                                    f"convert the label to {dataset.file_ending} or correct 'file_ending' in dataset.json"))
+            problems.append(Problem("-", file,
+                                    f"file ending does not match dataset.json's file_ending '{dataset.file_ending}'",
+                                    f"convert the label to {dataset.file_ending} or correct 'file_ending' in "
+                                    "dataset.json"))
         elif path.name[: -len(dataset.file_ending)] not in case_ids:
-            problems.append(Problem(path.name[: -len(dataset.file_ending)], file, "label file without any image of that case",
+            problems.append(Problem(path.name[: -len(dataset.file_ending)], file,
+                                    "label file without any image of that case",
                                     "add the case's images or remove the label", WARNING))
     return problems
 
@@ -320,7 +331,8 @@ def _count_problems(dataset: DatasetJson, cases: list[Case]) -> list[Problem]:
         return [Problem("-", "imagesTr", "no training cases found",
                         f"add images named {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} to imagesTr")]
     if dataset.num_training != len(cases):
-        return [Problem("-", "dataset.json", f"numTraining is {dataset.num_training} but imagesTr holds {len(cases)} cases",
+        return [Problem("-", "dataset.json",
+                        f"numTraining is {dataset.num_training} but imagesTr holds {len(cases)} cases",
                         f"set \"numTraining\": {len(cases)} in dataset.json")]
     return []
 

@@ -1,4 +1,5 @@
-"""Evaluation: BraSyn-style metrics, folder evaluation, summary tables and preview PNGs. Compares images, never models."""
+"""Evaluation: BraSyn-style metrics, folder evaluation, summary tables and preview PNGs. Compares images, never
+models."""
 from msgldm_auto.evaluation.folder import evaluate_folder
 from msgldm_auto.evaluation.metrics import PSNR_CAP_DB, evaluate_volumes
 from msgldm_auto.evaluation.previews import save_preview

@@ -21,7 +21,8 @@ def comparison_table(summaries: dict[str, dict[str, Any]], metrics: tuple[str, .
     for target in targets_of(summaries):
         for metric in metrics:
             cells = [_mean(summaries[m], target, metric) for m in methods]
-            rows.append([target, metric] + ["-" if c is None else f"{c:.{2 if metric == 'psnr' else 3}f}" for c in cells])
+            rows.append([target, metric]
+                        + ["-" if c is None else f"{c:.{2 if metric == 'psnr' else 3}f}" for c in cells])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-" * len(lines[0]))

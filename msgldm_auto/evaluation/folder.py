@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.dataset.cases import split_image_name, std_map_path
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.dataset.image_io import Image, read_image
@@ -15,7 +16,6 @@ from msgldm_auto.evaluation.metrics import PSNR_CAP_DB, evaluate_volumes
 from msgldm_auto.evaluation.predictions_json import PredictionsRecord, read_predictions_json
 from msgldm_auto.evaluation.table import ScoredVolume, summarise
 from msgldm_auto.preprocessing.orientation import numpy_slice_axis
-from msgldm_auto.atomic import write_json_atomic
 
 UNKNOWN_PATTERN = "unknown"
 
@@ -49,8 +49,8 @@ def evaluate_folder(ref_dir: Path | str, pred_dir: Path | str, dataset: DatasetJ
     names = _channel_names(dataset, record)
     pairs, unmatched = _match_pairs(ref_dir, pred_dir, ending, record, names)
     if not pairs:
-        raise MSGLDMError(f"-ref {ref_dir} and -pred {pred_dir} share no {{CASE}}_{{CHANNEL:04d}}{ending} file to compare; "
-                          "check the folders and --file-ending")
+        raise MSGLDMError(f"-ref {ref_dir} and -pred {pred_dir} share no {{CASE}}_{{CHANNEL:04d}}{ending} file to "
+                          "compare; check the folders and --file-ending")
     volumes = _score_pairs(pairs, names, record, ending, mask_dir, labels_dir, slice_axis)
     summary = summarise(volumes, _header(ref_dir, pred_dir, unmatched))
     if output_file is not None:

@@ -63,7 +63,8 @@ def masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
     return float(values[mask].mean()) if np.any(mask) else float("nan")
 
 
-def gradient_energy_ratio(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray, slice_axis: int = 0) -> float:
+def gradient_energy_ratio(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray,
+                          slice_axis: int = 0) -> float:
     """Energy of the finite difference along `slice_axis` of the prediction ÷ that of the reference.
 
     Only voxel pairs with both voxels inside the mask count. 1 means the same through-plane texture; > 1 means
@@ -145,7 +146,8 @@ def slice_axis_from_spacing(spacing_itk: tuple[float, ...]) -> int:
 
 
 def evaluate_volumes(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray | None = None,
-                     label: np.ndarray | None = None, slice_axis: int = 0, std: np.ndarray | None = None) -> dict[str, float]:
+                     label: np.ndarray | None = None, slice_axis: int = 0, std: np.ndarray | None = None) -> dict[str,
+                                                                                                                  float]:
     """All metrics of one synthesized volume against its reference (both on any intensity scale).
 
     `mask` is the brain mask (default: reference > 0); `label` > 0 marks tumour and adds `ssim_tumour` and

@@ -1,4 +1,5 @@
-"""Which prediction mode a trained model should use, chosen from its folds' validation (`msgldm_find_best_configuration`).
+"""Which prediction mode a trained model should use, chosen from its folds' validation
+(`msgldm_find_best_configuration`).
 
 A mode is one way the trained networks can predict: MSG-LDM's one-pass decoder, one diffusion sample, the mean of K
 diffusion samples, or the plain UNet control. Each is scored on the same held-out cases; the rule (stated in

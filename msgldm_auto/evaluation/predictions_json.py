@@ -40,7 +40,8 @@ def read_predictions_json(pred_dir: Path) -> PredictionsRecord | None:
         return None
     data = load_json(path, "fix or delete it")
     if not isinstance(data, dict) or not isinstance(data.get("cases", {}), dict):
-        raise MSGLDMError(f"{path}: expected {{\"cases\": {{CASE: {{\"present\": [...], \"synthesized\": [...]}}}}}}; fix or delete it")
+        raise MSGLDMError(f"{path}: expected {{\"cases\": {{CASE: {{\"present\": [...], \"synthesized\": [...]}}}}}}; "
+                          "fix or delete it")
     return PredictionsRecord(_channel_names(data.get("channel_names"), path),
                              {str(k): _case(v, path, k) for k, v in data.get("cases", {}).items()})
 
@@ -49,7 +50,8 @@ def _channel_names(raw: Any, path: Path) -> dict[int, str] | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or not all(str(k).isdigit() and isinstance(v, str) for k, v in raw.items()):
-        raise MSGLDMError(f"{path}: 'channel_names' must map channel numbers to names like dataset.json; fix or delete it")
+        raise MSGLDMError(f"{path}: 'channel_names' must map channel numbers to names like dataset.json; fix or delete "
+                          "it")
     return {int(k): v for k, v in sorted(raw.items(), key=lambda kv: int(kv[0]))}
 
 
@@ -57,7 +59,8 @@ def _case(raw: Any, path: Path, case_id: str) -> CaseAvailability:
     def names(key: str) -> list[str]:
         value = raw.get(key, []) if isinstance(raw, dict) else None
         if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-            raise MSGLDMError(f"{path}: case '{case_id}' key '{key}' must be a list of modality names; fix or delete it")
+            raise MSGLDMError(f"{path}: case '{case_id}' key '{key}' must be a list of modality names; fix or delete "
+                              "it")
         return [str(v) for v in value]
 
     return CaseAvailability(names("present"), names("synthesized"))

@@ -45,7 +45,8 @@ def summarise(volumes: list[ScoredVolume], header: dict[str, Any]) -> dict[str, 
 
 
 def metric_stats(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    """Mean, sample standard deviation (0 for a single value) and count of the finite values; None when there are none."""
+    """Mean, sample standard deviation (0 for a single value) and count of the finite values; None when there are
+    none."""
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     if not finite:
         return {"mean": None, "std": None, "n": 0}

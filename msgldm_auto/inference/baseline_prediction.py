@@ -32,7 +32,8 @@ def _normalised_case(case: Case, names: dict[int, str]) -> tuple[dict[str, np.nd
     return {name: np.clip(v / scales[name], 0, 1) for name, v in raw.items()}, mask, scales
 
 
-def fit_floors_on_cases(cases: list[Case], dataset: DatasetJson, degree: int = 2) -> tuple[FloorModels, dict[str, float]]:
+def fit_floors_on_cases(cases: list[Case], dataset: DatasetJson,
+                        degree: int = 2) -> tuple[FloorModels, dict[str, float]]:
     """Fit both floors on training cases; also return the median p99.5 per modality (the export scale)."""
     names = dataset.channel_names
     samples, scales = [], {}
@@ -59,9 +60,11 @@ def predict_floor_folders(train_cases: list[Case], input_dir: Path, dataset: Dat
                 target = names[channel]
                 values = FLOORS[floor](models, volumes, target) * export_scale.get(target, 1.0)
                 values[~mask] = 0.0
-                write_image(reference.with_array(values.astype(np.float32)), Path(out_dir) / image_file_name(case.case_id, channel, dataset.file_ending))
+                write_image(reference.with_array(values.astype(np.float32)),
+                            Path(out_dir) / image_file_name(case.case_id, channel, dataset.file_ending))
             records[floor][case.case_id] = {"present": [names[c] for c in case.present],
                                             "synthesized": [names[c] for c in case.missing], "mode": f"floor_{floor}"}
     for floor, out_dir in output_dirs.items():
-        record = {"version": __version__, "channel_names": {str(k): v for k, v in names.items()}, "cases": records[floor]}
+        record = {"version": __version__, "channel_names": {str(k): v for k, v in names.items()},
+                  "cases": records[floor]}
         (Path(out_dir) / "predictions.json").write_text(json.dumps(record, indent=2))

@@ -86,7 +86,8 @@ class FloorModels:
             modalities=list(data["modalities"]), degree=int(data["degree"]),
             target_range={k: list(v) for k, v in data.get("target_range", {}).items()},
             linear={t: {s: LinearFit(**f) for s, f in fits.items()} for t, fits in data.get("linear", {}).items()},
-            polynomial={t: {p: PolynomialFit(**f) for p, f in fits.items()} for t, fits in data.get("polynomial", {}).items()},
+            polynomial={t: {p: PolynomialFit(**f) for p, f in fits.items()}
+                        for t, fits in data.get("polynomial", {}).items()},
         )
 
     def save(self, path: Path | str) -> None:

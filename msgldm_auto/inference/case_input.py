@@ -44,7 +44,8 @@ def _cases_of_folder(folder: Path, dataset: DatasetJson) -> list[InputCase]:
             names = ", ".join(p.name for p in entry.unknown_files)
             entry.problem = f"no modality the model knows ({names}); the model's channels are {dataset.channel_names}"
     if not found:
-        raise MSGLDMError(f"{folder}: no images named {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending}; point -i at a folder of such files")
+        raise MSGLDMError(f"{folder}: no images named {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending}; point -i at a "
+                          "folder of such files")
     return [found[k] for k in sorted(found)]
 
 
@@ -56,13 +57,16 @@ def _case_of_files(paths: list[Path], dataset: DatasetJson) -> InputCase:
             raise MSGLDMError(f"-i {path}: no such file or folder")
         parsed = split_image_name(path.name, dataset.file_ending)
         if parsed is None:
-            raise MSGLDMError(f"-i {path}: name must be {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} so the channel is known")
+            raise MSGLDMError(f"-i {path}: name must be {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} so the channel "
+                              "is known")
         if parsed[1] not in dataset.channel_names:
-            raise MSGLDMError(f"-i {path}: channel {parsed[1]} is not one of the model's channels {dataset.channel_names}")
+            raise MSGLDMError(f"-i {path}: channel {parsed[1]} is not one of the model's channels "
+                              f"{dataset.channel_names}")
         case_ids.add(parsed[0])
         images[parsed[1]] = path
     if len(case_ids) != 1:
-        raise MSGLDMError(f"-i: files of several cases ({', '.join(sorted(case_ids))}); give one case's files or a folder")
+        raise MSGLDMError(f"-i: files of several cases ({', '.join(sorted(case_ids))}); give one case's files or a "
+                          "folder")
     return InputCase(case_ids.pop(), dict(sorted(images.items())))
 
 

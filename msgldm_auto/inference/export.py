@@ -21,12 +21,14 @@ def to_dataset_intensity(normalised: np.ndarray, p995: float) -> np.ndarray:
 
 
 def restore_to_input_grid(volume: np.ndarray, properties: CaseProperties, reference: Image) -> np.ndarray:
-    """(Z, H, W) preprocessed-space volume -> array in the input's numpy order and shape (background -1 outside the crop)."""
+    """(Z, H, W) preprocessed-space volume -> array in the input's numpy order and shape (background -1 outside the
+    crop)."""
     from msgldm_auto.preprocessing.pipeline import restore_original
 
     restored = np.asarray(restore_original(volume, properties, order=3, fill=-1.0), dtype=np.float32)
     if restored.shape != reference.array.shape:
-        raise RuntimeError(f"restore_original returned shape {restored.shape}, expected the input's {reference.array.shape}")
+        raise RuntimeError(f"restore_original returned shape {restored.shape}, expected the input's "
+                           f"{reference.array.shape}")
     return restored
 
 

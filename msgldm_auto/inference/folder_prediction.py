@@ -16,12 +16,12 @@ from typing import Any
 from tqdm import tqdm
 
 import msgldm_auto
+from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.dataset.cases import image_file_name, std_map_path
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.json_files import load_json
 from msgldm_auto.inference.case_input import InputCase, discover_input
 from msgldm_auto.inference.export import copy_atomic, write_output_image
-from msgldm_auto.atomic import write_json_atomic
+from msgldm_auto.json_files import load_json
 
 PREDICTIONS_FILE = "predictions.json"
 PREVIEW_FOLDER = "previews"
@@ -35,7 +35,8 @@ class FolderReport:
     output_folder: Path | None = None
 
 
-def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | str] | None = None, complete: bool = False,
+def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | str] | None = None,
+                   complete: bool = False,
                    save_std: bool = False, continue_prediction: bool = False, preview: bool = False,
                    progress: bool = True) -> FolderReport:
     dataset = predictor.model.dataset
@@ -45,7 +46,8 @@ def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | s
     record = _load_record(output_folder, strict=continue_prediction)   # other cases' entries are kept
     record.update(_header(predictor))
     report = FolderReport(output_folder=output_folder)
-    for case in tqdm(cases, desc="cases", unit="case", disable=None if progress else True):  # None: a bar on a terminal only
+    for case in tqdm(cases, desc="cases", unit="case",
+                     disable=None if progress else True):  # None: a bar on a terminal only
         if continue_prediction and _is_finished(record, case.case_id, output_folder):
             report.skipped.append(case.case_id)
             continue
@@ -64,7 +66,8 @@ def predict_folder(predictor, inputs, output_folder: Path, targets: list[int | s
     return report
 
 
-def _predict_one(predictor, case: InputCase, output_folder: Path, targets, complete: bool, save_std: bool, preview: bool) -> dict[str, Any]:
+def _predict_one(predictor, case: InputCase, output_folder: Path, targets, complete: bool, save_std: bool,
+                 preview: bool) -> dict[str, Any]:
     if case.problem:
         raise MSGLDMError(case.problem)
     ending = predictor.model.dataset.file_ending

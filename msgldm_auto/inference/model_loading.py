@@ -13,10 +13,10 @@ import torch
 
 from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 from msgldm_auto.paths import resolve_dataset_name, results_root
 from msgldm_auto.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS_NAME, ConfigurationPlan, Plans
 
-from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 ALL_STAGES = ("ae", "structure", "ldm")
 
 
@@ -69,7 +69,8 @@ def load_trained_model(model_folder: Path) -> TrainedModel:
     name = model_folder.name.split("__", 1)[1] if "__" in model_folder.name else next(iter(plans.configurations))
     dataset = DatasetJson.load(model_folder / "dataset.json")
     if dataset.modalities != plans.modalities:
-        raise MSGLDMError(f"{model_folder}: dataset.json channels {dataset.modalities} differ from the plans' {plans.modalities}; re-plan or restore the original files")
+        raise MSGLDMError(f"{model_folder}: dataset.json channels {dataset.modalities} differ from the plans' "
+                          f"{plans.modalities}; re-plan or restore the original files")
     return TrainedModel(model_folder, plans, name, dataset)
 
 
@@ -90,7 +91,8 @@ def available_folds(model_folder: Path, checkpoint: str = "final", stages: tuple
     return sorted(found, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0))
 
 
-def resolve_folds(model_folder: Path, folds: list[str | int] | tuple | None, checkpoint: str, stages: tuple[str, ...]) -> list[str]:
+def resolve_folds(model_folder: Path, folds: list[str | int] | tuple | None, checkpoint: str,
+                  stages: tuple[str, ...]) -> list[str]:
     """The requested folds, or (None) every trained numbered fold, falling back to `all` when it is the only one."""
     if folds:
         return [normalise_fold(f) for f in folds]
@@ -98,7 +100,8 @@ def resolve_folds(model_folder: Path, folds: list[str | int] | tuple | None, che
     numbered = [f for f in found if f.isdigit()]
     if numbered or found:
         return numbered or found
-    raise MSGLDMError(f"{model_folder}: no fold has checkpoint_{checkpoint}.pth for stages {', '.join(stages)}; finish training (msgldm_train) or choose -chk")
+    raise MSGLDMError(f"{model_folder}: no fold has checkpoint_{checkpoint}.pth for stages {', '.join(stages)}; finish "
+                      "training (msgldm_train) or choose -chk")
 
 
 def checkpoint_path(model_folder: Path, fold: str, stage: str, checkpoint: str = "final") -> Path:
@@ -109,7 +112,8 @@ def checkpoint_path(model_folder: Path, fold: str, stage: str, checkpoint: str =
 
 def load_inference_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise MSGLDMError(f"{path}: checkpoint missing; train this fold and stage (msgldm_train), pick other folds with -f, or another -chk")
+        raise MSGLDMError(f"{path}: checkpoint missing; train this fold and stage (msgldm_train), pick other folds "
+                          "with -f, or another -chk")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files

@@ -19,11 +19,14 @@ import torch
 
 from msgldm_auto.atomic import atomic_path, staged_folder
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.evaluation.model_choice import CHOICE_FILE, CHOICE_TABLE_FILE, read_model_choice
 from msgldm_auto.inference.model_loading import (
-    available_folds, checkpoint_path, load_trained_model, resolve_folds,
+    available_folds,
+    checkpoint_path,
+    load_trained_model,
+    resolve_folds,
 )
 from msgldm_auto.paths import DATASET_NAME_PATTERN, results_root
-from msgldm_auto.evaluation.model_choice import CHOICE_FILE, CHOICE_TABLE_FILE, read_model_choice
 from msgldm_auto.plans import METHODS, STAGES
 
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
@@ -50,7 +53,8 @@ def _folds_and_stages(model_folder: Path, config, folds, checkpoint: str) -> tup
     return chosen, tuple(dict.fromkeys(s for m in exported for s in per_method[m]))
 
 
-def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | None = None, checkpoint: str = "final") -> list[str]:
+def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | None = None,
+                     checkpoint: str = "final") -> list[str]:
     """Write the zip atomically; return its member names."""
     model_folder, output = Path(model_folder), Path(output)
     model = load_trained_model(model_folder)
@@ -73,7 +77,8 @@ def _add_model_files(archive: zipfile.ZipFile, model_folder: Path, prefix: PureP
     for name in MODEL_FILES:
         path = model_folder / name
         if not path.is_file():
-            raise MSGLDMError(f"{path}: missing, so the model cannot be exported; copy it from the preprocessed dataset folder")
+            raise MSGLDMError(f"{path}: missing, so the model cannot be exported; copy it from the preprocessed "
+                              "dataset folder")
         archive.write(path, str(prefix / name))
 
 
@@ -95,7 +100,8 @@ def _add_mode_choice(archive: zipfile.ZipFile, model_folder: Path, prefix: PureP
 
 def _stripped_checkpoint(path: Path) -> bytes:
     if not path.is_file():
-        raise MSGLDMError(f"{path}: checkpoint missing; train this fold (msgldm_train), choose other folds with -f, or another -chk")
+        raise MSGLDMError(f"{path}: checkpoint missing; train this fold (msgldm_train), choose other folds with -f, or "
+                          "another -chk")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "inference_weights" not in checkpoint:
         raise MSGLDMError(f"{path}: not an msgldm checkpoint (no 'inference_weights')")
@@ -129,8 +135,10 @@ def _validated_model_dirs(archive: zipfile.ZipFile, zip_path: Path) -> list[Pure
     model_dirs: set[PurePosixPath] = set()
     for name in archive.namelist():
         member = PurePosixPath(name)
-        if member.is_absolute() or ".." in member.parts or len(member.parts) < 3 or not DATASET_NAME_PATTERN.match(member.parts[0]):
-            raise MSGLDMError(f"{zip_path}: entry '{name}' is not DatasetXXX_Name/<plans>__<config>/...; this is not an msgldm model zip")
+        if (member.is_absolute() or ".." in member.parts or len(member.parts) < 3
+                or not DATASET_NAME_PATTERN.match(member.parts[0])):
+            raise MSGLDMError(f"{zip_path}: entry '{name}' is not DatasetXXX_Name/<plans>__<config>/...; this is not "
+                              "an msgldm model zip")
         model_dirs.add(PurePosixPath(*member.parts[:2]))
     if not model_dirs:
         raise MSGLDMError(f"{zip_path}: empty zip; pass a file written by msgldm_export_model_to_zip")

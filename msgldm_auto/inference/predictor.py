@@ -19,14 +19,20 @@ import torch
 
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.evaluation.model_choice import CHOICE_FILE, PredictionMode, read_model_choice
 from msgldm_auto.inference import export
 from msgldm_auto.inference.case_input import load_images
 from msgldm_auto.inference.model_loading import (
-    FoldNetworks, TrainedModel, available_folds, load_fold_networks, load_trained_model, normalise_fold,
-    resolve_device, resolve_folds,
+    FoldNetworks,
+    TrainedModel,
+    available_folds,
+    load_fold_networks,
+    load_trained_model,
+    normalise_fold,
+    resolve_device,
+    resolve_folds,
 )
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES, SynthesisSettings, make_volume_input, synthesize_volume
-from msgldm_auto.evaluation.model_choice import CHOICE_FILE, PredictionMode, read_model_choice
 from msgldm_auto.plans import CONTROL_STAGE, METHODS, STAGES
 
 
@@ -69,7 +75,8 @@ class CasePrediction:
 
 
 class MSGLDMPredictor:
-    def __init__(self, model: TrainedModel, networks: list[FoldNetworks], device: torch.device, options: PredictionOptions | None = None,
+    def __init__(self, model: TrainedModel, networks: list[FoldNetworks], device: torch.device,
+                 options: PredictionOptions | None = None,
                  checkpoint: str = "final"):
         self.model = model
         self.networks = networks
@@ -80,8 +87,9 @@ class MSGLDMPredictor:
         self.scheduler = self._make_scheduler() if self.uses_diffusion else None
 
     @classmethod
-    def from_trained_folder(cls, model_folder: Path | str, folds: list[int | str] | tuple | None = None, checkpoint: str = "final",
-                            device: str | torch.device = "cpu", options: PredictionOptions | None = None) -> "MSGLDMPredictor":
+    def from_trained_folder(cls, model_folder: Path | str, folds: list[int | str] | tuple | None = None,
+                            checkpoint: str = "final", device: str | torch.device = "cpu",
+                            options: PredictionOptions | None = None) -> "MSGLDMPredictor":
         """Load the chosen folds (default: every trained numbered fold, else `all`) of a results model folder."""
         options = options or PredictionOptions()
         options.validate()
@@ -136,7 +144,8 @@ class MSGLDMPredictor:
                 chosen.append(channel)
         return sorted(chosen)
 
-    def predict_case(self, images: dict[int, Path | str | Image], targets: list[int | str] | None = None) -> dict[int, Image]:
+    def predict_case(self, images: dict[int, Path | str | Image],
+                     targets: list[int | str] | None = None) -> dict[int, Image]:
         """{channel: Image} of the synthesized modalities, on the exact grid of the input images."""
         return self.predict_case_full(images, targets).synthesized
 
@@ -151,7 +160,8 @@ class MSGLDMPredictor:
             return CasePrediction(case_id, present, {})
         mean, std, reference, head_mask = self._ensemble(loaded, wanted, with_std, case_id)
         synthesized = {ch: export.finish_volume(mean[i], head_mask, reference) for i, ch in enumerate(wanted)}
-        std_maps = {ch: export.finish_volume(std[i], head_mask, reference) for i, ch in enumerate(wanted)} if with_std else {}
+        std_maps = ({ch: export.finish_volume(std[i], head_mask, reference) for i, ch in enumerate(wanted)}
+                    if with_std else {})
         return CasePrediction(case_id, present, synthesized, std_maps)
 
     def predict_folder(self, inputs, output_folder: Path | str, **kwargs: Any):
@@ -175,16 +185,19 @@ class MSGLDMPredictor:
         reference = images[min(images)]
         volume_input = make_volume_input(np.asarray(data), list(present_channels), len(self.modalities),
                                          properties.foreground_slices)
-        settings = SynthesisSettings(self.uses_diffusion, self.steps, self.options.noise, self.options.batch_size or config.batch_size)
+        settings = SynthesisSettings(self.uses_diffusion, self.steps, self.options.noise,
+                                     self.options.batch_size or config.batch_size)
         scales = [self.model.plans.intensity_p995[self.modalities[ch]] for ch in targets]
         total = np.zeros((len(targets), *reference.array.shape), dtype=np.float64)
         total_sq = np.zeros_like(total) if with_std else None
         count = 0
         for networks in self.networks:
             for sample in range(self.samples):
-                synthesis = synthesize_volume(networks, self.scheduler, config, volume_input, targets, settings, self._sample_seed(sample))
+                synthesis = synthesize_volume(networks, self.scheduler, config, volume_input, targets, settings,
+                                              self._sample_seed(sample))
                 for i, scale in enumerate(scales):
-                    restored = export.to_dataset_intensity(export.restore_to_input_grid(synthesis[i], properties, reference), scale)
+                    restored = export.to_dataset_intensity(export.restore_to_input_grid(synthesis[i], properties,
+                                                                                        reference), scale)
                     total[i] += restored
                     if total_sq is not None:
                         total_sq[i] += np.square(restored, dtype=np.float64)
@@ -210,7 +223,8 @@ class MSGLDMPredictor:
     def _check_channels(self, images: dict[int, Any], case_id: str) -> None:
         unknown = [ch for ch in images if not 0 <= ch < len(self.modalities)]
         if unknown:
-            raise MSGLDMError(f"case {case_id}: channel(s) {unknown} are not modalities of this model ({dict(enumerate(self.modalities))})")
+            raise MSGLDMError(f"case {case_id}: channel(s) {unknown} are not modalities of this model "
+                              f"({dict(enumerate(self.modalities))})")
 
     def _make_scheduler(self):
         from msgldm_auto.diffusion.scheduler import make_scheduler
@@ -247,8 +261,9 @@ def apply_mode_choice(options: PredictionOptions, model_folder: Path, mode_name:
 def _named_mode(name: str) -> PredictionMode:
     if name in ("one_pass", "unet"):
         return PredictionMode.decoder() if name == "one_pass" else PredictionMode.control()
-    samples = name[len("diffusion_mean"):] if name.startswith("diffusion_mean") else ("1" if name == "diffusion" else "")
+    samples = (name[len("diffusion_mean"):] if name.startswith("diffusion_mean")
+               else ("1" if name == "diffusion" else ""))
     if not samples.isdigit() or int(samples) < 1:
-        raise MSGLDMError(f"--mode {name}: choose one_pass, diffusion, diffusion_meanK (K samples, e.g. diffusion_mean8) "
-                          "or unet")
+        raise MSGLDMError(f"--mode {name}: choose one_pass, diffusion, diffusion_meanK (K samples, e.g. "
+                          "diffusion_mean8) or unet")
     return PredictionMode.diffusion(int(samples))

@@ -36,7 +36,8 @@ class VolumeInput:
     slices: list[int]             # slice indices to synthesize (the others stay background)
 
 
-def make_volume_input(data: np.ndarray, present_channels: list[int], num_modalities: int, foreground_slices: list[int] | None) -> VolumeInput:
+def make_volume_input(data: np.ndarray, present_channels: list[int], num_modalities: int,
+                      foreground_slices: list[int] | None) -> VolumeInput:
     """Spread preprocessing's (P, Z, H, W) array of present modalities onto all M modality slots."""
     _, z, h, w = data.shape
     volume = torch.full((num_modalities, z, h, w), BACKGROUND, dtype=torch.float32)
@@ -65,7 +66,8 @@ def make_noise(shape: tuple[int, ...], depth: int, strategy: str, seed: int) -> 
 
 
 @torch.no_grad()
-def encode_present(autoencoder: torch.nn.Module, volume_input: VolumeInput, latent_channels: int, latent_size: list[int], batch_size: int) -> torch.Tensor:
+def encode_present(autoencoder: torch.nn.Module, volume_input: VolumeInput, latent_channels: int,
+                   latent_size: list[int], batch_size: int) -> torch.Tensor:
     """(Z, M, L, h, w) latents of every present slice; zeros where a modality is missing."""
     volume, present = volume_input.volume, volume_input.present
     m, z = volume.shape[:2]
@@ -92,7 +94,8 @@ def synthesize_volume(networks: FoldNetworks, scheduler, config: ConfigurationPl
     latent_size = [height // config.latent_scale, width // config.latent_scale]
     latent_shape = (m, config.autoencoder.latent_channels, *latent_size)
     if diffusion:
-        present_latents = encode_present(networks.autoencoder, volume_input, latent_shape[1], latent_size, settings.batch_size)
+        present_latents = encode_present(networks.autoencoder, volume_input, latent_shape[1], latent_size,
+                                         settings.batch_size)
         noise = make_noise(latent_shape, depth, settings.noise, seed)
     slices = torch.as_tensor(volume_input.slices, dtype=torch.long)
     for batch in torch.split(slices, settings.batch_size):
@@ -104,7 +107,8 @@ def synthesize_volume(networks: FoldNetworks, scheduler, config: ConfigurationPl
             continue
         guidance = networks.disentangler(images, kept)
         if diffusion:
-            latents = _sample_batch(networks, scheduler, config, settings, guidance, kept, present_latents, context, noise[batch])
+            latents = _sample_batch(networks, scheduler, config, settings, guidance, kept, present_latents, context,
+                                    noise[batch])
             decoded = _decode_targets(networks.autoencoder, latents, targets)
         else:
             decoded = guidance.synthesis[:, targets]
@@ -118,7 +122,8 @@ def _as_numpy(images: torch.Tensor) -> np.ndarray:
 
 
 def _sample_batch(networks: FoldNetworks, scheduler, config: ConfigurationPlan, settings: SynthesisSettings, guidance,
-                  kept: torch.Tensor, present_latents: torch.Tensor, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+                  kept: torch.Tensor, present_latents: torch.Tensor, context: torch.Tensor,
+                  noise: torch.Tensor) -> torch.Tensor:
     from msgldm_auto.diffusion.sampler import sample_latents
 
     device = kept.device

@@ -38,7 +38,8 @@ from msgldm_auto.plans import ConfigurationPlan
 
 @dataclass(frozen=True)
 class SkipShape:
-    """One tensor that the UNet adds a guidance residual to: its channels and its down-sampling relative to the input."""
+    """One tensor that the UNet adds a guidance residual to: its channels and its down-sampling relative to the
+    input."""
     channels: int
     stride: int
 
@@ -103,7 +104,8 @@ class MultiscaleGuidance(nn.Module):
 
 
 def head_channels_per_level(channels: list[int], num_head_channels: int) -> tuple[int, ...]:
-    """MONAI needs heads that divide the width; a level narrower than (or not divisible by) the plan's head size gets one head."""
+    """MONAI needs heads that divide the width; a level narrower than (or not divisible by) the plan's head size gets
+    one head."""
     return tuple(num_head_channels if c % num_head_channels == 0 else c for c in channels)
 
 
@@ -116,8 +118,8 @@ def check_unet_plan(config: ConfigurationPlan) -> None:
         )
     if any(c % unet.norm_num_groups for c in unet.channels):
         raise MSGLDMError(
-            f"plans: unet.norm_num_groups={unet.norm_num_groups} does not divide every unet.channels entry {unet.channels}; "
-            "pick a common divisor"
+            f"plans: unet.norm_num_groups={unet.norm_num_groups} does not divide every unet.channels entry "
+            f"{unet.channels}; pick a common divisor"
         )
     down_sampling = 2 ** (len(unet.channels) - 1)
     if any(size % down_sampling for size in config.latent_size):
@@ -204,10 +206,12 @@ class GuidedDenoiser(nn.Module):
         mask_maps = kept.to(noisy.dtype)[:, :, None, None].expand(-1, -1, *noisy.shape[-2:])
         if self.context_slices > 1:
             if neighbours is None:
-                raise ValueError(f"the plan has context_slices={self.context_slices}; pass neighbours (B, M, C-1, L, h, w)")
+                raise ValueError(f"the plan has context_slices={self.context_slices}; pass neighbours (B, M, C-1, L, "
+                                 "h, w)")
             parts.append(torch.where(kept[:, :, None, None, None, None], neighbours, zero))
         flat = [p.reshape(batch, -1, *noisy.shape[-2:]) for p in parts]
-        return torch.cat([*flat[:2], mask_maps, *flat[2:], prior, one_pass.reshape(batch, -1, *noisy.shape[-2:])], dim=1)
+        return torch.cat([*flat[:2], mask_maps, *flat[2:], prior, one_pass.reshape(batch, -1, *noisy.shape[-2:])],
+                         dim=1)
 
     def _style_tokens(self, styles: torch.Tensor) -> torch.Tensor:
         """(B, M, D) styles -> (B, M, D + M) tokens: each style with the one-hot id of its modality."""

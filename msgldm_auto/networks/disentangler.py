@@ -19,12 +19,12 @@ from torch import nn
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.networks.decoder import SegmentationHead, StyleDecoder
-from msgldm_auto.networks.style import ModalityStyles, StyleCodes
 from msgldm_auto.networks.structure import (
     MultiModalStructureFusion,
     MultiScaleStructureEmbedding,
     StructureEncoder,
 )
+from msgldm_auto.networks.style import ModalityStyles, StyleCodes
 from msgldm_auto.plans import ConfigurationPlan
 
 

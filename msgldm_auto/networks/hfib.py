@@ -3,9 +3,9 @@
 `high = x − GaussianBlur_σ(x)` with one learnable σ per channel, σ = softplus(param) initialised at 1 and capped at
 `SIGMA_MAX`. The Gaussian is separable and built every forward from σ, so σ gets a gradient; its radius is fixed at
 ⌈3·σ_max⌉ (a fixed kernel size keeps shapes static), shrunk only when a feature map is too small for reflect padding.
-The blur is applied as a banded matrix product (see `blur_matrix`). Reflect padding makes a constant region — including one touching the border — have an exactly flat blur, so the
-high-pass is ~0 there and large only at edges. `[x, high]` is fused back to x's width by a 3×3 convolution and added
-to x.
+The blur is applied as a banded matrix product (see `blur_matrix`). Reflect padding makes a constant region — including
+one touching the border — have an exactly flat blur, so the high-pass is ~0 there and large only at edges. `[x, high]`
+is fused back to x's width by a 3×3 convolution and added to x.
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ class HighFrequencyInjection(nn.Module):
         much as a full 3×3 convolution, a banded matmul a fraction of it, and the reflect padding folds into A.
         """
         radius = (kernel.shape[1] - 1) // 2
-        positions = torch.arange(size, device=kernel.device)[:, None] + torch.arange(-radius, radius + 1, device=kernel.device)
+        positions = torch.arange(size, device=kernel.device)[:, None] + torch.arange(-radius, radius + 1,
+                                                                                     device=kernel.device)
         reflected = positions.abs()
         reflected = torch.where(reflected > size - 1, 2 * (size - 1) - reflected, reflected)       # (size, taps)
         channels = kernel.shape[0]

@@ -18,7 +18,8 @@ from msgldm_auto.networks.hfib import HighFrequencyInjection
 
 
 def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Softmax over `dim` where masked-out entries get weight exactly 0; an all-masked slice gives all zeros, not NaN."""
+    """Softmax over `dim` where masked-out entries get weight exactly 0; an all-masked slice gives all zeros, not
+    NaN."""
     filled = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
     return torch.softmax(filled, dim=dim) * mask.to(logits.dtype)
 

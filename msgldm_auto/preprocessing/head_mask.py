@@ -37,7 +37,8 @@ def compute_head_mask(volumes: list[np.ndarray]) -> HeadMask:
     # applied to the unsmoothed mean so the mask does not grow by the blur; stray noise voxels fall to the
     # largest-component step and dark voxels inside the head to the hole filling.
     mean = _scaled_mean(volumes)
-    sample = np.log(ndimage.gaussian_filter(mean, 1.0)[::2, ::2, ::2] + LOG_OFFSET)  # strided: same histogram, 8x cheaper
+    # strided: same histogram, 8x cheaper
+    sample = np.log(ndimage.gaussian_filter(mean, 1.0)[::2, ::2, ::2] + LOG_OFFSET)
     if float(sample.max()) <= float(sample.min()):
         return HeadMask(np.zeros(mean.shape, dtype=bool), skull_stripped=False)
     threshold = float(np.exp(threshold_otsu(sample))) - LOG_OFFSET

@@ -33,7 +33,8 @@ def _guarded(func: Callable[..., Any], name: str, args: tuple) -> Outcome:
         return Outcome(name, error=f"{type(err).__name__}: {err}\n{traceback.format_exc()}", bug=True)
 
 
-def parallel_map(func: Callable[..., Any], jobs: list[tuple[str, tuple]], num_processes: int, description: str) -> Iterator[Outcome]:
+def parallel_map(func: Callable[..., Any], jobs: list[tuple[str, tuple]], num_processes: int,
+                 description: str) -> Iterator[Outcome]:
     """Yield an `Outcome` per (name, args) job as it finishes."""
     progress = tqdm(total=len(jobs), desc=description, unit="case", disable=None)
     try:

@@ -50,10 +50,12 @@ def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Im
     ras = {channel: reorientation.to_ras(images[channel].array) for channel in present}
     head = compute_head_mask(list(ras.values()))
     if not head.mask.any():
-        raise MSGLDMError(f"case {case_id}: no head voxels found (the images are empty or constant); check or remove its files")
+        raise MSGLDMError(f"case {case_id}: no head voxels found (the images are empty or constant); check or remove "
+                          "its files")
     box = get_bbox_from_mask(head.mask)
     crop = bounding_box_to_slice(box)
-    geometry = _SliceGeometry.plan(reorientation.ras_spacing(reference.spacing), head.mask[crop].shape, config, whole_head)
+    geometry = _SliceGeometry.plan(reorientation.ras_spacing(reference.spacing), head.mask[crop].shape, config,
+                                   whole_head)
 
     mask_resampled = resample_in_plane(to_slices(head.mask[crop], config.slice_axis), geometry.resampled_hw, order=0)
     mask_stack = geometry.place(mask_resampled, False)
@@ -66,9 +68,11 @@ def preprocess_case(images: dict[int, Image], config: ConfigurationPlan, seg: Im
         stats = head_percentiles(volume, head.mask[crop])
         scale = scheme.scale(stats)
         if not scale > 0:
-            raise MSGLDMError(f"case {case_id}: channel {channel:04d} has no positive intensity inside the head; check the image")
+            raise MSGLDMError(f"case {case_id}: channel {channel:04d} has no positive intensity inside the head; check "
+                              "the image")
         # Head pixels only: the air outside must not darken the rim of the head (normalised convolution).
-        stack, _ = resample_inside_mask(to_slices(volume, config.slice_axis), to_slices(head.mask[crop], config.slice_axis),
+        stack, _ = resample_inside_mask(to_slices(volume, config.slice_axis),
+                                        to_slices(head.mask[crop], config.slice_axis),
                                         geometry.resampled_hw, order=3)
         normalised = scheme.normalize(stack, mask_resampled, scale)
         rows.append(geometry.place(normalised, BACKGROUND))
@@ -94,7 +98,8 @@ def _original_grid(reference: Image) -> OriginalGrid:
                         [float(o) for o in reference.origin], [float(d) for d in reference.direction])
 
 
-def _preprocess_seg(seg: Image | None, reorientation: Reorientation, crop: tuple[slice, ...], geometry: "_SliceGeometry",
+def _preprocess_seg(seg: Image | None, reorientation: Reorientation, crop: tuple[slice, ...],
+                    geometry: "_SliceGeometry",
                     slice_axis: int, case_id: str) -> np.ndarray | None:
     if seg is None:
         return None
@@ -112,7 +117,8 @@ class _SliceGeometry:
         self.slice_axis, self.cropped_shape = slice_axis, cropped_shape
         self.resampled_hw, self.image_size, self.spacing = resampled_hw, image_size, spacing
         # Where the resampled slice's first pixel lands in the stored slice: >0 padding, <0 cropping (centred).
-        self.offset = [(target - n) // 2 if target >= n else -((n - target) // 2) for n, target in zip(resampled_hw, image_size)]
+        self.offset = [(target - n) // 2 if target >= n else -((n - target) // 2) for n, target in zip(resampled_hw,
+                                                                                                       image_size)]
 
     @classmethod
     def plan(cls, ras_spacing: list[float], cropped_ras_shape: tuple[int, ...], config: ConfigurationPlan,

@@ -36,12 +36,14 @@ def preprocess_one(case: Case, config: ConfigurationPlan, folder: Path, resample
 
 
 def preprocess_dataset(raw_folder: Path, output_folder: Path, config: ConfigurationPlan, num_processes: int = 1,
-                       clean: bool = False, resample_mismatched: bool = False, raise_on_failure: bool = True) -> PreprocessReport:
+                       clean: bool = False, resample_mismatched: bool = False,
+                       raise_on_failure: bool = True) -> PreprocessReport:
     raw_folder, output_folder = Path(raw_folder), Path(output_folder)
     dataset = DatasetJson.load(raw_folder / "dataset.json")
     cases = training_cases(raw_folder, dataset)
     if not cases:
-        raise MSGLDMError(f"{raw_folder}: no training cases in imagesTr; add {{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} files")
+        raise MSGLDMError(f"{raw_folder}: no training cases in imagesTr; add "
+                          f"{{CASE}}_{{CHANNEL:04d}}{dataset.file_ending} files")
     if clean and output_folder.exists():
         shutil.rmtree(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,8 @@ def save_case(folder: Path, case_id: str, data: np.ndarray, present: list[int], 
     folder.mkdir(parents=True, exist_ok=True)
     data = np.ascontiguousarray(data, dtype=np.float32)
     if data.ndim != 4 or data.shape[0] != len(present):
-        raise ValueError(f"{case_id}: data of shape {data.shape} does not hold {len(present)} present modalities as (P, Z, H, W)")
+        raise ValueError(f"{case_id}: data of shape {data.shape} does not hold {len(present)} present modalities as "
+                         "(P, Z, H, W)")
     properties = dataclasses.replace(properties, present=[int(c) for c in present])
     (folder / f"{case_id}{PROPERTIES_SUFFIX}").unlink(missing_ok=True)  # the case is incomplete until the JSON is back
     _write_array(folder / f"{case_id}{DATA_SUFFIX}", data)
@@ -110,6 +111,7 @@ def _write_array(path: Path, array: np.ndarray) -> None:
 
 def _read_array(path: Path) -> Any:
     if not path.is_file():
-        raise MSGLDMError(f"{path}: missing; the preprocessed case is incomplete, re-run msgldm_preprocess with --clean")
+        raise MSGLDMError(f"{path}: missing; the preprocessed case is incomplete, re-run msgldm_preprocess with "
+                          "--clean")
     return blosc2.open(str(path), mode="r")
 

@@ -15,13 +15,15 @@ BACKGROUND = -1.0
 
 
 class IntensityOnKeptTransform(AbstractTransform):
-    """Gamma and brightness on the kept modalities of each sample, mapped so that -1 stays -1 and values stay in [-1, 1].
+    """Gamma and brightness on the kept modalities of each sample, mapped so that -1 stays -1 and values stay in
+    [-1, 1].
 
     Uses the global numpy RNG like every batchgenerators transform, so single-process runs resume exactly (the trainer
     checkpoints that state) and worker processes get their own seeds from the augmenter.
     """
 
-    def __init__(self, context_slices: int, p_per_sample: float = 0.3, gamma_range=(0.7, 1.5), brightness_range=(0.85, 1.15)):
+    def __init__(self, context_slices: int, p_per_sample: float = 0.3, gamma_range=(0.7, 1.5),
+                 brightness_range=(0.85, 1.15)):
         self.context_slices = context_slices
         self.p_per_sample = p_per_sample
         self.gamma_range = gamma_range

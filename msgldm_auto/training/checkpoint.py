@@ -41,7 +41,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, do not dump a pickle traceback
-        raise MSGLDMError(f"{path}: not a readable msgldm checkpoint ({type(err).__name__}); delete it and retrain that stage") from None
+        raise MSGLDMError(f"{path}: not a readable msgldm checkpoint ({type(err).__name__}); delete it and retrain "
+                          "that stage") from None
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -62,7 +63,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     # Checkpoints are loaded with map_location=<training device>; generator states must come back as CPU byte tensors.
     torch.set_rng_state(state["torch"].cpu())
     numpy_state = state["numpy"]
-    np.random.set_state((numpy_state["kind"], numpy_state["keys"].cpu().numpy().astype(np.uint32), numpy_state["position"],
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].cpu().numpy().astype(np.uint32),
+                         numpy_state["position"],
                          numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     python_state = state["python"]
     random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))

@@ -102,7 +102,8 @@ def build_slice_index(reader: CaseReader, case_ids: list[str], num_modalities: i
         masks.append(mask)
         seg_flags.append(case.seg is not None)
     if not rows:
-        raise MSGLDMError("no training slices: every case of this fold has fewer than two modalities or no head voxels; check the preprocessed data")
+        raise MSGLDMError("no training slices: every case of this fold has fewer than two modalities or no head "
+                          "voxels; check the preprocessed data")
     return SliceIndex(kept_ids, np.stack(masks), np.asarray(rows, dtype=np.int64), bool(seg_flags) and all(seg_flags))
 
 
@@ -125,15 +126,16 @@ class SliceReader:
         half = self.context_slices // 2
         wanted = np.clip(np.arange(z - half, z + half + 1), 0, num_slices - 1)
         block = np.asarray(case.data[:, int(wanted.min()): int(wanted.max()) + 1], dtype=np.float32)
-        block = block[:, wanted - wanted.min()]                        # (P, C, H, W)
+        block = block[:, wanted - wanted.min()]                     # (P, C, H, W)
         images = np.full((self.num_modalities, *block.shape[1:]), BACKGROUND, dtype=np.float32)
-        images[list(case.present)] = block                             # missing modalities stay background, flagged absent
+        images[list(case.present)] = block                          # missing modalities stay background, flagged absent
         seg = None if case.seg is None else np.asarray(case.seg[z], dtype=np.int64)
         return images, seg
 
 
 class SliceStream:
-    """Position -> slice number in the endless stream of seeded permutations (pass p uses permutation seed (seed, p))."""
+    """Position -> slice number in the endless stream of seeded permutations (pass p uses permutation seed
+    (seed, p))."""
 
     def __init__(self, num_slices: int, seed: int):
         self.num_slices, self.seed = num_slices, seed
@@ -169,11 +171,14 @@ def exit_with_parent(parent_pid: int) -> None:
 class SliceDataLoader(DataLoader):
     """batchgenerators loader producing this rank's share of global batch k, for k = start, start+T, ... per thread."""
 
-    def __init__(self, reader: CaseReader, index: SliceIndex, num_modalities: int, context_slices: int, global_batch: int,
+    def __init__(self, reader: CaseReader, index: SliceIndex, num_modalities: int, context_slices: int,
+                 global_batch: int,
                  seed: int, rank: int = 0, world_size: int = 1, start_batch: int = 0, num_threads: int = 1):
         if global_batch % world_size:
-            raise MSGLDMError(f"batch size {global_batch} is not divisible by {world_size} processes; change batch_size in the plans or the process count")
-        super().__init__(index, global_batch // world_size, num_threads_in_multithreaded=num_threads, infinite=True, shuffle=False)
+            raise MSGLDMError(f"batch size {global_batch} is not divisible by {world_size} processes; change "
+                              "batch_size in the plans or the process count")
+        super().__init__(index, global_batch // world_size, num_threads_in_multithreaded=num_threads, infinite=True,
+                         shuffle=False)
         self.indices = np.arange(len(index))
         self.index, self.seed, self.rank, self.global_batch = index, seed, rank, global_batch
         self.start_batch, self._batches_made = start_batch, 0
@@ -250,7 +255,8 @@ def make_training_batches(reader: CaseReader, index: SliceIndex, num_modalities:
         return TrainingBatches(loader, SingleThreadedAugmenter(loader, transforms))
     # Worker seeds depend on where we start, so a resumed run does not replay the first augmentations.
     seeds = [seed + 1000 * rank + 7919 * start_batch + worker for worker in range(workers)]
-    augmenter = MultiThreadedAugmenter(loader, transforms, workers, num_cached_per_queue=2, seeds=seeds, pin_memory=False)
+    augmenter = MultiThreadedAugmenter(loader, transforms, workers, num_cached_per_queue=2, seeds=seeds,
+                                       pin_memory=False)
     return TrainingBatches(loader, augmenter)
 
 
@@ -264,7 +270,8 @@ def validation_batches(reader: CaseReader, index: SliceIndex, num_modalities: in
         rows = [index.slices[i] for i in chosen[start:start + batch_size]]
         samples = [slice_reader.read(int(c), int(z)) for c, z in rows]
         present = np.stack([index.present[c] for c, _ in rows])
-        kept = np.stack([draw_kept(mask, np.random.default_rng([seed, 2, int(i)])) for mask, i in zip(present, chosen[start:])])
+        kept = np.stack([draw_kept(mask, np.random.default_rng([seed, 2, int(i)])) for mask, i in zip(present,
+                                                                                                      chosen[start:])])
         data = np.stack([image for image, _ in samples])
         batch = {"data": data, "present": present, "kept": kept, "slice_ids": np.asarray(rows), "shape": data.shape}
         if index.has_seg:

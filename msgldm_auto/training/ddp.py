@@ -30,7 +30,8 @@ class DistributedContext:
 def resolve_device(kind: str, local_rank: int = 0) -> torch.device:
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise MSGLDMError("-device cuda: no CUDA GPU is visible to torch; use -device cpu (or mps on Apple silicon)")
+            raise MSGLDMError("-device cuda: no CUDA GPU is visible to torch; use -device cpu (or mps on Apple "
+                              "silicon)")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if kind == "mps":
         if not torch.backends.mps.is_available():

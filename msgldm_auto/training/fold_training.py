@@ -18,11 +18,23 @@ import torch
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
-from msgldm_auto.plans import (CONTROL_STAGE, DEFAULT_PLANS_NAME, STAGE_NEEDS, STAGES, ConfigurationPlan, Plans,
-                               plans_file_name)
+from msgldm_auto.plans import (
+    CONTROL_STAGE,
+    DEFAULT_PLANS_NAME,
+    STAGE_NEEDS,
+    STAGES,
+    ConfigurationPlan,
+    Plans,
+    plans_file_name,
+)
 from msgldm_auto.training.checkpoint import checkpoint_path
-from msgldm_auto.training.data_loader import (StorageReader, build_slice_index, default_num_workers,
-                                              make_training_batches, validation_batches)
+from msgldm_auto.training.data_loader import (
+    StorageReader,
+    build_slice_index,
+    default_num_workers,
+    make_training_batches,
+    validation_batches,
+)
 from msgldm_auto.training.ddp import DistributedContext, init_distributed, shutdown
 from msgldm_auto.training.splits import FoldCases, fold_cases, load_splits, parse_fold, write_splits
 from msgldm_auto.training.trainer import StageResult, StageTrainer, TrainerSettings
@@ -90,7 +102,8 @@ def prepare(request: TrainingRequest) -> FoldSetup:
     preprocessed_folder = preprocessed_root() / dataset_name
     plans_path = preprocessed_folder / plans_file_name(request.plans_name)
     if not plans_path.is_file():
-        raise MSGLDMError(f"{plans_path}: plans not found; run msgldm_plan_and_preprocess -d {request.dataset} (or pick -p)")
+        raise MSGLDMError(f"{plans_path}: plans not found; run msgldm_plan_and_preprocess -d {request.dataset} (or "
+                          "pick -p)")
     plans = Plans.load(plans_path)
     config = plans.configuration(request.configuration)
     fold = parse_fold(request.fold)
@@ -99,7 +112,8 @@ def prepare(request: TrainingRequest) -> FoldSetup:
 
     case_ids = list_cases(data_folder)
     if not case_ids:
-        raise MSGLDMError(f"{data_folder}: no preprocessed cases; run msgldm_preprocess -d {request.dataset} -c {request.configuration}")
+        raise MSGLDMError(f"{data_folder}: no preprocessed cases; run msgldm_preprocess -d {request.dataset} -c "
+                          f"{request.configuration}")
     splits, new = load_splits(preprocessed_folder, case_ids)
     cases = fold_cases(splits, fold, case_ids, preprocessed_folder / "splits_final.json")
     output = results_root() / dataset_name / f"{request.plans_name}__{request.configuration}"
@@ -190,7 +204,8 @@ def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context:
     workers = request.num_workers if request.num_workers is not None else default_num_workers()
 
     def make_batches(start_batch: int):
-        return make_training_batches(reader, train_index, plans.num_modalities, config.context_slices, config.image_size,
+        return make_training_batches(reader, train_index, plans.num_modalities, config.context_slices,
+                                     config.image_size,
                                      config.batch_size, request.seed, rank=context.rank, world_size=context.world_size,
                                      start_batch=start_batch, slice_axis=config.slice_axis, num_workers=workers)
 
@@ -217,7 +232,8 @@ def run_fold_validation(setup: FoldSetup, request: TrainingRequest, device: torc
 
     raw_folder = raw_root() / setup.dataset_name
     if not setup.cases.val or not (raw_folder / "dataset.json").is_file():
-        print(f"fold {setup.cases.fold}: no held-out raw cases under {raw_folder}; case-level validation skipped", file=sys.stderr)
+        print(f"fold {setup.cases.fold}: no held-out raw cases under {raw_folder}; case-level validation skipped",
+              file=sys.stderr)
         return None
     held_out = set(setup.cases.val)
     cases = [case for case in training_cases(raw_folder) if case.case_id in held_out]

@@ -48,12 +48,15 @@ def make_splits(case_ids: list[str]) -> list[dict[str, list[str]]]:
 
 
 def _check_user_splits(splits: object, path: Path, known: set[str]) -> list[dict[str, list[str]]]:
-    if not isinstance(splits, list) or not splits or not all(isinstance(s, dict) and "train" in s and "val" in s for s in splits):
-        raise MSGLDMError(f"{path}: expected a list of {{\"train\": [...], \"val\": [...]}} objects; fix it or delete it to regenerate")
+    if not isinstance(splits, list) or not splits or not all(isinstance(s, dict) and "train" in s and "val" in s
+                                                             for s in splits):
+        raise MSGLDMError(f"{path}: expected a list of {{\"train\": [...], \"val\": [...]}} objects; fix it or delete "
+                          "it to regenerate")
     for index, split in enumerate(splits):
         unknown = sorted((set(split["train"]) | set(split["val"])) - known)
         if unknown:
-            raise MSGLDMError(f"{path}: fold {index} names case(s) {unknown[:3]} that are not preprocessed; fix the file or re-run preprocessing")
+            raise MSGLDMError(f"{path}: fold {index} names case(s) {unknown[:3]} that are not preprocessed; fix the "
+                              "file or re-run preprocessing")
     return splits
 
 
@@ -77,10 +80,12 @@ def fold_cases(splits: list[dict[str, list[str]]], fold: str, case_ids: list[str
         return FoldCases("all", sorted(case_ids), [])
     index = int(fold)
     if index >= len(splits):
-        raise MSGLDMError(f"{splits_path}: has {len(splits)} folds, so fold {fold} does not exist; use 0..{len(splits) - 1} or 'all'")
+        raise MSGLDMError(f"{splits_path}: has {len(splits)} folds, so fold {fold} does not exist; use "
+                          f"0..{len(splits) - 1} or 'all'")
     train, val = sorted(splits[index]["train"]), sorted(splits[index]["val"])
     if not train:
         raise MSGLDMError(f"{splits_path}: fold {fold} has no training cases; add cases or use fold 'all'")
     if set(train) & set(val):
-        raise MSGLDMError(f"{splits_path}: fold {fold} lists {sorted(set(train) & set(val))[:3]} in both train and val; fix the file")
+        raise MSGLDMError(f"{splits_path}: fold {fold} lists {sorted(set(train) & set(val))[:3]} in both train and "
+                          "val; fix the file")
     return FoldCases(fold, train, val)

@@ -23,8 +23,14 @@ import torch
 from tqdm import tqdm
 
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.training.checkpoint import (capture_rng_state, checkpoint_path, load_checkpoint, restore_rng_state,
-                                             save_checkpoint, strip_wrappers)
+from msgldm_auto.training.checkpoint import (
+    capture_rng_state,
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    strip_wrappers,
+)
 from msgldm_auto.training.data_loader import SliceBatch, TrainingBatches
 from msgldm_auto.training.ddp import DistributedContext, barrier, shared_max
 from msgldm_auto.training.progress import History, ProgressLog
@@ -89,7 +95,8 @@ def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
 class StageTrainer:
     def __init__(self, stage: Stage, settings: TrainerSettings, folder: Path, context: DistributedContext,
                  identity: dict[str, str]):
-        self.stage, self.settings, self.folder, self.context, self.identity = stage, settings, Path(folder), context, identity
+        self.stage, self.settings, self.folder, self.context, self.identity = (stage, settings, Path(folder), context,
+                                                                               identity)
         device = context.device
         use_fp16 = settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
         self.scalers = {n: torch.amp.GradScaler(device.type, enabled=use_fp16) for n in stage.optimizers}
@@ -140,7 +147,8 @@ class StageTrainer:
             try:
                 network.load_state_dict(checkpoint["network_weights"][name])
             except (KeyError, RuntimeError) as err:
-                raise MSGLDMError(f"{path}: does not fit the current '{name}' network ({str(err).splitlines()[0][:100]});"
+                raise MSGLDMError(f"{path}: does not fit the current '{name}' network "
+                                  f"({str(err).splitlines()[0][:100]});"
                                   " other plans or an older msgldm_auto made it: delete "
                                   f"{self.folder} to train this stage afresh") from None
         for group, objects in (("optimizer_state", self.stage.optimizers), ("grad_scaler_state", self.scalers)):
@@ -257,7 +265,8 @@ class StageTrainer:
                 last_save = time.monotonic()
             barrier(self.context)
         if out_of_time:
-            self.log.line(f"[{self.stage.name}] time budget of {settings.max_minutes} min spent at iteration {self.state.iteration}")
+            self.log.line(f"[{self.stage.name}] time budget of {settings.max_minutes} min spent at iteration "
+                          f"{self.state.iteration}")
         self.stage.finish(batches, self.context.device)
         final = self.save("final")
         self.save("latest")   # resuming after finish() must see the finished state (e.g. the AE scale factor)

@@ -14,14 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from msgldm_auto.atomic import write_json_atomic
 from msgldm_auto.dataset.cases import Case
 from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.evaluation.metrics import evaluate_volumes
 from msgldm_auto.evaluation.previews import save_preview
 from msgldm_auto.evaluation.table import ScoredVolume, aggregate, json_safe, summarise
-from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
-from msgldm_auto.atomic import write_json_atomic
+from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 
 SUMMARY_FILE = "summary.json"
 PREVIEW_FOLDER = "previews"
@@ -47,7 +47,8 @@ def validation_patterns(present: list[int]) -> list[Pattern]:
 
 
 def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], *, checkpoint: str = "final",
-                  device: str = "cpu", options: PredictionOptions | None = None, output_folder: Path | str | None = None,
+                  device: str = "cpu", options: PredictionOptions | None = None,
+                  output_folder: Path | str | None = None,
                   max_cases: int | None = None, num_previews: int = 2, compare_one_pass: bool = True) -> dict[str, Any]:
     """Synthesize, score and summarise the held-out `cases` (raw `Case`s) of `fold`; returns the written summary."""
     model_folder = Path(model_folder)

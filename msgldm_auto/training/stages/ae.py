@@ -32,10 +32,12 @@ class AutoencoderStage(Stage):
         self.config, self.weights = config, config.losses
         self.networks = {"autoencoder": LatentAutoencoder(config).to(device),
                          "discriminator": build_discriminator(config).to(device)}
-        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=learning_rate) for name, net in self.networks.items()}
+        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=learning_rate)
+                           for name, net in self.networks.items()}
 
     def _slices(self, batch: SliceBatch) -> torch.Tensor:
-        """Keep the plan's batch size: a random subset of the present single-modality slices (torch RNG, checkpointed)."""
+        """Keep the plan's batch size: a random subset of the present single-modality slices (torch RNG,
+        checkpointed)."""
         slices = present_centre_slices(batch)
         chosen = torch.randperm(slices.shape[0])[: batch.images.shape[0]]
         return slices[chosen.to(slices.device)]
@@ -73,7 +75,8 @@ class AutoencoderStage(Stage):
         autoencoder = self.networks["autoencoder"]
         autoencoder.eval()
         autoencoder.scale_factor.fill_(1.0)
-        latents = [autoencoder.encode(present_centre_slices(next(batches).to(device))) for _ in range(SCALE_FACTOR_BATCHES)]
+        latents = [autoencoder.encode(present_centre_slices(next(batches).to(device)))
+                   for _ in range(SCALE_FACTOR_BATCHES)]
         std = torch.cat([z.flatten() for z in latents]).std()
         autoencoder.scale_factor.fill_(float(1.0 / std.clamp(min=1e-6)))
         autoencoder.train()

@@ -39,7 +39,8 @@ def load_frozen(network: torch.nn.Module, checkpoint: Path, device: torch.device
     try:
         network.load_state_dict(payload["inference_weights"])
     except (KeyError, RuntimeError) as err:
-        raise MSGLDMError(f"{checkpoint}: weights do not fit the current plans ({str(err).splitlines()[0][:120]}); retrain that stage") from None
+        raise MSGLDMError(f"{checkpoint}: weights do not fit the current plans ({str(err).splitlines()[0][:120]}); "
+                          "retrain that stage") from None
     network.to(device).eval()
     network.requires_grad_(False)
     return network
@@ -53,5 +54,7 @@ def as_float32(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(as_float32(v) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: as_float32(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init})
+        return dataclasses.replace(value,
+                                   **{f.name: as_float32(getattr(value, f.name))
+                                      for f in dataclasses.fields(value) if f.init})
     return value
