@@ -86,7 +86,8 @@ def time_stage(stage_name: str, plans: Plans, device: torch.device, amp: bool, i
 
     def step(i: int) -> None:
         # Iterations in the last three quarters of the schedule: the AE's adversarial part is switched on.
-        services = StepContext(total // 4 + i, total, device, stage.optimizers, trainer.scalers, trainer.autocast)
+        services = StepContext(total // 4 + i, (total // 4 + i) / total, device, stage.optimizers, trainer.scalers,
+                               trainer.autocast)
         stage.train_step(batch, services)
 
     for i in range(warmup):

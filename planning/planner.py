@@ -101,10 +101,10 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
     why["ablations"] = ("full MSG-LDM (HFIB, multiscale injection, style consistency, diffusion); set a switch to "
                         "false to ablate it"
                         if preset.diffusion else
-                        "HFIB, multiscale injection and style consistency on; diffusion OFF for this preset "
-                        "(prediction uses the one-pass decoder, and training skips the autoencoder and the LDM): set "
-                        "ablations.diffusion to true and train them (msgldm_train ... --stage ae, then --stage ldm) to "
-                        "sample with it")
+                        "HFIB, multiscale injection and style consistency on; diffusion not trained by this preset "
+                        "(training skips the autoencoder and the LDM, so prediction uses the one-pass decoder): "
+                        "msgldm_train ... --stage ae, then --stage ldm, trains them, and prediction then samples "
+                        "with them; msgldm_find_best_configuration chooses the mode")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config

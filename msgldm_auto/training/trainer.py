@@ -1,9 +1,10 @@
 """The generic loop shared by the three stages: iterations grouped in epochs, poly learning-rate decay, AMP and
 torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkpoints and exact resume.
 
-The learning rate decays with whichever runs out first, the iterations or the wall-clock budget: a `cpu` stage stopped
-by its minutes after a small fraction of its planned iterations would otherwise end at its initial learning rate and
-never anneal.
+The learning rate decays over the planned iterations. Decaying it over the wall-clock budget instead (so that a `cpu`
+stage ended by its minutes anneals) was measured and cost 0.8 dB on the measured-contrast set
+(documentation/benchmarks.md), so it is not done; warm-ups (the AE's adversarial loss) do follow whichever runs out
+first, the iterations or the minutes, so a time-boxed stage still reaches them.
 
 Resume is exact with data-loader workers = 0: the batch order is a function of the iteration number (data_loader.py)
 and every other source of randomness (torch, numpy, Python) is checkpointed with the weights.
@@ -157,14 +158,14 @@ class StageTrainer:
         self.stage.load_extra_state(checkpoint["extra_state"])
         restore_rng_state(checkpoint["rng_state"])
         self.state.iteration, self.state.best_metric = int(checkpoint["iteration"]), float(checkpoint["best_metric"])
-        self.state.seconds_before = float(checkpoint.get("train_seconds", 0.0))   # absent before 0.1.0's time decay
+        self.state.seconds_before = float(checkpoint.get("train_seconds", 0.0))   # older checkpoints lack it
         self.log.history = History.from_dict(checkpoint["history"])
         self.log.line(f"[{self.stage.name}] resumed from {path.name} at iteration {self.state.iteration}")
         return True
 
     # -- the loop ----------------------------------------------------------------------------------------------------
-    def _step_context(self, iteration: int) -> StepContext:
-        return StepContext(iteration, self.settings.total_iterations, self.context.device, self.stage.optimizers,
+    def _step_context(self, progress: float) -> StepContext:
+        return StepContext(self.state.iteration, progress, self.context.device, self.stage.optimizers,
                            self.scalers, self.autocast,
                            learning_rates={n: o.param_groups[0]["lr"] for n, o in self.stage.optimizers.items()})
 
@@ -187,13 +188,16 @@ class StageTrainer:
 
     def _seconds_trained(self) -> float:
         """Wall-clock seconds this stage has trained, earlier runs included; the same on every rank, so that all ranks
-        use one learning rate and stop at the same iteration."""
+        see one progress and stop at the same iteration."""
         return shared_max(self._local_seconds(), self.context)
 
-    def _set_learning_rates(self, seconds: float) -> None:
+    def _progress(self, seconds: float) -> float:
         settings = self.settings
         budget = 60.0 * settings.max_minutes if settings.max_minutes else None
-        factor = poly_factor(schedule_progress(self.state.iteration, settings.total_iterations, seconds, budget))
+        return schedule_progress(self.state.iteration, settings.total_iterations, seconds, budget)
+
+    def _set_learning_rates(self) -> None:
+        factor = poly_factor(schedule_progress(self.state.iteration, self.settings.total_iterations, 0.0, None))
         for optimizer in self.stage.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
@@ -207,9 +211,12 @@ class StageTrainer:
                    disable=None if self.settings.show_progress and self.context.is_main else True)
         seconds = self._seconds_trained()
         for _ in bar:
-            self._set_learning_rates(seconds)
+            # Warm-ups (the AE's adversarial loss) follow the iterations or the minutes, whichever lead: a stage
+            # that its minutes end early still reaches them.
+            progress = self._progress(seconds)
+            self._set_learning_rates()
             batch = next(batches).to(self.context.device)
-            results = self.stage.train_step(batch, self._step_context(self.state.iteration))
+            results = self.stage.train_step(batch, self._step_context(progress))
             self.state.iteration += 1
             losses.append(float(results["loss"]))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -17,18 +17,13 @@ from msgldm_auto.training.ddp import DistributedContext, wrap_module
 class StepContext:
     """Per-iteration services: mixed precision and the optimiser step with gradient scaling and clipping."""
     iteration: int
-    total_iterations: int
+    progress: float                     # fraction of the stage done: iterations or time budget, whichever leads
     device: torch.device
     optimizers: dict[str, torch.optim.Optimizer]
     scalers: dict[str, torch.amp.GradScaler]
     autocast: Callable[[], ContextManager] = contextlib.nullcontext
     max_grad_norm: float = 1.0
     learning_rates: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def progress(self) -> float:
-        """Fraction of the stage done, for warm-ups (e.g. when the adversarial loss switches on)."""
-        return self.iteration / max(self.total_iterations, 1)
 
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         optimizer, scaler = self.optimizers[name], self.scalers[name]
