@@ -30,9 +30,11 @@ from benchmarks._common import (
     trained_iterations,
 )
 from benchmarks.plans_edits import plans_variant
+from msgldm_auto.evaluation.model_choice import ModelChoice, format_choice
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS_NAME
 
-BASE_PLANS = "MSGLDMPlans_cpu"
-PLANS = "MSGLDMPlans_cpu_diffusion"
+BASE_PLANS = f"{DEFAULT_PLANS_NAME}_cpu"           # what msgldm_plan_and_preprocess -pl cpu writes
+PLANS = f"{BASE_PLANS}_diffusion"
 # The targets of the diffusion issue: (what, the check on the chosen table).
 HF_BAND, GRADIENT_BAND, MEAN_GAP_DB, SPEARMAN_MIN = (0.9, 1.1), (0.8, 1.25), 0.5, 0.3
 
@@ -53,7 +55,8 @@ def _write_diffusion_plans(home: Path, dataset_name: str) -> None:
 
     folder = home / "preprocessed" / dataset_name
     plans = Plans.load(folder / f"{BASE_PLANS}.json")
-    plans_variant(plans, "2d", {"ablations": {"diffusion": True}}, plans_name=PLANS).save(folder / f"{PLANS}.json")
+    plans_variant(plans, DEFAULT_CONFIGURATION, {"ablations": {"diffusion": True}},
+                  plans_name=PLANS).save(folder / f"{PLANS}.json")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -67,11 +70,11 @@ def run(args: argparse.Namespace) -> dict:
     _run([_tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
     _write_diffusion_plans(args.home, name)
     extra = ["--val-cases", str(args.max_cases)] + (["--max-minutes", str(args.minutes)] if args.minutes else [])
-    seconds = {"train": _run([_tool("msgldm_train"), ds, "2d", "0", "-p", PLANS, "-device", "cpu", "--no-progress"]
-                             + extra, env)}
+    train = [_tool("msgldm_train"), ds, DEFAULT_CONFIGURATION, "0", "-p", PLANS, "-device", "cpu", "--no-progress"]
+    seconds = {"train": _run(train + extra, env)}
     seconds["choose"] = _run([_tool("msgldm_find_best_configuration"), ds, "-p", PLANS, "-f", "0", "--samples",
                               str(args.samples), "--max-cases", str(args.max_cases), "-device", "cpu"], env)
-    model = args.home / "results" / name / f"{PLANS}__2d"
+    model = args.home / "results" / name / f"{PLANS}__{DEFAULT_CONFIGURATION}"
     return {"dataset": name, "choice": json.loads((model / "best_configuration.json").read_text()),
             "iterations": trained_iterations(model, "0"), "seconds": seconds, "date": today(),
             "machine": machine_line(), "max_cases": args.max_cases, "minutes": args.minutes,
@@ -79,46 +82,45 @@ def run(args: argparse.Namespace) -> dict:
                        f"--max-cases {args.max_cases}"}
 
 
-def _number(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _verdict(value: float | None, ok: bool) -> str:
+    return "not measured" if value is None else ("met" if ok else "missed")
 
 
-def _table(scores: list[dict]) -> str:
-    rows = [("mode", "volumes", "PSNR dB", "SSIM", "HF ratio", "grad ratio", "rho(std,err)", "cover 2std")]
-    for s in scores:
-        rows.append((s["mode"]["name"], str(s["num_volumes"]), _number(s["psnr"], 2), _number(s["ssim"]),
-                     _number(s["hf_ratio"]), _number(s["gradient_ratio"]), _number(s["std_error_spearman"]),
-                     _number(s["coverage_2std"])))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+def _in(value: float | None, band: tuple[float, float]) -> bool:
+    return value is not None and band[0] <= value <= band[1]
 
 
-def targets(choice: dict) -> list[str]:
-    """Each target of the diffusion issue, met or missed by how much."""
-    scores = {s["mode"]["name"]: s for s in choice["scores"]}
+def targets(choice: ModelChoice) -> list[str]:
+    """Each target of the diffusion issue, met or missed by how much (or not measured: a metric came out NaN)."""
+    scores = {s.mode.name: s for s in choice.scores}
     one_pass, single = scores.get("one_pass"), scores.get("diffusion")
     mean = next((s for n, s in scores.items() if n.startswith("diffusion_mean")), None)
-    chosen = scores[choice["chosen"]["name"]]
+    chosen = scores[choice.chosen.name]
     lines = []
     if mean and one_pass:
-        gap = mean["psnr"] - one_pass["psnr"]
-        lines.append(f"{mean['mode']['name']} − one-pass decoder: {gap:+.2f} dB (target ≥ −{MEAN_GAP_DB}: "
-                     f"{'met' if gap >= -MEAN_GAP_DB else 'missed'}).")
+        gap = None if mean.psnr is None or one_pass.psnr is None else mean.psnr - one_pass.psnr
+        lines.append(f"{mean.mode.name} − one-pass decoder: {_signed(gap)} dB (target ≥ −{MEAN_GAP_DB}: "
+                     f"{_verdict(gap, gap is not None and gap >= -MEAN_GAP_DB)}).")
     if single and one_pass:
-        hf = single["hf_ratio"]
-        lines.append(f"HF ratio of one sample {_number(hf)} (target {HF_BAND[0]}–{HF_BAND[1]}: "
-                     f"{'met' if HF_BAND[0] <= hf <= HF_BAND[1] else 'missed'}); one-pass decoder "
-                     f"{_number(one_pass['hf_ratio'])}.")
-    grad = chosen["gradient_ratio"]
-    lines.append(f"Through-plane ratio of the chosen mode ({chosen['mode']['name']}) {_number(grad)} (target "
-                 f"{GRADIENT_BAND[0]}–{GRADIENT_BAND[1]}: "
-                 f"{'met' if GRADIENT_BAND[0] <= grad <= GRADIENT_BAND[1] else 'missed'}).")
-    if mean and mean["std_error_spearman"] is not None:
-        rho = mean["std_error_spearman"]
-        lines.append(f"Spearman(std, |error|) of {mean['mode']['name']} {rho:.3f} (target ≥ {SPEARMAN_MIN}: "
-                     f"{'met' if rho >= SPEARMAN_MIN else 'missed'}).")
+        lines.append(f"HF ratio of one sample {_number(single.hf_ratio)} (target {HF_BAND[0]}–{HF_BAND[1]}: "
+                     f"{_verdict(single.hf_ratio, _in(single.hf_ratio, HF_BAND))}); one-pass decoder "
+                     f"{_number(one_pass.hf_ratio)}.")
+    grad = chosen.gradient_ratio
+    lines.append(f"Through-plane ratio of the chosen mode ({chosen.mode.name}) {_number(grad)} (target "
+                 f"{GRADIENT_BAND[0]}–{GRADIENT_BAND[1]}: {_verdict(grad, _in(grad, GRADIENT_BAND))}).")
+    if mean:
+        rho = mean.std_error_spearman
+        lines.append(f"Spearman(std, |error|) of {mean.mode.name} {_number(rho)} (target ≥ {SPEARMAN_MIN}: "
+                     f"{_verdict(rho, rho is not None and rho >= SPEARMAN_MIN)}).")
     return lines
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
 
 
 def section(records: list[dict]) -> str:
@@ -128,10 +130,9 @@ def section(records: list[dict]) -> str:
              "HF ratio: in-plane high-frequency energy ÷ the reference's (1 = as sharp, < 1 = blur); grad ratio: the "
              "same across slices; the last two columns score the std map of the mean of K samples.", ""]
     for record in records:
-        choice = record["choice"]
+        choice = ModelChoice.from_dict(record["choice"])
         iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
-        parts += [f"### {record['dataset']}", "", "```text", _table(choice["scores"]), "```", "",
-                  f"Chosen: **{choice['chosen']['name']}** ({choice['reason']}).", "", *targets(choice), "",
+        parts += [f"### {record['dataset']}", "", "```text", format_choice(choice), "```", "", *targets(choice), "",
                   provenance(record["command"], record["machine"], record["date"],
                              f"Iterations trained: {iterations}; {record['max_cases']} held-out case(s)."), ""]
     return "\n".join(parts)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         record = run(args)
         save_results(f"modes_{record['dataset']}", record)
-        print("\n".join(targets(record["choice"])))
+        print("\n".join(targets(ModelChoice.from_dict(record["choice"]))))
         return 0
     records = [load_results(p.stem) for p in sorted(RESULTS.glob("modes_*.json"))]
     replace_section("modes", section(records))

@@ -282,18 +282,24 @@ def test_gpu_table_from_a_recorded_json():
     assert "Networks only" in text and "End to end (`predict_case`, 10 steps" in text
 
 
+def _mode(name: str) -> dict:
+    return {"name": name, "method": "msgldm", "one_pass": name == "one_pass", "num_samples": 1, "cost": 1}
+
+
 def _mode_score(name: str, psnr: float, hf: float, grad: float = 1.0, rho=None, cover=None) -> dict:
-    return {"mode": {"name": name}, "num_volumes": 6, "psnr": psnr, "ssim": 0.8, "hf_ratio": hf,
-            "gradient_ratio": grad, "std_error_spearman": rho, "coverage_2std": cover}
+    return {"mode": _mode(name), "num_volumes": 6, "psnr": psnr, "ssim": 0.8, "hf_ratio": hf,
+            "gradient_ratio": grad, "std_error_spearman": rho, "coverage_2std": cover, "psnr_per_target": {}}
 
 
 def test_modes_benchmark_states_each_diffusion_target_as_met_or_missed_by_how_much():
     from benchmarks.bench_modes import section, targets
+    from msgldm_auto.evaluation.model_choice import ModelChoice
 
-    choice = {"chosen": {"name": "one_pass"}, "reason": "best mean PSNR (20.00 dB)",
-              "scores": [_mode_score("one_pass", 20.0, 0.7, grad=1.3), _mode_score("diffusion", 17.0, 0.95),
-                         _mode_score("diffusion_mean8", 19.2, 0.8, rho=0.25, cover=0.9)]}
-    lines = targets(choice)
+    choice = {"chosen": _mode("one_pass"), "reason": "best mean PSNR (20.00 dB)", "checkpoint": "final",
+              "folds": ["0"], "scores": [_mode_score("one_pass", 20.0, 0.7, grad=1.3),
+                                         _mode_score("diffusion", 17.0, 0.95),
+                                         _mode_score("diffusion_mean8", 19.2, 0.8, rho=0.25, cover=0.9)]}
+    lines = targets(ModelChoice.from_dict(choice))
     assert lines[0].startswith("diffusion_mean8 − one-pass decoder: -0.80 dB") and "missed" in lines[0]
     assert "HF ratio of one sample 0.950" in lines[1] and "met" in lines[1] and "one-pass decoder 0.700" in lines[1]
     assert "(one_pass) 1.300" in lines[2] and "missed" in lines[2]
@@ -301,4 +307,6 @@ def test_modes_benchmark_states_each_diffusion_target_as_met_or_missed_by_how_mu
     record = {"dataset": "Dataset902_X", "choice": choice, "iterations": {"ae": 10}, "machine": "m", "date": "d",
               "command": "c", "max_cases": 2}
     text = section([record])
-    assert "Chosen: **one_pass**" in text and "diffusion_mean8  6" in text
+    assert "chosen: one_pass (best mean PSNR (20.00 dB))" in text and "diffusion_mean8  6" in text
+    choice["scores"][2]["std_error_spearman"] = None                               # NaN when measured: "not measured"
+    assert "not measured" in targets(ModelChoice.from_dict(choice))[3]

@@ -207,6 +207,7 @@ def test_evaluate_volumes_scores_a_std_map_on_the_predictions_scale():
     std = np.where(mask, np.abs(noise), 0)
     plain = evaluate_volumes(reference, prediction, mask)
     assert "std_error_spearman" not in plain and "coverage_2std" not in plain
+    assert "coverage_2std" not in evaluate_volumes(reference, prediction, mask, std=np.zeros(SHAPE))  # one draw
     scored = evaluate_volumes(reference, prediction, mask, std=std)
     rescaled = evaluate_volumes(reference, 10 * prediction, mask, std=10 * std)   # intensity scale is arbitrary
     assert scored["std_error_spearman"] > 0.5 and scored["coverage_2std"] > 0.8     # not exact: own normalisations

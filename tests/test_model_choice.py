@@ -1,7 +1,7 @@
 """Choosing the prediction mode by cross-validation (msgldm_find_best_configuration) and following it in prediction."""
 from __future__ import annotations
 
-import json
+from dataclasses import asdict
 
 import pytest
 from test_inference import write_fake_model
@@ -17,8 +17,10 @@ from msgldm_auto.evaluation.model_choice import (
     read_model_choice,
 )
 from msgldm_auto.evaluation.table import ScoredVolume
+from msgldm_auto.inference.model_loading import weights_identity
 from msgldm_auto.inference.predictor import PredictionOptions, apply_mode_choice
 from msgldm_auto.training.best_configuration import candidate_modes
+from msgldm_auto.training.validation import ValidationHeader
 
 DECODER, CONTROL, ONE, MEAN8 = (PredictionMode.decoder(), PredictionMode.control(), PredictionMode.diffusion(1),
                                 PredictionMode.diffusion(8))
@@ -70,22 +72,49 @@ def test_the_choice_round_trips_through_the_model_folder_and_a_broken_file_is_on
 
 def test_prediction_follows_the_choice_unless_flags_or_mode_say_otherwise(tmp_path):
     ModelChoice(CONTROL, "best", "final", ["0"], [score(CONTROL, 20.0, 0.9)]).write(tmp_path)
-    options, note = apply_mode_choice(PredictionOptions(), tmp_path, None, explicit=False)
-    assert options.method == "unet" and "chosen by cross-validation" in note
-    options, note = apply_mode_choice(PredictionOptions(one_pass=True), tmp_path, None, explicit=True)
-    assert options.method == "msgldm" and options.one_pass and note is None
-    options, _ = apply_mode_choice(PredictionOptions(), tmp_path, "diffusion_mean4", explicit=False)
+    options, mode, note = apply_mode_choice(PredictionOptions(), tmp_path, None, explicit=False)
+    assert options.method == "unet" and mode == CONTROL and "chosen by cross-validation" in note
+    options, mode, note = apply_mode_choice(PredictionOptions(one_pass=True), tmp_path, None, explicit=True)
+    assert options.method == "msgldm" and options.one_pass and mode is None and note is None
+    options, mode, _ = apply_mode_choice(PredictionOptions(), tmp_path, "diffusion_mean4", explicit=False)
     assert (options.method, options.one_pass, options.num_samples) == ("msgldm", False, 4)
+    assert mode.stages == ("ae", "structure", "ldm") and mode.predictor_mode == "diffusion"
     with pytest.raises(MSGLDMError, match="diffusion_meanK"):
         apply_mode_choice(PredictionOptions(), tmp_path, "diffusion_meanX", explicit=False)
     with pytest.raises(MSGLDMError, match="drop --one-pass"):
         apply_mode_choice(PredictionOptions(), tmp_path, "unet", explicit=True)
     assert apply_mode_choice(PredictionOptions(), tmp_path / "none", None, explicit=False)[0] == PredictionOptions()
+    (tmp_path / CHOICE_FILE).write_text("{")                       # flags that say how to predict never read it
+    assert apply_mode_choice(PredictionOptions(steps=3), tmp_path, None, explicit=True)[1] is None
 
 
-def test_candidate_modes_are_what_the_trained_folds_can_run(msgldm_roots):
-    structure_only = write_fake_model(msgldm_roots / "results", folds=("0", "1", "all"), stages=("structure",))
+def test_candidate_modes_are_what_the_trained_folds_can_run(tmp_path):
+    structure_only = write_fake_model(tmp_path / "a", folds=("0", "1", "all"), stages=("structure",))
     assert candidate_modes(structure_only, "final", 8) == {DECODER: ["0", "1"]}
-    full = write_fake_model(msgldm_roots / "results", folds=("0",))
-    assert candidate_modes(full, "final", 8) == {DECODER: ["0", "1"], ONE: ["0"], MEAN8: ["0"]}
-    assert json.loads((full / "plans.json").read_text())           # the fake model is a real model folder
+    full = write_fake_model(tmp_path / "b", folds=("0", "1"))
+    (full / "fold_1" / "ldm" / "checkpoint_final.pth").unlink()
+    write_fake_model(tmp_path / "b", folds=("0",), stages=("unet",))
+    assert candidate_modes(full, "final", 8) == {DECODER: ["0", "1"], CONTROL: ["0"], ONE: ["0"], MEAN8: ["0"]}
+
+
+def test_a_kept_validation_is_reused_only_for_the_same_weights(tmp_path):
+    folder = write_fake_model(tmp_path, folds=("0",), stages=("structure",))
+    identity = weights_identity(folder, "0", ("structure",))
+    header = ValidationHeader("0", "final", "one_pass", 0, 1, 0, "shared", identity)
+    assert ValidationHeader.from_summary({**asdict(header), "num_cases": 3, "per_volume": []}) == header
+    assert ValidationHeader.from_summary({"mode": "one_pass"}) is None              # written before the header
+    checkpoint = folder / "fold_0" / "structure" / "checkpoint_final.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes() + b"retrained")                 # msgldm_train rewrote it
+    assert weights_identity(folder, "0", ("structure",)) != identity
+    assert weights_identity(folder, "0", ("ldm",)) == "ldm:missing"
+
+
+def test_a_zip_carries_an_ldm_trained_beyond_the_plans_so_it_samples_like_its_folder(msgldm_roots, tmp_path):
+    import zipfile
+
+    from msgldm_auto.inference.model_zip import export_model_zip
+
+    folder = write_fake_model(msgldm_roots / "results", diffusion=False)      # cpu-like plans, LDM trained anyway
+    names = export_model_zip(folder, tmp_path / "model.zip")
+    assert sorted(n.split("/")[-2] for n in names if n.endswith(".pth")) == ["ae", "ldm", "structure"]
+    assert zipfile.is_zipfile(tmp_path / "model.zip")

@@ -13,6 +13,7 @@ from msgldm_auto.cli._common import (
     print_roots,
     resolve_device,
 )
+from msgldm_auto.evaluation.model_choice import DEFAULT_SAMPLES
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 from msgldm_auto.plans import DEFAULT_CONFIGURATION
 
@@ -31,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folds to compare on (default: every numbered fold that every mode can run)")
     parser.add_argument("-chk", "--checkpoint", dest="checkpoint", default="final", choices=CHECKPOINT_CHOICES,
                         help=CHECKPOINT_HELP)
-    parser.add_argument("--samples", type=int, default=8,
-                        help="K of the 'mean of K diffusion samples' mode (default 8)")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
+                        help=f"K of the 'mean of K diffusion samples' mode (default {DEFAULT_SAMPLES})")
     parser.add_argument("--max-cases", "--max_cases", dest="max_cases", type=int, default=None,
                         help="validate at most this many held-out cases per fold (default: all)")
     parser.add_argument("--revalidate", action="store_true", help="validate again instead of reusing earlier results")

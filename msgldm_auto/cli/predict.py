@@ -68,15 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples or 1, seed=args.seed,
                                 one_pass=args.one_pass, method=args.method or "msgldm", noise=args.noise,
                                 batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
-    explicit = args.one_pass or args.method is not None or args.num_samples is not None
-    options, note = apply_mode_choice(options, model_folder, args.mode, explicit)
+    explicit = args.one_pass or args.method is not None or args.num_samples is not None or args.steps is not None
+    options, mode, note = apply_mode_choice(options, model_folder, args.mode, explicit)
     if note:
         print(note)
     device = resolve_device(args.device)
     predictor = MSGLDMPredictor.from_trained_folder(model_folder, args.folds, args.checkpoint, device, options)
-    if args.mode and args.mode.startswith("diffusion") and not predictor.uses_diffusion:
-        raise MSGLDMError(f"--mode {args.mode}: folds {' '.join(predictor.folds)} have no trained LDM; train it "
-                          "(msgldm_train ... --stage ae, then --stage ldm) or choose another mode")
+    if mode is not None and mode.predictor_mode != predictor.mode:
+        raise MSGLDMError(f"mode {mode.name}: folds {' '.join(predictor.folds)} cannot run it (no trained "
+                          f"{'LDM' if mode.predictor_mode == 'diffusion' else mode.stages[0]}); train it, choose other "
+                          "folds with -f, or another mode with --mode")
     modes = {"diffusion": f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)",
              "one_pass": "one-pass decoder", "unet": "plain UNet control"}
     mode = modes[predictor.mode]

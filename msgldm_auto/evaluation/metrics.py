@@ -169,7 +169,7 @@ def evaluate_volumes(reference: np.ndarray, prediction: np.ndarray, mask: np.nda
         "gradient_ratio": gradient_energy_ratio(ref01, pred01, mask, slice_axis),
         "hf_ratio": high_frequency_ratio(ref01, pred01, mask, slice_axis),
     }
-    if std is not None:
+    if std is not None and np.any(np.asarray(std)[mask] > 0):   # one deterministic prediction's std is all 0
         low, high = robust_range(prediction, mask)      # the std on the prediction's normalised scale
         std01 = np.asarray(std, np.float64) / (high - low) if high > low else np.zeros(np.shape(std))
         result["std_error_spearman"] = std_error_spearman(ref01, pred01, std01, mask)

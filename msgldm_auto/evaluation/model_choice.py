@@ -9,7 +9,6 @@ The choice and its table are written to the model folder, where `msgldm_predict`
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +17,13 @@ from typing import Any
 from msgldm_auto.atomic import write_json_atomic, write_text_atomic
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.evaluation.table import ScoredVolume, aggregate, json_safe
+from msgldm_auto.json_files import load_json
+from msgldm_auto.plans import CONTROL_STAGE, STAGES
 
 CHOICE_FILE = "best_configuration.json"
 CHOICE_TABLE_FILE = "best_configuration.txt"
 PSNR_TIE_DB = 0.2
+DEFAULT_SAMPLES = 8                     # K of the "mean of K diffusion samples" mode
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,20 @@ class PredictionMode:
     def diffusion(cls, num_samples: int) -> "PredictionMode":
         name = "diffusion" if num_samples == 1 else f"diffusion_mean{num_samples}"
         return cls(name, num_samples=num_samples, cost=1 + 10 * num_samples)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The trained stages a fold needs to predict in this mode."""
+        if self.method == CONTROL_STAGE:
+            return (CONTROL_STAGE,)
+        return ("structure",) if self.one_pass else STAGES
+
+    @property
+    def predictor_mode(self) -> str:
+        """What `MSGLDMPredictor.mode` (and a validation summary's `mode`) says for this mode."""
+        if self.method == CONTROL_STAGE:
+            return "unet"
+        return "one_pass" if self.one_pass else "diffusion"
 
 
 @dataclass(frozen=True)
@@ -104,11 +120,11 @@ def read_model_choice(model_folder: Path) -> ModelChoice | None:
     path = Path(model_folder) / CHOICE_FILE
     if not path.is_file():
         return None
+    fix = "rerun msgldm_find_best_configuration or delete the file"
     try:
-        return ModelChoice.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise MSGLDMError(f"{path}: not a readable choice ({type(err).__name__}: {err}); rerun "
-                          "msgldm_find_best_configuration or delete the file") from None
+        return ModelChoice.from_dict(load_json(path, fix))
+    except (KeyError, TypeError) as err:
+        raise MSGLDMError(f"{path}: not a readable choice ({type(err).__name__}: {err}); {fix}") from None
 
 
 def choose_mode(scores: list[ModeScore]) -> tuple[PredictionMode, str]:
@@ -128,11 +144,13 @@ def choose_mode(scores: list[ModeScore]) -> tuple[PredictionMode, str]:
 
 def format_choice(choice: ModelChoice) -> str:
     """The comparison table, then the chosen mode and why."""
-    columns = ("mode", "volumes", "PSNR dB", "SSIM", "HF ratio", "grad ratio", "rho(std,err)", "cover 2std")
+    columns = ("mode", "volumes", "PSNR dB", "SSIM", "HF ratio", "grad ratio", "rho(std,err)", "cover 2std",
+               "PSNR per target")
     rows = [columns]
     for s in choice.scores:
+        per_target = ", ".join(f"{t} {_number(v, 2)}" for t, v in s.psnr_per_target.items())
         rows.append((s.mode.name, str(s.num_volumes), _number(s.psnr, 2), _number(s.ssim), _number(s.hf_ratio),
-                     _number(s.gradient_ratio), _number(s.std_error_spearman), _number(s.coverage_2std)))
+                     _number(s.gradient_ratio), _number(s.std_error_spearman), _number(s.coverage_2std), per_target))
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "-" * len(lines[0]))

@@ -15,9 +15,9 @@ from msgldm_auto.dataset.dataset_json import DatasetJson
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.choices import CHECKPOINT_CHOICES
 from msgldm_auto.paths import resolve_dataset_name, results_root
-from msgldm_auto.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS_NAME, ConfigurationPlan, Plans
+from msgldm_auto.plans import DEFAULT_CONFIGURATION, DEFAULT_PLANS_NAME, STAGES, ConfigurationPlan, Plans
 
-ALL_STAGES = ("ae", "structure", "ldm")
+ALL_STAGES = STAGES
 
 
 @dataclass
@@ -79,6 +79,17 @@ def normalise_fold(fold: str | int) -> str:
     if text == "all" or text.isdigit():
         return text
     raise MSGLDMError(f"-f {text}: a fold is a number (0..4) or 'all'")
+
+
+def weights_identity(model_folder: Path, fold: str, stages: tuple[str, ...], checkpoint: str = "final") -> str:
+    """Which checkpoint files a prediction used (stage, size, modification time): results kept on disk are reused
+    only while it is unchanged, so a retrained fold is never judged by its predecessor's validation."""
+    parts = []
+    for stage in stages:
+        path = checkpoint_path(Path(model_folder), fold, stage, checkpoint)
+        stat = path.stat() if path.is_file() else None
+        parts.append(f"{stage}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"{stage}:missing")
+    return " ".join(parts)
 
 
 def available_folds(model_folder: Path, checkpoint: str = "final", stages: tuple[str, ...] = ALL_STAGES) -> list[str]:

@@ -27,7 +27,7 @@ from msgldm_auto.inference.model_loading import (
     resolve_folds,
 )
 from msgldm_auto.paths import DATASET_NAME_PATTERN, results_root
-from msgldm_auto.plans import METHODS, STAGES
+from msgldm_auto.plans import CONTROL_STAGE, METHODS, STAGES
 
 MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 KEPT_CHECKPOINT_KEYS = ("stage", "epoch", "inference_weights", "plans_name", "configuration", "fold")
@@ -50,7 +50,10 @@ def _folds_and_stages(model_folder: Path, config, folds, checkpoint: str) -> tup
     if not exported:
         raise MSGLDMError(f"{model_folder}: fold(s) {', '.join(chosen)} have no fully trained method with "
                           f"checkpoint_{checkpoint}.pth; finish training (msgldm_train) or choose -f / -chk")
-    return chosen, tuple(dict.fromkeys(s for m in exported for s in per_method[m]))
+    stages = [s for m in exported for s in per_method[m]]
+    if all(f in available_folds(model_folder, checkpoint, STAGES) for f in chosen):
+        stages += STAGES    # an LDM trained beyond the plans (--stage ldm): the folder samples with it, so must the zip
+    return chosen, tuple(s for s in STAGES + (CONTROL_STAGE,) if s in stages)
 
 
 def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | None = None,
@@ -63,7 +66,7 @@ def export_model_zip(model_folder: Path, output: Path, folds: list[str | int] | 
     with atomic_path(output) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             _add_model_files(archive, model_folder, prefix)
-            _add_mode_choice(archive, model_folder, prefix, model.configuration, stages)
+            _add_mode_choice(archive, model_folder, prefix, stages)
             for fold in chosen:
                 for stage in stages:
                     source = checkpoint_path(model_folder, fold, stage, checkpoint)
@@ -82,15 +85,13 @@ def _add_model_files(archive: zipfile.ZipFile, model_folder: Path, prefix: PureP
         archive.write(path, str(prefix / name))
 
 
-def _add_mode_choice(archive: zipfile.ZipFile, model_folder: Path, prefix: PurePosixPath, config,
+def _add_mode_choice(archive: zipfile.ZipFile, model_folder: Path, prefix: PurePosixPath,
                      stages: tuple[str, ...]) -> None:
     """The prediction mode chosen by cross-validation travels with the model when the zip can run it."""
     choice = read_model_choice(model_folder)
     if choice is None:
         return
-    needed = STAGES if choice.chosen.name.startswith("diffusion") else config.method_stages(
-        choice.chosen.method, choice.chosen.one_pass)
-    if not set(needed) <= set(stages):
+    if not set(choice.chosen.stages) <= set(stages):
         print(f"warning: the chosen mode {choice.chosen.name} is not in the zip; it predicts in its default mode",
               file=sys.stderr)
         return

@@ -121,6 +121,11 @@ class MSGLDMPredictor:
         return "diffusion" if self.uses_diffusion else "one_pass"
 
     @property
+    def stages(self) -> tuple[str, ...]:
+        """The trained stages whose weights produce this predictor's images."""
+        return {"unet": (CONTROL_STAGE,), "one_pass": ("structure",), "diffusion": STAGES}[self.mode]
+
+    @property
     def steps(self) -> int:
         """DDIM steps actually used (0 for the one-pass decoder)."""
         if not self.uses_diffusion:
@@ -244,18 +249,21 @@ def _stages_to_load(model: TrainedModel, options: PredictionOptions, folds, chec
 
 
 def apply_mode_choice(options: PredictionOptions, model_folder: Path, mode_name: str | None,
-                      explicit: bool) -> tuple[PredictionOptions, str | None]:
+                      explicit: bool) -> tuple[PredictionOptions, PredictionMode | None, str | None]:
     """The options in the mode named by `--mode`, else in the mode `msgldm_find_best_configuration` chose unless the
-    user's flags (`explicit`: --one-pass, -m, --num-samples) already say how to predict; with a line for the log."""
-    choice = read_model_choice(model_folder)
+    user's flags (`explicit`: --one-pass, -m, --num-samples, --steps) already say how to predict. Returns the options,
+    the mode applied (None: the options as given) and a line for the log."""
     if mode_name is not None:
         if explicit:
-            raise MSGLDMError(f"--mode {mode_name} says how to predict already: drop --one-pass, -m and --num-samples")
-        return options.with_mode(_named_mode(mode_name)), None
-    if choice is None or explicit:
-        return options, None
-    return options.with_mode(choice.chosen), (f"mode {choice.chosen.name}, chosen by cross-validation "
-                                              f"({model_folder / CHOICE_FILE}): {choice.reason}")
+            raise MSGLDMError(f"--mode {mode_name} says how to predict already: drop --one-pass, -m, --num-samples "
+                              "and --steps")
+        mode = _named_mode(mode_name)
+        return options.with_mode(mode), mode, None
+    choice = None if explicit else read_model_choice(model_folder)
+    if choice is None:
+        return options, None, None
+    return options.with_mode(choice.chosen), choice.chosen, (f"mode {choice.chosen.name}, chosen by cross-validation "
+                                                             f"({model_folder / CHOICE_FILE}): {choice.reason}")
 
 
 def _named_mode(name: str) -> PredictionMode:

@@ -1,9 +1,10 @@
 """`find_best_configuration`: validate every prediction mode a trained model can run on its folds' held-out cases,
 then choose one by the rule of `msgldm_auto.evaluation.model_choice` and write the choice into the model folder.
 
-Each (fold, mode) is validated once into `fold_N/validation_<mode>/summary.json` and reused afterwards; the fold
-validation that training already wrote (`fold_N/validation/`, `fold_N/validation_unet/`) counts when it ran the same
-mode on the same cases. Every mode is compared on the same folds, so on the same cases.
+Each (fold, mode) is validated once into `fold_N/validation_<mode>/summary.json` and reused while what produced it
+(`ValidationHeader`: mode, steps, samples, seed, the checkpoint files) and the number of cases are unchanged; the fold
+validation that training already wrote (`fold_N/validation/`, `fold_N/validation_unet/`) counts the same way. Every
+mode is compared on the same folds, so on the same cases.
 """
 from __future__ import annotations
 
@@ -14,16 +15,19 @@ from typing import Any
 
 from msgldm_auto.dataset.cases import Case, training_cases
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.evaluation.model_choice import ModelChoice, ModeScore, PredictionMode, choose_mode
+from msgldm_auto.evaluation.model_choice import DEFAULT_SAMPLES, ModelChoice, ModeScore, PredictionMode, choose_mode
 from msgldm_auto.evaluation.table import ScoredVolume
-from msgldm_auto.inference.model_loading import TrainedModel, available_folds, load_trained_model, normalise_fold
+from msgldm_auto.inference.model_loading import (
+    TrainedModel,
+    available_folds,
+    load_trained_model,
+    normalise_fold,
+    weights_identity,
+)
 from msgldm_auto.inference.predictor import PredictionOptions
 from msgldm_auto.paths import preprocessed_root, raw_root
-from msgldm_auto.plans import CONTROL_STAGE, STAGES
 from msgldm_auto.training.splits import SPLITS_FILE, fold_cases, load_splits
-from msgldm_auto.training.validation import SUMMARY_FILE, validate_fold
-
-DEFAULT_SAMPLES = 8
+from msgldm_auto.training.validation import SUMMARY_FILE, ValidationHeader, validate_fold
 
 
 @dataclass(frozen=True)
@@ -39,15 +43,11 @@ class BestConfigurationRequest:
 
 def candidate_modes(model_folder: Path, checkpoint: str, samples: int) -> dict[PredictionMode, list[str]]:
     """Every mode the model folder's trained networks can run, with the numbered folds that can run it."""
-    def numbered(stages: tuple[str, ...]) -> list[str]:
-        return [f for f in available_folds(model_folder, checkpoint, stages) if f.isdigit()]
-
-    modes = {PredictionMode.decoder(): numbered(("structure",)),
-             PredictionMode.control(): numbered((CONTROL_STAGE,))}
-    diffusion_folds = numbered(STAGES)
-    for k in dict.fromkeys((1, samples)):
-        modes[PredictionMode.diffusion(k)] = diffusion_folds
-    return {mode: folds for mode, folds in modes.items() if folds}
+    modes = [PredictionMode.decoder(), PredictionMode.control(),
+             *(PredictionMode.diffusion(k) for k in dict.fromkeys((1, samples)))]
+    runnable = {mode: [f for f in available_folds(model_folder, checkpoint, mode.stages) if f.isdigit()]
+                for mode in modes}
+    return {mode: folds for mode, folds in runnable.items() if folds}
 
 
 def find_best_configuration(request: BestConfigurationRequest) -> ModelChoice:
@@ -83,6 +83,8 @@ def _common_folds(model_folder: Path, candidates: dict[PredictionMode, list[str]
     if not common:
         raise MSGLDMError(f"{model_folder}: no fold is trained for every mode ({_coverage(candidates)}); "
                           "finish training or choose -f")
+    if any(set(folds) - set(common) for folds in candidates.values()):
+        print(f"comparing on folds {' '.join(common)}, the ones every mode can run ({_coverage(candidates)})")
     return common
 
 
@@ -108,26 +110,23 @@ def held_out_cases(model: TrainedModel, fold: str) -> list[Case]:
 def _fold_summary(model: TrainedModel, fold: str, mode: PredictionMode, cases: list[Case],
                   request: BestConfigurationRequest) -> dict[str, Any]:
     fold_folder = model.folder / f"fold_{fold}"
-    expected = {"mode": _predictor_mode(mode), "samples": mode.num_samples, "checkpoint": request.checkpoint,
-                "num_cases": len([c for c in cases if len(c.images) >= 2][:request.max_cases])}
+    options = PredictionOptions(method=mode.method, one_pass=mode.one_pass, num_samples=mode.num_samples)
+    diffusion = mode.predictor_mode == "diffusion"
+    expected = ValidationHeader(fold, request.checkpoint, mode.predictor_mode,
+                                model.configuration.diffusion.steps if diffusion else 0,
+                                mode.num_samples if diffusion else 1, options.seed, options.noise,
+                                weights_identity(model.folder, fold, mode.stages, request.checkpoint))
+    num_cases = len([c for c in cases if len(c.images) >= 2][:request.max_cases])
     if not request.revalidate:
         for folder in (f"validation_{mode.name}", "validation"):
             summary = _read_summary(fold_folder / folder / SUMMARY_FILE)
-            if summary is not None and all(summary.get(key) == value for key, value in expected.items()):
+            if summary and ValidationHeader.from_summary(summary) == expected and summary["num_cases"] == num_cases:
                 print(f"fold {fold} {mode.name}: reusing {fold_folder / folder / SUMMARY_FILE}")
                 return summary
-    print(f"fold {fold} {mode.name}: validating {expected['num_cases']} held-out case(s)")
-    options = PredictionOptions(method=mode.method, one_pass=mode.one_pass, num_samples=mode.num_samples)
+    print(f"fold {fold} {mode.name}: validating {num_cases} held-out case(s)")
     return validate_fold(model.folder, fold, cases, checkpoint=request.checkpoint, device=request.device,
                          options=options, output_folder=fold_folder / f"validation_{mode.name}",
                          max_cases=request.max_cases, compare_one_pass=False)
-
-
-def _predictor_mode(mode: PredictionMode) -> str:
-    """The `mode` a validation summary records for this prediction mode (`MSGLDMPredictor.mode`)."""
-    if mode.method == CONTROL_STAGE:
-        return "unet"
-    return "one_pass" if mode.one_pass else "diffusion"
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:

@@ -188,7 +188,10 @@ class StageTrainer:
 
     def _seconds_trained(self) -> float:
         """Wall-clock seconds this stage has trained, earlier runs included; the same on every rank, so that all ranks
-        see one progress and stop at the same iteration."""
+        see one progress and stop at the same iteration. Without a time budget nothing reads them across ranks, so no
+        collective (and no GPU sync) is spent on them."""
+        if not self.settings.max_minutes:
+            return self._local_seconds()
         return shared_max(self._local_seconds(), self.context)
 
     def _progress(self, seconds: float) -> float:

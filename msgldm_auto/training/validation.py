@@ -10,7 +10,7 @@ the prediction averages several samples, their std map is scored too (uncertaint
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from msgldm_auto.dataset.image_io import Image, read_image
 from msgldm_auto.evaluation.metrics import evaluate_volumes
 from msgldm_auto.evaluation.previews import save_preview
 from msgldm_auto.evaluation.table import ScoredVolume, aggregate, json_safe, summarise
+from msgldm_auto.inference.model_loading import weights_identity
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 
@@ -46,6 +47,33 @@ def validation_patterns(present: list[int]) -> list[Pattern]:
     return list(dict.fromkeys(patterns))
 
 
+@dataclass(frozen=True)
+class ValidationHeader:
+    """What produced a validation summary: a summary on disk is reused only when all of it matches."""
+    fold: str
+    checkpoint: str
+    mode: str                           # MSGLDMPredictor.mode: diffusion | one_pass | unet
+    steps: int
+    samples: int
+    seed: int
+    noise: str
+    weights: str                        # inference.model_loading.weights_identity of the checkpoints used
+
+    @classmethod
+    def of(cls, predictor: MSGLDMPredictor, fold: str, model_folder: Path) -> "ValidationHeader":
+        options = predictor.options
+        return cls(fold, predictor.checkpoint, predictor.mode, predictor.steps, predictor.samples, options.seed,
+                   options.noise, weights_identity(model_folder, fold, predictor.stages, predictor.checkpoint))
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> "ValidationHeader | None":
+        """The header of a written summary; None for one written before the header had every field."""
+        try:
+            return cls(**{f.name: summary[f.name] for f in fields(cls)})
+        except KeyError:
+            return None
+
+
 def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], *, checkpoint: str = "final",
                   device: str = "cpu", options: PredictionOptions | None = None,
                   output_folder: Path | str | None = None,
@@ -70,7 +98,7 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
         records += _validate_case(predictor, case.case_id, images, label, preview_folder)
         if one_pass is not None:
             one_pass_records += _validate_case(one_pass, case.case_id, images, label, None)
-    summary = summarise(records, _header(predictor, str(fold), checkpoint))
+    summary = summarise(records, asdict(ValidationHeader.of(predictor, str(fold), model_folder)))
     if one_pass is not None:
         summary["one_pass"] = json_safe(aggregate(one_pass_records))
     write_json_atomic(summary, output / SUMMARY_FILE)
@@ -115,6 +143,3 @@ def _validate_case(predictor: MSGLDMPredictor, case_id: str, images: dict[int, I
     return records
 
 
-def _header(predictor: MSGLDMPredictor, fold: str, checkpoint: str) -> dict[str, Any]:
-    return {"fold": fold, "checkpoint": checkpoint, "mode": predictor.mode, "steps": predictor.steps,
-            "samples": predictor.samples, "seed": predictor.options.seed, "noise": predictor.options.noise}
