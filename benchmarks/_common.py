@@ -12,6 +12,8 @@ import json
 import math
 import os
 import platform
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -145,3 +147,28 @@ def replace_section(section: str, body: str, document: Path = DOCUMENT) -> None:
     else:
         content = content.rstrip() + "\n\n" + block + "\n"
     write_atomic(document, content)
+
+
+def home_environment(home: Path, threads: int | None = None) -> dict[str, str]:
+    """The environment of a user's command with every root under `home` (and `OMP_NUM_THREADS` when given); this
+    process is pointed at `home` too, so the product's path functions resolve the same roots."""
+    env = dict(os.environ, MSGLDM_HOME=str(home))
+    for name in ("MSGLDM_RAW", "MSGLDM_PREPROCESSED", "MSGLDM_RESULTS"):
+        env.pop(name, None)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    os.environ.update(MSGLDM_HOME=str(home))
+    return env
+
+
+def run_command(argv: list[str], env: dict[str, str]) -> float:
+    """Run one of the user's commands in its own process (echoed, failing loudly); its wall-clock seconds."""
+    started = time.monotonic()
+    print("+", " ".join(argv), flush=True)
+    subprocess.run(argv, env=env, check=True)
+    return time.monotonic() - started
+
+
+def tool(name: str) -> str:
+    """The installed console script `name` of this environment."""
+    return str(Path(sys.executable).parent / name)

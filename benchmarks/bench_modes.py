@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from benchmarks._common import (
     RESULTS,
+    home_environment,
     load_results,
     machine_line,
     provenance,
     replace_section,
+    run_command,
     save_results,
     today,
+    tool,
     trained_iterations,
 )
 from benchmarks.plans_edits import plans_variant
@@ -37,17 +37,6 @@ BASE_PLANS = f"{DEFAULT_PLANS_NAME}_cpu"           # what msgldm_plan_and_prepro
 PLANS = f"{BASE_PLANS}_diffusion"
 # The targets of the diffusion issue: (what, the check on the chosen table).
 HF_BAND, GRADIENT_BAND, MEAN_GAP_DB, SPEARMAN_MIN = (0.9, 1.1), (0.8, 1.25), 0.5, 0.3
-
-
-def _run(argv: list[str], env: dict[str, str]) -> float:
-    started = time.monotonic()
-    print("+", " ".join(argv), flush=True)
-    subprocess.run(argv, env=env, check=True)
-    return time.monotonic() - started
-
-
-def _tool(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 def _write_diffusion_plans(home: Path, dataset_name: str) -> None:
@@ -62,17 +51,14 @@ def _write_diffusion_plans(home: Path, dataset_name: str) -> None:
 def run(args: argparse.Namespace) -> dict:
     from msgldm_auto.paths import resolve_dataset_name
 
-    env = dict(os.environ, MSGLDM_HOME=str(args.home))
-    for name in ("MSGLDM_RAW", "MSGLDM_PREPROCESSED", "MSGLDM_RESULTS"):
-        env.pop(name, None)
-    os.environ.update(MSGLDM_HOME=str(args.home))
+    env = home_environment(args.home)
     name, ds = resolve_dataset_name(args.dataset), str(args.dataset)
-    _run([_tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
+    run_command([tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
     _write_diffusion_plans(args.home, name)
     extra = ["--val-cases", str(args.max_cases)] + (["--max-minutes", str(args.minutes)] if args.minutes else [])
-    train = [_tool("msgldm_train"), ds, DEFAULT_CONFIGURATION, "0", "-p", PLANS, "-device", "cpu", "--no-progress"]
-    seconds = {"train": _run(train + extra, env)}
-    seconds["choose"] = _run([_tool("msgldm_find_best_configuration"), ds, "-p", PLANS, "-f", "0", "--samples",
+    train = [tool("msgldm_train"), ds, DEFAULT_CONFIGURATION, "0", "-p", PLANS, "-device", "cpu", "--no-progress"]
+    seconds = {"train": run_command(train + extra, env)}
+    seconds["choose"] = run_command([tool("msgldm_find_best_configuration"), ds, "-p", PLANS, "-f", "0", "--samples",
                               str(args.samples), "--max-cases", str(args.max_cases), "-device", "cpu"], env)
     model = args.home / "results" / name / f"{PLANS}__{DEFAULT_CONFIGURATION}"
     return {"dataset": name, "choice": json.loads((model / "best_configuration.json").read_text()),
@@ -128,7 +114,9 @@ def section(records: list[dict]) -> str:
              "The `cpu` plans with the LDM trained (2 + 10 + 2 minutes), fold 0; `msgldm_find_best_configuration` "
              "validated every mode on the same held-out cases (each single-missing and only-one-present pattern). "
              "HF ratio: in-plane high-frequency energy ÷ the reference's (1 = as sharp, < 1 = blur); grad ratio: the "
-             "same across slices; the last two columns score the std map of the mean of K samples.", ""]
+             "same across slices; the last two columns score the std map of the mean of K samples. Validation "
+             "scores inside reference > 0 (held-out training cases have no brain masks), so its SSIM is not "
+             "comparable with the test-set tables above.", ""]
     for record in records:
         choice = ModelChoice.from_dict(record["choice"])
         iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())

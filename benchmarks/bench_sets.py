@@ -16,21 +16,21 @@ product's own choice), so timings are the product's. Results: benchmarks/results
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from benchmarks._common import (
     RESULTS,
+    home_environment,
     load_results,
     load_summary_means,
     machine_line,
     provenance,
     replace_section,
+    run_command,
     save_results,
     today,
+    tool,
     trained_iterations,
 )
 
@@ -39,46 +39,30 @@ METHOD_LABELS = {"msgldm": "MSG-LDM", "unet": "plain UNet control", "floor_copy"
                  "floor_regression": "regression floor"}
 
 
-def _run(argv: list[str], env: dict[str, str]) -> float:
-    started = time.monotonic()
-    print("+", " ".join(argv), flush=True)
-    subprocess.run(argv, env=env, check=True)
-    return time.monotonic() - started
-
-
-def _tool(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
 def run(args: argparse.Namespace) -> dict:
     from msgldm_auto.paths import resolve_dataset_name
 
-    env = dict(os.environ, MSGLDM_HOME=str(args.home))
-    for name in ("MSGLDM_RAW", "MSGLDM_PREPROCESSED", "MSGLDM_RESULTS"):
-        env.pop(name, None)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    os.environ.update(MSGLDM_HOME=str(args.home))
+    env = home_environment(args.home, args.threads)
     name = resolve_dataset_name(args.dataset)
     raw, out = args.home / "raw" / name, args.home / "bench_sets"
     ds = str(args.dataset)
-    _run([_tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
+    run_command([tool("msgldm_plan_and_preprocess"), "-d", ds, "-pl", "cpu", "-np", "2"], env)
     seconds = {}
     for method in args.methods:
         extra = ["--max-minutes", str(args.minutes)] if args.minutes else []
-        seconds[f"train_{method}"] = _run([_tool("msgldm_train"), ds, "2d", "all", "-p", PLANS, "-m", method,
-                                           "-device", "cpu", "--no-progress"] + extra, env)
-        seconds[f"predict_{method}"] = _run([_tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o",
-                                             str(out / method), "-d", ds, "-p", PLANS, "-f", "all", "-m", method,
-                                             "-device", "cpu"], env)
+        train = [tool("msgldm_train"), ds, "2d", "all", "-p", PLANS, "-m", method, "-device", "cpu", "--no-progress"]
+        seconds[f"train_{method}"] = run_command(train + extra, env)
+        predict = [tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out / method), "-d", ds, "-p", PLANS,
+                   "-f", "all", "-m", method, "-device", "cpu"]
+        seconds[f"predict_{method}"] = run_command(predict, env)
     _floors(raw, out)
     summaries = {}
     for folder in [*args.methods, "floor_copy", "floor_regression"]:
-        evaluate = [_tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(out / folder), "-d", ds]
+        evaluate = [tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(out / folder), "-d", ds]
         for flag, sub in (("--mask", "masksTs"), ("--labels", "labelsTs")):
             if (raw / sub).is_dir():
                 evaluate += [flag, str(raw / sub)]
-        _run(evaluate, env)
+        run_command(evaluate, env)
         summaries[METHOD_LABELS[folder]] = load_summary_means(out / folder / "summary.json")
     model = args.home / "results" / name / f"{PLANS}__2d"
     return {"dataset": name, "summaries": summaries, "iterations": trained_iterations(model, "all"), "seconds": seconds,

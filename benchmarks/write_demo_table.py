@@ -31,6 +31,7 @@ METHODS = {"MSG-LDM (cpu plans)": "msgldm", "one-pass": "one_pass", "plain UNet 
 
 
 def collect(home: Path, seconds: float | None) -> dict:
+    from msgldm_auto.evaluation.model_choice import read_model_choice
     from msgldm_auto.plans import Plans
 
     model = home / "results" / DATASET / f"{PLANS}__2d"
@@ -46,7 +47,9 @@ def collect(home: Path, seconds: float | None) -> dict:
             summaries[label] = load_summary_means(path)
     # The load now says nothing about the run being described: name the machine, and run make demo alone.
     machine = machine_line(device=f"{cpu_name()}, {os.cpu_count()} cores, make demo running alone")
+    choice = read_model_choice(model)
     return {"summaries": summaries, "iterations": iterations, "seconds": seconds, "machine": machine,
+            "chosen_mode": choice.chosen.name if choice else None,
             "date": today(), "budget_minutes": {s: config.stage_schedule(s).max_minutes for s in iterations},
             "diffusion": config.ablations.diffusion,
             "command": "git clone … && make demo, then python -m benchmarks.write_demo_table <clone>/demo_data"}
@@ -66,7 +69,9 @@ def section(record: dict) -> str:
             + ".")
     budget = ", ".join(f"{s} {m:g} min → {record['iterations'][s]} iterations"
                        for s, m in record["budget_minutes"].items())
-    mode = "with diffusion" if record["diffusion"] else "in its one-pass mode (the plans switch diffusion off)"
+    mode = "with diffusion" if record["diffusion"] else "in its one-pass mode (the plans train no LDM)"
+    if record.get("chosen_mode"):
+        mode += f"; `msgldm_find_best_configuration` chose `{record['chosen_mode']}` on fold 0's validation"
     whole = (f"Whole run, environment install included: {record['seconds'] / 60:.1f} min. " if record.get("seconds")
              else "")
     return "\n".join([

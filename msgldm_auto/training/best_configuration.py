@@ -110,7 +110,7 @@ def held_out_cases(model: TrainedModel, fold: str) -> list[Case]:
 def _fold_summary(model: TrainedModel, fold: str, mode: PredictionMode, cases: list[Case],
                   request: BestConfigurationRequest) -> dict[str, Any]:
     fold_folder = model.folder / f"fold_{fold}"
-    options = PredictionOptions(method=mode.method, one_pass=mode.one_pass, num_samples=mode.num_samples)
+    options = PredictionOptions().with_mode(mode)
     diffusion = mode.predictor_mode == "diffusion"
     expected = ValidationHeader(fold, request.checkpoint, mode.predictor_mode,
                                 model.configuration.diffusion.steps if diffusion else 0,
