@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/demo_data
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test lint venv clean-demo
 
 venv: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Style (ruff.toml: line length 120, import order, unused names); .ci/run runs it before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 demo: $(STAMP)
 	MSGLDM_HOME=$(DEMO_HOME) $(PY) -m msgldm_auto.cli.run_demo
