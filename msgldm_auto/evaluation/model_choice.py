@@ -24,6 +24,8 @@ CHOICE_FILE = "best_configuration.json"
 CHOICE_TABLE_FILE = "best_configuration.txt"
 PSNR_TIE_DB = 0.2
 DEFAULT_SAMPLES = 8                     # K of the "mean of K diffusion samples" mode
+# The trained stages whose weights produce each kind of prediction (`MSGLDMPredictor.mode`).
+STAGES_BY_PREDICTOR_MODE = {"unet": (CONTROL_STAGE,), "one_pass": ("structure",), "diffusion": STAGES}
 
 
 @dataclass(frozen=True)
@@ -51,9 +53,7 @@ class PredictionMode:
     @property
     def stages(self) -> tuple[str, ...]:
         """The trained stages a fold needs to predict in this mode."""
-        if self.method == CONTROL_STAGE:
-            return (CONTROL_STAGE,)
-        return ("structure",) if self.one_pass else STAGES
+        return STAGES_BY_PREDICTOR_MODE[self.predictor_mode]
 
     @property
     def predictor_mode(self) -> str:

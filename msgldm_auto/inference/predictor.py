@@ -19,7 +19,7 @@ import torch
 
 from msgldm_auto.dataset.image_io import Image
 from msgldm_auto.errors import MSGLDMError
-from msgldm_auto.evaluation.model_choice import CHOICE_FILE, PredictionMode, read_model_choice
+from msgldm_auto.evaluation.model_choice import CHOICE_FILE, STAGES_BY_PREDICTOR_MODE, PredictionMode, read_model_choice
 from msgldm_auto.inference import export
 from msgldm_auto.inference.case_input import load_images
 from msgldm_auto.inference.model_loading import (
@@ -123,7 +123,7 @@ class MSGLDMPredictor:
     @property
     def stages(self) -> tuple[str, ...]:
         """The trained stages whose weights produce this predictor's images."""
-        return {"unet": (CONTROL_STAGE,), "one_pass": ("structure",), "diffusion": STAGES}[self.mode]
+        return STAGES_BY_PREDICTOR_MODE[self.mode]
 
     @property
     def steps(self) -> int:

@@ -200,7 +200,7 @@ class StageTrainer:
         return schedule_progress(self.state.iteration, settings.total_iterations, seconds, budget)
 
     def _set_learning_rates(self) -> None:
-        factor = poly_factor(schedule_progress(self.state.iteration, self.settings.total_iterations, 0.0, None))
+        factor = poly_factor(min(self.state.iteration / max(self.settings.total_iterations, 1), 1.0))
         for optimizer in self.stage.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
