@@ -101,6 +101,13 @@ def provenance(command: str, machine: str, date: str | None = None, extra: str =
     return text + (f" {extra}" if extra else "")
 
 
+def validation_provenance(record: dict) -> str:
+    """The provenance line of a table validated on held-out cases of a trained fold (bench_modes, bench_refine)."""
+    iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
+    return provenance(record["command"], record["machine"], record["date"],
+                      f"Iterations trained: {iterations}; {record['max_cases']} held-out case(s).")
+
+
 def write_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,12 @@ A variant is `MSGLDMPlans_cpu` with dotted edits of its `2d` configuration (JSON
 imagesTs and is scored against referenceTs (inside masksTs where present), all through the user's commands. Short
 budgets rank levers by how fast the model learns, which is what the `cpu` budget is about; the whole-budget figures
 are bench_sets'. Results are appended to benchmarks/results/levers.json.
+
+`--last-weights` scores the same training a second time with the last weights instead of the averaged ones (for a
+variant with `schedule.<stage>.ema_decay`): a paired comparison, free of run-to-run noise. `score` does the same for
+a prediction-time lever on a model trained earlier:
+
+    python -m benchmarks.bench_levers score --home /tmp/icbm -d 902 --name TTA --predict=--disable_tta
 """
 from __future__ import annotations
 
@@ -46,31 +52,79 @@ def write_variant(preprocessed: Path, name: str, edits: list[str]) -> str:
     return plans_name
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> list[dict]:
     from msgldm_auto.paths import resolve_dataset_name
 
     os.environ["MSGLDM_HOME"] = str(args.home)
     env = dict(os.environ)
     name = resolve_dataset_name(args.dataset)
-    raw, preprocessed = args.home / "raw" / name, args.home / "preprocessed" / name
+    preprocessed = args.home / "preprocessed" / name
     plans = write_variant(preprocessed, args.name, args.edits)
-    tools = Path(sys.executable).parent
-    out = args.home / "levers" / f"{args.name}_{args.method}"
-    subprocess.run([str(tools / "msgldm_train"), args.dataset, "2d", "all", "-p", plans, "-m", args.method,
+    subprocess.run([_tool("msgldm_train"), args.dataset, "2d", "all", "-p", plans, "-m", args.method,
                     "-device", "cpu", "--no-progress", "--max-minutes", str(args.minutes)], env=env, check=True)
-    subprocess.run([str(tools / "msgldm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", args.dataset,
-                    "-p", plans, "-f", "all", "-device", "cpu", "-m", args.method], env=env, check=True)
+    rows = [_score(args, name, plans, args.name, env)]
+    if args.last_weights:
+        last = write_variant(preprocessed, f"{args.name}_last", args.edits)
+        _copy_with_last_weights(args.home / "results" / name, plans, last)
+        rows.append(_score(args, name, last, f"{args.name} (last weights)", env))
+    return rows
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def score(args: argparse.Namespace) -> list[dict]:
+    """Prediction-time levers on an already trained fold `all` (no training): the plain prediction and the one with
+    `--predict` flags added, each scored (a paired comparison on one set of weights)."""
+    from msgldm_auto.paths import resolve_dataset_name
+
+    os.environ["MSGLDM_HOME"] = str(args.home)
+    env, name = dict(os.environ), resolve_dataset_name(args.dataset)
+    args.minutes, args.edits = None, []
+    return [_score(args, name, args.plans, f"{args.name}: default prediction", env),
+            _score(args, name, args.plans, f"{args.name}: {' '.join(args.predict)}", env, extra=args.predict)]
+
+
+def _score(args: argparse.Namespace, name: str, plans: str, row_name: str, env: dict[str, str],
+           extra: list[str] | None = None) -> dict:
+    raw = args.home / "raw" / name
+    out = args.home / "levers" / f"{plans}_{args.method}" / "".join(c if c.isalnum() else "_" for c in row_name)
+    subprocess.run([_tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out), "-d", args.dataset,
+                    "-p", plans, "-f", "all", "-device", "cpu", "-m", args.method, *(extra or [])], env=env,
+                   check=True)
     mask = ["--mask", str(raw / "masksTs")] if (raw / "masksTs").is_dir() else []
-    subprocess.run([str(tools / "msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(out),
+    subprocess.run([_tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(out),
                     "-d", args.dataset, *mask], env=env, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
-    return {"dataset": name, "name": args.name, "method": args.method, "minutes": args.minutes, "edits": args.edits,
+    return {"dataset": name, "name": row_name, "method": args.method, "minutes": args.minutes, "edits": args.edits,
             "psnr": summary["mean"]["psnr"]["mean"], "ssim": summary["mean"]["ssim"]["mean"],
             "per_target_psnr": {t: v["psnr"]["mean"] for t, v in summary["per_modality"].items()}, "date": today()}
 
 
+def _copy_with_last_weights(results: Path, plans: str, copy_plans: str) -> None:
+    """The trained model folder under `copy_plans`, each final checkpoint predicting with its stage's last weights
+    (`network_weights` of its main network) instead of their average."""
+    import shutil
+
+    from msgldm_auto.training.checkpoint import load_checkpoint, save_checkpoint
+
+    source, target = results / f"{plans}__2d", results / f"{copy_plans}__2d"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    (target / "plans.json").write_text((source / "plans.json").read_text().replace(plans, copy_plans))
+    mains = {"structure": "disentangler", "unet": "unet", "ldm": "denoiser"}
+    for path in target.glob("fold_all/*/checkpoint_final.pth"):
+        checkpoint = load_checkpoint(path)
+        main = mains.get(checkpoint["stage"])
+        if main is not None:
+            checkpoint["inference_weights"] = checkpoint["network_weights"][main]
+            save_checkpoint(checkpoint, path)
+
+
 def section(record: dict) -> str:
-    rows = [[r["name"], r["method"], f"{r['minutes']:g}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
+    rows = [[r["name"], r["method"], "–" if r["minutes"] is None else f"{r['minutes']:g}", f"{r['psnr']:.2f}",
+             f"{r['ssim']:.3f}",
              ", ".join(f"{t} {v:.1f}" for t, v in r["per_target_psnr"].items()), r.get("note", "")]
             for r in record["rows"]]
     return "\n".join([
@@ -90,17 +144,28 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--name", required=True, help="variant name (plans MSGLDMPlans_cpu_<name>)")
     runner.add_argument("--minutes", type=float, default=3.0)
     runner.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
+    runner.add_argument("--last-weights", action="store_true",
+                        help="score the same training again with the last weights instead of their average")
     runner.add_argument("edits", nargs="*", help="dotted plans edits, e.g. schedule.structure.learning_rate=8e-4")
+    scorer = sub.add_parser("score", help="a prediction-time lever on a trained fold all, against the plain run")
+    scorer.add_argument("--home", type=Path, required=True)
+    scorer.add_argument("-d", "--dataset", required=True)
+    scorer.add_argument("--plans", default=BASE_PLANS)
+    scorer.add_argument("--name", required=True)
+    scorer.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
+    scorer.add_argument("--predict", nargs="+", required=True, help="msgldm_predict flags of the lever")
     sub.add_parser("write")
     args = parser.parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "score"):
         record = load_results("levers") if (RESULTS / "levers.json").is_file() else {"rows": []}
-        record["rows"].append(run(args))
-        record["rows"][-1]["command"] = " ".join(["python -m benchmarks.bench_levers", *(argv or sys.argv[1:])])
+        rows = run(args) if args.command == "run" else score(args)
+        for row in rows:
+            row["command"] = " ".join(["python -m benchmarks.bench_levers", *(argv or sys.argv[1:])])
+        record["rows"] += rows
         record.setdefault("command", "python -m benchmarks.bench_levers run --home H -d D --name NAME [EDITS]")
         record.update(date=today(), machine=machine_line())
         save_results("levers", record)
-        print(record["rows"][-1])
+        print("\n".join(map(str, rows)))
         return 0
     replace_section("levers", section(load_results("levers")))
     return 0

@@ -3,6 +3,7 @@
 through-plane ratios) and, for the mean of K samples, uncertainty (Spearman(std, |error|), ±2 std coverage).
 
     python -m benchmarks.bench_modes run --home /tmp/bench_icbm -d 902     # ~25 min on 2 cores, machine idle
+    python -m benchmarks.bench_modes choose --home /tmp/bench_icbm -d 902 --plans P   # a retrained variant's choice
     python -m benchmarks.bench_modes write
 
 The plans are the `cpu` preset's with `ablations.diffusion: true` (so the autoencoder and the LDM are trained, at the
@@ -21,13 +22,13 @@ from benchmarks._common import (
     home_environment,
     load_results,
     machine_line,
-    provenance,
     replace_section,
     run_command,
     save_results,
     today,
     tool,
     trained_iterations,
+    validation_provenance,
 )
 from benchmarks.plans_edits import plans_variant
 from msgldm_auto.evaluation.model_choice import ModelChoice, format_choice
@@ -58,14 +59,27 @@ def run(args: argparse.Namespace) -> dict:
     extra = ["--val-cases", str(args.max_cases)] + (["--max-minutes", str(args.minutes)] if args.minutes else [])
     train = [tool("msgldm_train"), ds, DEFAULT_CONFIGURATION, "0", "-p", PLANS, "-device", "cpu", "--no-progress"]
     seconds = {"train": run_command(train + extra, env)}
-    seconds["choose"] = run_command([tool("msgldm_find_best_configuration"), ds, "-p", PLANS, "-f", "0", "--samples",
-                              str(args.samples), "--max-cases", str(args.max_cases), "-device", "cpu"], env)
-    model = args.home / "results" / name / f"{PLANS}__{DEFAULT_CONFIGURATION}"
+    return choose(args, PLANS, seconds)
+
+
+def choose(args: argparse.Namespace, plans_name: str, seconds: dict[str, float] | None = None) -> dict:
+    """`msgldm_find_best_configuration` on fold 0 of a trained model (bench_modes' own, or a variant whose LDM
+    `bench_refine train` retrained) and its record."""
+    from msgldm_auto.paths import resolve_dataset_name
+
+    env = home_environment(args.home)
+    name, ds = resolve_dataset_name(args.dataset), str(args.dataset)
+    seconds = dict(seconds or {})
+    seconds["choose"] = run_command([tool("msgldm_find_best_configuration"), ds, "-p", plans_name, "-f", "0",
+                                     "--samples", str(args.samples), "--max-cases", str(args.max_cases),
+                                     "-device", "cpu"], env)
+    model = args.home / "results" / name / f"{plans_name}__{DEFAULT_CONFIGURATION}"
+    variant = "" if plans_name == PLANS else f" (variant {plans_name})"
     return {"dataset": name, "choice": json.loads((model / "best_configuration.json").read_text()),
             "iterations": trained_iterations(model, "0"), "seconds": seconds, "date": today(),
-            "machine": machine_line(), "max_cases": args.max_cases, "minutes": args.minutes,
-            "command": f"python -m benchmarks.bench_modes run --home H -d {ds} --samples {args.samples} "
-                       f"--max-cases {args.max_cases}"}
+            "machine": machine_line(), "max_cases": args.max_cases, "minutes": getattr(args, "minutes", None),
+            "plans": plans_name, "command": f"python -m benchmarks.bench_modes {args.command} --home H -d {ds} "
+                                            f"--samples {args.samples} --max-cases {args.max_cases}{variant}"}
 
 
 def _verdict(value: float | None, ok: bool) -> str:
@@ -119,10 +133,8 @@ def section(records: list[dict]) -> str:
              "comparable with the test-set tables above.", ""]
     for record in records:
         choice = ModelChoice.from_dict(record["choice"])
-        iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
         parts += [f"### {record['dataset']}", "", "```text", format_choice(choice), "```", "", *targets(choice), "",
-                  provenance(record["command"], record["machine"], record["date"],
-                             f"Iterations trained: {iterations}; {record['max_cases']} held-out case(s)."), ""]
+                  validation_provenance(record), ""]
     return "\n".join(parts)
 
 
@@ -136,10 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--max-cases", type=int, default=2, help="held-out cases validated per mode")
     runner.add_argument("--minutes", type=float, default=None,
                         help="per-stage budget (default: the plans'; smoke runs)")
+    chooser = sub.add_parser("choose", help="only the choice, on a trained model (e.g. a bench_refine variant)")
+    chooser.add_argument("--home", type=Path, required=True)
+    chooser.add_argument("-d", "--dataset", required=True)
+    chooser.add_argument("--plans", default=PLANS, help="plans name of the trained model")
+    chooser.add_argument("--samples", type=int, default=8)
+    chooser.add_argument("--max-cases", type=int, default=2)
     sub.add_parser("write", help="render every stored record into documentation/benchmarks.md")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        record = run(args)
+    if args.command in ("run", "choose"):
+        record = run(args) if args.command == "run" else choose(args, args.plans)
         save_results(f"modes_{record['dataset']}", record)
         print("\n".join(targets(ModelChoice.from_dict(record["choice"]))))
         return 0

@@ -74,7 +74,10 @@ class DiffusionPlan:
     target: str = "residual"                       # "latent" (paper) | "residual" (target - one-pass latent)
     sampling_start: str = "one_pass"               # "noise" | "one_pass" (one-pass latent noised to t0)
     t0: float = 0.25                               # fraction of the schedule used when sampling_start == "one_pass"
-                                                   # (0.25: best of 0.25/0.5/0.75 in benchmarks/bench_quality.py)
+                                                   # (benchmarks/bench_refine.py: smaller t0 stays closer to the
+                                                   # one-pass decoder, 0.25 gives the widest spread of samples)
+    train_timesteps: str = "sampled"               # "sampled": only the noise levels the one-pass start samples
+                                                   # from, t ~ U{0..t0's timestep}; "all": t ~ U{0..T-1}
     steps: int = 10                                # DDIM steps at inference
     ema_decay: float = 0.999
 
@@ -111,6 +114,8 @@ class StageSchedule:
     iterations_per_epoch: int = 250
     learning_rate: float = 1e-4
     max_minutes: float | None = None    # wall-clock budget; the stage ends cleanly at a checkpoint when it is spent
+    ema_decay: float | None = None      # structure (and the control): predict with this EMA of the weights (None:
+                                        # the last ones); the LDM's is diffusion.ema_decay
 
 
 @dataclass
@@ -155,7 +160,7 @@ class ConfigurationPlan:
 
     def stage_schedule(self, stage: str) -> StageSchedule:
         """A stage's schedule; the control's is MSG-LDM's whole budget (its trained stages' epochs and minutes added
-        up), so that the two are compared at equal cost."""
+        up), so that the two are compared at equal cost, with the structure stage's learning rate and averaging."""
         if stage != CONTROL_STAGE:
             return self.schedule[stage]
         trained = [self.schedule[s] for s in self.trained_stages]
@@ -164,6 +169,7 @@ class ConfigurationPlan:
         return StageSchedule(
             epochs=sum(s.epochs for s in trained), iterations_per_epoch=main.iterations_per_epoch,
             learning_rate=main.learning_rate, max_minutes=None if None in minutes else float(sum(minutes)),
+            ema_decay=main.ema_decay,
         )
 
     @property

@@ -310,3 +310,21 @@ def test_modes_benchmark_states_each_diffusion_target_as_met_or_missed_by_how_mu
     assert "chosen: one_pass (best mean PSNR (20.00 dB))" in text and "diffusion_mean8  6" in text
     choice["scores"][2]["std_error_spearman"] = None                               # NaN when measured: "not measured"
     assert "not measured" in targets(ModelChoice.from_dict(choice))[3]
+
+
+def test_refine_benchmark_names_every_setting_and_marks_what_was_not_measured():
+    from benchmarks.bench_refine import section, table
+
+    metrics = dict(ssim=0.5, hf_ratio=1.0, gradient_ratio=1.0, std_error_spearman=None, coverage_2std=None, seconds=6)
+    rows = [{"t0": None, "samples": 1, "psnr": 24.66, **metrics},
+            {"t0": 0.05, "samples": 1, "psnr": 24.1, **metrics},
+            {"t0": 0.05, "samples": 8, "psnr": 24.5, **{**metrics, "std_error_spearman": 0.41}}]
+    lines = table({"rows": rows}).splitlines()
+    assert lines[2].startswith("| one-pass decoder | 24.66 | 0.500 | 1.000 | 1.000 | – | – | 6 |")
+    assert lines[3].startswith("| t0 0.05, one sample | 24.10 |") and lines[4].startswith("| t0 0.05, mean of 8 |")
+    assert "| 0.410 |" in lines[4]
+    record = {"dataset": "Dataset902_X", "tag": "sampled", "rows": rows, "iterations": {"ldm": 560},
+              "training": {"t0": 0.25, "target": "residual", "train_timesteps": "sampled"}, "max_cases": 2,
+              "machine": "m", "date": "d", "command": "c"}
+    text = section([record])
+    assert "### Dataset902_X (sampled)" in text and "timesteps `sampled`" in text and "ldm 560" in text

@@ -278,7 +278,9 @@ def test_a_head_wider_than_the_planned_canvas_is_synthesized_to_its_rim(model_fo
     rim = (head > 0) & (np.abs(np.arange(44) - 21.5)[None, :, None] > 12)   # rows a 16-px canvas would have cut away
     assert rim.sum() > 50
     values, counts = np.unique(output[rim], return_counts=True)
-    assert counts.max() < 0.05 * rim.sum(), (f"{counts.max()} of {rim.sum()} rim voxels share the value "
+    # A cut canvas fills every rim voxel with one value; this untrained model's diffusion output, decoded as a change
+    # to its one-pass image, clamps some voxels to the background (about 10 %).
+    assert counts.max() < 0.25 * rim.sum(), (f"{counts.max()} of {rim.sum()} rim voxels share the value "
                                              f"{values[counts.argmax()]}")
 
 

@@ -3,6 +3,7 @@ and the msgldm_train CLI (tiny real networks end to end)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from msgldm_auto.training.augmentation import IntensityOnKeptTransform, build_tr
 from msgldm_auto.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint  # noqa: E402
 from msgldm_auto.training.data_loader import build_slice_index, make_training_batches, validation_batches  # noqa: E402
 from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
-from msgldm_auto.training.ema import make_ema  # noqa: E402
+from msgldm_auto.training.ema import make_ema, warmup_decay  # noqa: E402
 from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
 from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
 from msgldm_auto.training.trainer import StageTrainer, TrainerSettings, poly_factor, schedule_progress  # noqa: E402
@@ -229,7 +230,7 @@ class _KilledAt:
         self.batches.close()
 
 
-def _tiny_run(folder: Path, kill_at_batch: int | None = None, **settings):
+def _tiny_run(folder: Path, kill_at_batch: int | None = None, ema_decay: float | None = None, **settings):
     rng = np.random.default_rng(0)
     reader = MemoryReader({f"c{i}": smooth_case([0, 1, 2], rng) for i in range(4)})
     index = build_slice_index(reader, list(reader.cases), 3)
@@ -241,6 +242,7 @@ def _tiny_run(folder: Path, kill_at_batch: int | None = None, **settings):
     torch.manual_seed(1)
     np.random.seed(1)
     stage = TinySynthesisStage(3, 1)
+    stage.keep_average(ema_decay)
     options = dict(epochs=2, iterations_per_epoch=3, checkpoint_every=1, show_progress=False)
     options.update(settings)
     trainer = StageTrainer(stage, TrainerSettings(**options), folder, CPU, {"fold": "0"})
@@ -267,6 +269,18 @@ def test_resume_gives_bit_identical_weights(tmp_path):
         assert (tmp_path / "resumed" / name).is_file()
     history = torch.load(tmp_path / "resumed" / "checkpoint_final.pth", weights_only=True)["history"]
     assert history["epoch"] == [0, 1]
+
+
+def test_the_trainer_averages_every_step_and_a_resumed_average_is_the_same(tmp_path):
+    _tiny_run(tmp_path / "straight", ema_decay=0.99)
+    final = load_checkpoint(tmp_path / "straight" / "checkpoint_final.pth")
+    weights, last = final["inference_weights"], final["network_weights"]["net"]
+    assert int(final["extra_state"]["ema"]["n_averaged"]) == 6                   # one update per iteration
+    assert all(not torch.equal(weights[k], last[k]) for k in last)              # prediction gets the average
+    _tiny_run(tmp_path / "resumed", kill_at_batch=4, ema_decay=0.99)
+    _tiny_run(tmp_path / "resumed", resume=True, ema_decay=0.99)
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoint_final.pth")["inference_weights"]
+    assert all(torch.equal(weights[k], resumed[k]) for k in weights)
 
 
 def test_latest_checkpoint_is_also_written_by_the_clock_so_a_kill_loses_little(tmp_path):
@@ -323,7 +337,42 @@ def test_ema_follows_the_model():
     with torch.no_grad():
         model.weight.add_(1.0)
     ema.update_parameters(model)
-    assert torch.allclose(ema.module.weight, before + 0.5)
+    assert torch.allclose(ema.module.weight, before + 1.0 - warmup_decay(0.5, 1))
+    assert warmup_decay(0.5, 1) == pytest.approx(2 / 11) and warmup_decay(0.5, 1e6) == 0.5
+
+
+def test_ema_forgets_the_initial_weights_of_a_short_stage():
+    model = torch.nn.Linear(1, 1, bias=False)
+    ema = make_ema(model, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)                       # "the initial weights"
+        ema.update_parameters(model)
+        model.weight.fill_(0.0)                       # every trained weight after them
+        for _ in range(600):
+            ema.update_parameters(model)
+    kept = float(ema.module.weight.detach())
+    assert kept == pytest.approx(math.prod(warmup_decay(0.999, n) for n in range(1, 601)), rel=1e-4)
+    assert kept < 1e-6 < 0.999**600 / 1e5             # a fixed 0.999 would keep 55 % of them
+
+
+def test_a_stage_keeping_an_average_predicts_validates_and_resumes_with_it(tmp_path):
+    stage = TinySynthesisStage(3, 1)
+    assert stage.prediction_network() is stage.networks["net"] and stage.extra_state() == {}
+    stage.keep_average(0.9)
+    with torch.no_grad():
+        for value in (1.0, 2.0, 3.0):
+            for parameter in stage.networks["net"].parameters():
+                parameter.fill_(value)
+            stage.update_average()
+    averaged = stage.inference_weights()
+    last = stage.networks["net"].state_dict()
+    assert all(not torch.equal(averaged[k], last[k]) for k in last)          # prediction gets the average
+    assert not stage.prediction_network().training                            # and runs it in eval mode
+    state = stage.extra_state()
+    fresh = TinySynthesisStage(3, 1)
+    fresh.keep_average(0.9)
+    fresh.load_extra_state(state)
+    assert all(torch.equal(fresh.inference_weights()[k], averaged[k]) for k in averaged)
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI
@@ -355,11 +404,14 @@ def test_plans_without_diffusion_train_only_the_structure_stage_and_validate_aft
     preprocessed = write_preprocessed_dataset(msgldm_roots / "preprocessed")
     plans = Plans.load(preprocessed / "MSGLDMPlans.json")
     plans.configuration("2d").ablations.diffusion = False
+    plans.configuration("2d").schedule["structure"].ema_decay = 0.99
     plans.save(preprocessed / "MSGLDMPlans.json")
     assert main(["1", "2d", "0", "-device", "cpu", "--no-progress"]) == 0
     captured = capsys.readouterr()
     fold = msgldm_roots / "results" / "Dataset001_Toy" / "MSGLDMPlans__2d" / "fold_0"
-    assert (fold / "structure" / "checkpoint_final.pth").is_file()
+    structure = load_checkpoint(fold / "structure" / "checkpoint_final.pth")
+    averaged, last = structure["inference_weights"], structure["network_weights"]["disentangler"]
+    assert "ema" in structure["extra_state"] and any(not torch.equal(averaged[k], last[k]) for k in last)
     assert not (fold / "ae").exists() and not (fold / "ldm").exists()    # the one-pass decoder needs neither
     assert "stages ae and ldm skipped" in captured.out
     assert "case-level validation skipped" in captured.err       # validation was reached (no raw cases here)
@@ -379,11 +431,15 @@ def test_the_plain_unet_control_trains_one_stage_with_msgldms_whole_budget(msgld
     for stage, minutes in (("ae", 1.0), ("structure", 2.0), ("ldm", 4.0)):
         config.schedule[stage].max_minutes = minutes
     assert config.stage_schedule("unet").max_minutes == 7.0
+    config.schedule["structure"].ema_decay = 0.5
+    assert config.stage_schedule("unet").ema_decay == 0.5               # the control averages like the disentangler
+    config.schedule["structure"].ema_decay = None
     config.ablations.diffusion = False
     assert config.stage_schedule("unet").max_minutes == 2.0          # only what MSG-LDM actually trains
     plans.save(preprocessed / "MSGLDMPlans.json")
     assert main(["1", "2d", "0", "-device", "cpu", "--no-progress", "--method", "unet"]) == 0
     model = msgldm_roots / "results" / "Dataset001_Toy" / "MSGLDMPlans__2d"
+    assert load_checkpoint(model / "fold_0" / "unet" / "checkpoint_final.pth")["extra_state"] == {}   # no averaging
     assert [p.name for p in (model / "fold_0").iterdir() if p.is_dir()] == ["unet"]
     log = (model / "fold_0" / "unet" / "training_log.txt").read_text()
     assert "synthesis PSNR (dB)" in log and "it/s" in log and "at most 2 min" in log

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one noise draw for all slices (shared) or one per slice")
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
                         help="slices per forward pass")
+    parser.add_argument("--disable_tta", "--disable-tta", dest="mirror", action="store_false",
+                        help="no test-time mirroring: the one-pass decoder and the control then run once per slice "
+                             "instead of averaging over the left-right mirror (half the time)")
     return parser
 
 
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     model_folder = find_model_folder(args.dataset, args.configuration, args.plans)
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples or 1, seed=args.seed,
                                 one_pass=args.one_pass, method=args.method or "msgldm", noise=args.noise,
-                                batch_size=args.batch_size, resample_mismatched=args.resample_mismatched)
+                                batch_size=args.batch_size, resample_mismatched=args.resample_mismatched,
+                                mirror=args.mirror)
     explicit = args.one_pass or args.method is not None or args.num_samples is not None or args.steps is not None
     options, mode, note = apply_mode_choice(options, model_folder, args.mode, explicit)
     if note:
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                           "folds with -f, or another mode with --mode")
     modes = {"diffusion": f"diffusion, {predictor.steps} steps x {predictor.samples} sample(s)",
              "one_pass": "one-pass decoder", "unet": "plain UNet control"}
-    mode = modes[predictor.mode]
+    mode = modes[predictor.mode] + (", mirrored" if predictor.mirrors else "")
     print(f"model {model_folder}  folds {' '.join(predictor.folds)}  checkpoint {args.checkpoint}  ({mode})")
     inputs = [Path(p) for p in args.i]
     report = predictor.predict_folder(inputs[0] if len(inputs) == 1 and inputs[0].is_dir() else inputs, Path(args.o),

@@ -104,6 +104,7 @@ def _case_entry(predictor, result, files: list[str]) -> dict[str, Any]:
         "mode": predictor.mode,
         "steps": predictor.steps,
         "samples": predictor.samples,
+        "mirrored": predictor.mirrors,
         "noise": predictor.options.noise,
         "seed": predictor.options.seed,
         "version": msgldm_auto.__version__,

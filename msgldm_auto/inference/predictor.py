@@ -34,6 +34,7 @@ from msgldm_auto.inference.model_loading import (
 )
 from msgldm_auto.inference.synthesis import NOISE_STRATEGIES, SynthesisSettings, make_volume_input, synthesize_volume
 from msgldm_auto.plans import CONTROL_STAGE, METHODS, STAGES
+from msgldm_auto.preprocessing.orientation import left_right_axis
 
 
 @dataclass
@@ -45,6 +46,8 @@ class PredictionOptions:
     method: str = "msgldm"              # "msgldm" | "unet" (the plain UNet control, `msgldm_train ... --method unet`)
     noise: str = "shared"               # "shared" (one draw for all slices) | "independent" (one per slice)
     batch_size: int | None = None       # slices per forward pass; None: the plans' batch size
+    mirror: bool = True                 # the deterministic passes average over the left-right mirror (nnU-Net's TTA;
+                                        # msgldm_predict --disable_tta); diffusion averages samples instead
     resample_mismatched: bool = False
 
     def validate(self) -> None:
@@ -133,6 +136,11 @@ class MSGLDMPredictor:
         return self.options.steps or self.model.configuration.diffusion.steps
 
     @property
+    def mirrors(self) -> bool:
+        """Whether the deterministic pass averages over the left-right mirror (never while sampling)."""
+        return self.options.mirror and not self.uses_diffusion
+
+    @property
     def samples(self) -> int:
         """Samples per fold: the one-pass decoder is deterministic, so more than one would only repeat it."""
         return self.options.num_samples if self.uses_diffusion else 1
@@ -191,7 +199,8 @@ class MSGLDMPredictor:
         volume_input = make_volume_input(np.asarray(data), list(present_channels), len(self.modalities),
                                          properties.foreground_slices)
         settings = SynthesisSettings(self.uses_diffusion, self.steps, self.options.noise,
-                                     self.options.batch_size or config.batch_size)
+                                     self.options.batch_size or config.batch_size,
+                                     left_right_axis(config.slice_axis) if self.mirrors else None)
         scales = [self.model.plans.intensity_p995[self.modalities[ch]] for ch in targets]
         total = np.zeros((len(targets), *reference.array.shape), dtype=np.float64)
         total_sq = np.zeros_like(total) if with_std else None

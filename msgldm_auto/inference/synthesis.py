@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from msgldm_auto.diffusion.targets import decode_sample
 from msgldm_auto.inference.choices import NOISE_STRATEGIES
 from msgldm_auto.inference.model_loading import FoldNetworks
 from msgldm_auto.plans import ConfigurationPlan
@@ -26,6 +27,7 @@ class SynthesisSettings:
     steps: int
     noise: str = "shared"
     batch_size: int = 8
+    mirror_axis: int | None = None      # in-plane axis (0: H, 1: W) of the deterministic passes' test-time mirroring
 
 
 @dataclass
@@ -103,17 +105,27 @@ def synthesize_volume(networks: FoldNetworks, scheduler, config: ConfigurationPl
         images = volume[:, context].permute(1, 0, 2, 3, 4).to(device)                        # (B, M, C, H, W)
         kept = present[None].expand(len(batch), m).to(device)
         if networks.control is not None:
-            result[:, batch.numpy()] = _as_numpy(networks.control(images, kept)[:, targets])
-            continue
-        guidance = networks.disentangler(images, kept)
-        if diffusion:
-            latents = _sample_batch(networks, scheduler, config, settings, guidance, kept, present_latents, context,
-                                    noise[batch])
-            decoded = _decode_targets(networks.autoencoder, latents, targets)
+            decoded = _mirror_averaged(lambda x: networks.control(x, kept)[:, targets], images, settings.mirror_axis)
+        elif diffusion:
+            guidance = networks.disentangler(images, kept)
+            latents, one_pass = _sample_batch(networks, scheduler, config, settings, guidance, kept, present_latents,
+                                              context, noise[batch])
+            decoded = decode_sample(networks.autoencoder, latents[:, targets], one_pass[:, targets],
+                                    guidance.synthesis[:, targets], config.diffusion.target)
         else:
-            decoded = guidance.synthesis[:, targets]
+            decoded = _mirror_averaged(lambda x: networks.disentangler(x, kept).synthesis[:, targets], images,
+                                       settings.mirror_axis)
         result[:, batch.numpy()] = _as_numpy(decoded)
     return result
+
+
+def _mirror_averaged(predict, images: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """nnU-Net's test-time mirroring: the mean of `predict(images)` (B, T, H, W) and of the prediction for the input
+    mirrored along the in-plane `axis`, mirrored back; `images` (B, M, C, H, W). None: one plain pass."""
+    prediction = predict(images)
+    if axis is None:
+        return prediction
+    return (prediction + predict(images.flip(3 + axis)).flip(2 + axis)) / 2
 
 
 def _as_numpy(images: torch.Tensor) -> np.ndarray:
@@ -123,7 +135,8 @@ def _as_numpy(images: torch.Tensor) -> np.ndarray:
 
 def _sample_batch(networks: FoldNetworks, scheduler, config: ConfigurationPlan, settings: SynthesisSettings, guidance,
                   kept: torch.Tensor, present_latents: torch.Tensor, context: torch.Tensor,
-                  noise: torch.Tensor) -> torch.Tensor:
+                  noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sampled latents and the one-pass latents they refine, both (B, M, L, h, w)."""
     from msgldm_auto.diffusion.sampler import sample_latents
 
     device = kept.device
@@ -136,16 +149,9 @@ def _sample_batch(networks: FoldNetworks, scheduler, config: ConfigurationPlan, 
     batch, m = kept.shape
     synthesis = guidance.synthesis.reshape(batch * m, 1, *guidance.synthesis.shape[-2:])
     one_pass = networks.autoencoder.encode(synthesis).reshape(batch, m, *clean.shape[2:])
-    return sample_latents(
+    latents = sample_latents(
         networks.denoiser, scheduler, config,
         clean=clean, kept=kept, neighbours=neighbours, prior=guidance.prior, one_pass=one_pass,
         styles=guidance.styles, steps=settings.steps, noise=noise.to(device),
     )
-
-
-def _decode_targets(autoencoder: torch.nn.Module, latents: torch.Tensor, targets: list[int]) -> torch.Tensor:
-    """(B, T, H, W) images decoded from the (B, M, L, h, w) latents of the target modalities."""
-    chosen = latents[:, targets]
-    batch, count = chosen.shape[:2]
-    images = autoencoder.decode(chosen.reshape(batch * count, *chosen.shape[2:]))
-    return images.reshape(batch, count, *images.shape[-2:])
+    return latents, one_pass

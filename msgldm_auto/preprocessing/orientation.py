@@ -77,6 +77,13 @@ def slice_layout(slice_axis: int) -> tuple[int, int, int]:
     return (slice_axis, in_plane[0], in_plane[1])
 
 
+def left_right_axis(slice_axis: int) -> int | None:
+    """The in-plane axis of a slice (0: H, 1: W) that runs left-right (RAS axis 0); None when slices are sagittal.
+    Brains are roughly left-right symmetric: training mirrors along it, and prediction averages over that mirror."""
+    in_plane = slice_layout(slice_axis)[1:]
+    return in_plane.index(0) if 0 in in_plane else None
+
+
 def to_slices(ras: np.ndarray, slice_axis: int) -> np.ndarray:
     return np.transpose(ras, slice_layout(slice_axis))
 

@@ -11,6 +11,8 @@ import numpy as np
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
+from msgldm_auto.preprocessing.orientation import left_right_axis
+
 BACKGROUND = -1.0
 
 
@@ -54,12 +56,6 @@ class ClipTransform(AbstractTransform):
         return data_dict
 
 
-def left_right_axis(slice_axis: int) -> int | None:
-    """The in-plane axis of a slice that runs left-right (RAS axis 0), assuming in-plane axes keep RAS order."""
-    in_plane = [axis for axis in (0, 1, 2) if axis != slice_axis]
-    return in_plane.index(0) if 0 in in_plane else None
-
-
 def build_transforms(image_size: list[int], context_slices: int, augment: bool, slice_axis: int = 2) -> Compose:
     if not augment:
         return Compose([ClipTransform()])
@@ -72,6 +68,6 @@ def build_transforms(image_size: list[int], context_slices: int, augment: bool, 
     )
     transforms = [spatial]
     mirror_axis = left_right_axis(slice_axis)
-    if mirror_axis is not None:   # brains are roughly left-right symmetric; no other flip is anatomically plausible
+    if mirror_axis is not None:   # no other flip is anatomically plausible
         transforms.append(MirrorTransform(axes=(mirror_axis,), p_per_sample=0.5))
     return Compose(transforms + [IntensityOnKeptTransform(context_slices), ClipTransform()])

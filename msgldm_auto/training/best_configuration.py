@@ -2,9 +2,9 @@
 then choose one by the rule of `msgldm_auto.evaluation.model_choice` and write the choice into the model folder.
 
 Each (fold, mode) is validated once into `fold_N/validation_<mode>/summary.json` and reused while what produced it
-(`ValidationHeader`: mode, steps, samples, seed, the checkpoint files) and the number of cases are unchanged; the fold
-validation that training already wrote (`fold_N/validation/`, `fold_N/validation_unet/`) counts the same way. Every
-mode is compared on the same folds, so on the same cases.
+(`ValidationHeader`: mode, steps, samples, seed, sampling, mirroring, the checkpoint files) and the number of cases
+are unchanged; the fold validation that training already wrote (`fold_N/validation/`, `fold_N/validation_unet/`)
+counts the same way. Every mode is compared on the same folds, so on the same cases.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from msgldm_auto.inference.model_loading import (
 from msgldm_auto.inference.predictor import PredictionOptions
 from msgldm_auto.paths import preprocessed_root, raw_root
 from msgldm_auto.training.splits import SPLITS_FILE, fold_cases, load_splits
-from msgldm_auto.training.validation import SUMMARY_FILE, ValidationHeader, validate_fold
+from msgldm_auto.training.validation import SUMMARY_FILE, ValidationHeader, sampling_identity, validate_fold
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,9 @@ def _fold_summary(model: TrainedModel, fold: str, mode: PredictionMode, cases: l
     expected = ValidationHeader(fold, request.checkpoint, mode.predictor_mode,
                                 model.configuration.diffusion.steps if diffusion else 0,
                                 mode.num_samples if diffusion else 1, options.seed, options.noise,
-                                weights_identity(model.folder, fold, mode.stages, request.checkpoint))
+                                weights_identity(model.folder, fold, mode.stages, request.checkpoint),
+                                sampling_identity(model.configuration.diffusion if diffusion else None),
+                                options.mirror and not diffusion)
     num_cases = len([c for c in cases if len(c.images) >= 2][:request.max_cases])
     if not request.revalidate:
         for folder in (f"validation_{mode.name}", "validation"):

@@ -220,6 +220,7 @@ class StageTrainer:
             self._set_learning_rates()
             batch = next(batches).to(self.context.device)
             results = self.stage.train_step(batch, self._step_context(progress))
+            self.stage.update_average()
             self.state.iteration += 1
             losses.append(float(results["loss"]))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -22,6 +22,7 @@ from msgldm_auto.evaluation.previews import save_preview
 from msgldm_auto.evaluation.table import ScoredVolume, aggregate, json_safe, summarise
 from msgldm_auto.inference.model_loading import weights_identity
 from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+from msgldm_auto.plans import DiffusionPlan
 from msgldm_auto.preprocessing.orientation import numpy_slice_axis
 
 SUMMARY_FILE = "summary.json"
@@ -58,12 +59,16 @@ class ValidationHeader:
     seed: int
     noise: str
     weights: str                        # inference.model_loading.weights_identity of the checkpoints used
+    sampling: str                       # the plans' sampling start, t0 and target ("" without diffusion)
+    mirrored: bool                      # the deterministic pass averaged over the left-right mirror
 
     @classmethod
     def of(cls, predictor: MSGLDMPredictor, fold: str, model_folder: Path) -> "ValidationHeader":
         options = predictor.options
         return cls(fold, predictor.checkpoint, predictor.mode, predictor.steps, predictor.samples, options.seed,
-                   options.noise, weights_identity(model_folder, fold, predictor.stages, predictor.checkpoint))
+                   options.noise, weights_identity(model_folder, fold, predictor.stages, predictor.checkpoint),
+                   sampling_identity(predictor.model.configuration.diffusion if predictor.uses_diffusion else None),
+                   predictor.mirrors)
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> "ValidationHeader | None":
@@ -82,12 +87,20 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
     model_folder = Path(model_folder)
     output = Path(output_folder) if output_folder is not None else model_folder / f"fold_{fold}" / "validation"
     predictor = MSGLDMPredictor.from_trained_folder(model_folder, [fold], checkpoint, device, options)
+    return validate_predictor(predictor, model_folder, str(fold), cases, output, max_cases=max_cases,
+                              num_previews=num_previews, compare_one_pass=compare_one_pass)
+
+
+def validate_predictor(predictor: MSGLDMPredictor, model_folder: Path, fold: str, cases: list[Case], output: Path,
+                       *, max_cases: int | None = None, num_previews: int = 2,
+                       compare_one_pass: bool = True) -> dict[str, Any]:
+    """`validate_fold` with a predictor built by the caller (the benchmarks vary its plans' sampling settings)."""
     one_pass = None
     # The one-pass decoder is the yardstick diffusion must beat (DESIGN.md §6); msgldm_find_best_configuration
     # validates it as a mode of its own, so it leaves the comparison out.
     if compare_one_pass and predictor.uses_diffusion:
         one_pass = MSGLDMPredictor(predictor.model, predictor.networks, predictor.device,
-                                   replace(predictor.options, one_pass=True), checkpoint)
+                                   replace(predictor.options, one_pass=True), predictor.checkpoint)
     records: list[ScoredVolume] = []
     one_pass_records: list[ScoredVolume] = []
     chosen = [c for c in cases if len(c.images) >= 2][:max_cases]     # one modality: nothing to hold out
@@ -98,11 +111,17 @@ def validate_fold(model_folder: Path | str, fold: str | int, cases: list[Case], 
         records += _validate_case(predictor, case.case_id, images, label, preview_folder)
         if one_pass is not None:
             one_pass_records += _validate_case(one_pass, case.case_id, images, label, None)
-    summary = summarise(records, asdict(ValidationHeader.of(predictor, str(fold), model_folder)))
+    summary = summarise(records, asdict(ValidationHeader.of(predictor, fold, model_folder)))
     if one_pass is not None:
         summary["one_pass"] = json_safe(aggregate(one_pass_records))
     write_json_atomic(summary, output / SUMMARY_FILE)
     return summary
+
+
+def sampling_identity(plan: DiffusionPlan | None) -> str:
+    """What of the plans decides a diffusion sample besides steps and seed (None: the mode samples nothing), so that
+    a validation made before t0 was edited in plans.json is not reused."""
+    return "" if plan is None else f"{plan.sampling_start} t0={plan.t0:g} {plan.target}"
 
 
 def mode_comparison(summary: dict[str, Any]) -> str | None:

@@ -1,5 +1,8 @@
 """What the generic trainer needs from a stage: its networks and optimisers, one training step, a validation metric
-(higher is better), the weights prediction uses, and any extra state (EMA, scale factor) to checkpoint."""
+(higher is better), the weights prediction uses, and any extra state (EMA, scale factor) to checkpoint.
+
+A stage that keeps an average of its main network's weights (`keep_average`) is validated and predicts with it; the
+trainer updates it after every step."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +14,7 @@ import torch
 from msgldm_auto.training.checkpoint import strip_wrappers
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.ddp import DistributedContext, wrap_module
+from msgldm_auto.training.ema import make_ema
 
 
 @dataclass
@@ -47,6 +51,20 @@ class Stage:
         self.networks: dict[str, torch.nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.train_modules: dict[str, torch.nn.Module] = {}
+        self.ema: torch.optim.swa_utils.AveragedModel | None = None
+
+    def keep_average(self, decay: float | None) -> None:
+        """Predict with an exponential moving average of the main network's weights (None: with the last weights)."""
+        # The average is never trained, so it stays in eval mode (the trainer switches only `networks`).
+        self.ema = make_ema(self.networks[self.main_network], decay).eval() if decay else None
+
+    def update_average(self) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.networks[self.main_network])
+
+    def prediction_network(self) -> torch.nn.Module:
+        """The main network as prediction will use it: its weights' average when the stage keeps one."""
+        return self.ema.module if self.ema is not None else self.networks[self.main_network]
 
     def parallelize(self, context: DistributedContext, compile_networks: bool) -> None:
         """The modules used for training: compiled (CUDA, when asked) and DDP-wrapped across ranks."""
@@ -65,13 +83,14 @@ class Stage:
         raise NotImplementedError
 
     def inference_weights(self) -> dict[str, torch.Tensor]:
-        return strip_wrappers(self.networks[self.main_network].state_dict())
+        return strip_wrappers(self.prediction_network().state_dict())
 
     def extra_state(self) -> dict[str, Any]:
-        return {}
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
 
     def finish(self, batches: Any, device: torch.device) -> None:
         """Called once when the stage completes, before the final checkpoint (the AE sets its scale factor here)."""

@@ -38,6 +38,7 @@ class PlainUNetStage(Stage):
         super().__init__()
         self.networks = {"unet": PlainUNet(config, num_modalities).to(device)}
         self.optimizers = {"unet": torch.optim.Adam(self.networks["unet"].parameters(), lr=learning_rate)}
+        self.keep_average(config.stage_schedule(self.name).ema_decay)
 
     def train_step(self, batch: SliceBatch, step: StepContext) -> dict[str, float]:
         with step.autocast():
@@ -51,5 +52,5 @@ class PlainUNetStage(Stage):
         pairs = []
         for batch in batches:
             batch = batch.to(device)
-            pairs.extend(dropped_pairs(self.networks["unet"](batch.images, batch.kept), batch))
+            pairs.extend(dropped_pairs(self.prediction_network()(batch.images, batch.kept), batch))
         return mean_psnr(pairs)

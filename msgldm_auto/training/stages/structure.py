@@ -37,6 +37,7 @@ class StructureStage(Stage):
         }
         parameters = [p for net in self.networks.values() for p in net.parameters()]
         self.optimizers = {"disentangler": torch.optim.Adam(parameters, lr=learning_rate)}
+        self.keep_average(config.stage_schedule(self.name).ema_decay)
 
     def parallelize(self, context, compile_networks: bool) -> None:
         super().parallelize(context, compile_networks)
@@ -59,6 +60,6 @@ class StructureStage(Stage):
         pairs = []
         for batch in batches:
             batch = batch.to(device)
-            output = self.networks["disentangler"](batch.images, batch.kept)
+            output = self.prediction_network()(batch.images, batch.kept)
             pairs.extend(dropped_pairs(output.synthesis, batch))
         return mean_psnr(pairs)
