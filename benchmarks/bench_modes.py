@@ -130,7 +130,8 @@ def section(records: list[dict]) -> str:
              "HF ratio: in-plane high-frequency energy ÷ the reference's (1 = as sharp, < 1 = blur); grad ratio: the "
              "same across slices; the last two columns score the std map of the mean of K samples. Validation "
              "scores inside reference > 0 (held-out training cases have no brain masks), so its SSIM is not "
-             "comparable with the test-set tables above.", ""]
+             "comparable with the test-set tables above. Where the command names a variant, `bench_refine train` "
+             "retrained that model's LDM (the plans' 2 minutes) on the same autoencoder and disentangler.", ""]
     for record in records:
         choice = ModelChoice.from_dict(record["choice"])
         parts += [f"### {record['dataset']}", "", "```text", format_choice(choice), "```", "", *targets(choice), "",
