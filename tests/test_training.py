@@ -373,6 +373,8 @@ def test_a_stage_keeping_an_average_predicts_validates_and_resumes_with_it(tmp_p
     fresh.keep_average(0.9)
     fresh.load_extra_state(state)
     assert all(torch.equal(fresh.inference_weights()[k], averaged[k]) for k in averaged)
+    with pytest.raises(MSGLDMError, match=r"ema_decay is 1.5; set it in \[0, 1\)"):
+        fresh.keep_average(1.5)
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI

@@ -11,6 +11,7 @@ from typing import Any, Callable, ContextManager
 
 import torch
 
+from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.training.checkpoint import strip_wrappers
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.ddp import DistributedContext, wrap_module
@@ -55,6 +56,9 @@ class Stage:
 
     def keep_average(self, decay: float | None) -> None:
         """Predict with an exponential moving average of the main network's weights (None: with the last weights)."""
+        if decay is not None and not 0.0 <= decay < 1.0:
+            field = "diffusion.ema_decay" if self.name == "ldm" else "schedule.structure.ema_decay"
+            raise MSGLDMError(f"plans {field} is {decay}; set it in [0, 1) (e.g. 0.999), or null for no averaging")
         # The average is never trained, so it stays in eval mode (the trainer switches only `networks`).
         self.ema = make_ema(self.networks[self.main_network], decay).eval() if decay else None
 
