@@ -81,7 +81,6 @@ def score(args: argparse.Namespace) -> list[dict]:
 
     os.environ["MSGLDM_HOME"] = str(args.home)
     env, name = dict(os.environ), resolve_dataset_name(args.dataset)
-    args.minutes, args.edits = None, []
     return [_score(args, name, args.plans, f"{args.name}: default prediction", env),
             _score(args, name, args.plans, f"{args.name}: {' '.join(args.predict)}", env, extra=args.predict)]
 
@@ -108,12 +107,15 @@ def _copy_with_last_weights(results: Path, plans: str, copy_plans: str) -> None:
     import shutil
 
     from msgldm_auto.training.checkpoint import load_checkpoint, save_checkpoint
+    from msgldm_auto.training.stages.control import PlainUNetStage
+    from msgldm_auto.training.stages.ldm import LatentDiffusionStage
+    from msgldm_auto.training.stages.structure import StructureStage
 
     source, target = results / f"{plans}__2d", results / f"{copy_plans}__2d"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
     (target / "plans.json").write_text((source / "plans.json").read_text().replace(plans, copy_plans))
-    mains = {"structure": "disentangler", "unet": "unet", "ldm": "denoiser"}
+    mains = {stage.name: stage.main_network for stage in (StructureStage, PlainUNetStage, LatentDiffusionStage)}
     for path in target.glob("fold_all/*/checkpoint_final.pth"):
         checkpoint = load_checkpoint(path)
         main = mains.get(checkpoint["stage"])
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     scorer.add_argument("--name", required=True)
     scorer.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
     scorer.add_argument("--predict", nargs="+", required=True, help="msgldm_predict flags of the lever")
+    scorer.set_defaults(minutes=None, edits=[])                 # nothing trained: the rows record no budget or edit
     sub.add_parser("write")
     args = parser.parse_args(argv)
     if args.command in ("run", "score"):

@@ -77,7 +77,7 @@ def choose(args: argparse.Namespace, plans_name: str, seconds: dict[str, float] 
     variant = "" if plans_name == PLANS else f" (variant {plans_name})"
     return {"dataset": name, "choice": json.loads((model / "best_configuration.json").read_text()),
             "iterations": trained_iterations(model, "0"), "seconds": seconds, "date": today(),
-            "machine": machine_line(), "max_cases": args.max_cases, "minutes": getattr(args, "minutes", None),
+            "machine": machine_line(), "max_cases": args.max_cases, "minutes": args.minutes,
             "plans": plans_name, "command": f"python -m benchmarks.bench_modes {args.command} --home H -d {ds} "
                                             f"--samples {args.samples} --max-cases {args.max_cases}{variant}"}
 
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     chooser.add_argument("--plans", default=PLANS, help="plans name of the trained model")
     chooser.add_argument("--samples", type=int, default=8)
     chooser.add_argument("--max-cases", type=int, default=2)
+    chooser.set_defaults(minutes=None)                          # the plans' budgets trained the model
     sub.add_parser("write", help="render every stored record into documentation/benchmarks.md")
     args = parser.parse_args(argv)
     if args.command in ("run", "choose"):

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="slices per forward pass")
     parser.add_argument("--disable_tta", "--disable-tta", dest="mirror", action="store_false",
                         help="no test-time mirroring: the one-pass decoder and the control then run once per slice "
-                             "instead of averaging over the left-right mirror (half the time)")
+                             "instead of averaging two passes over the left-right mirror")
     return parser
 
 
