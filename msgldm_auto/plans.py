@@ -136,6 +136,9 @@ class ConfigurationPlan:
     schedule: dict[str, StageSchedule] = field(default_factory=lambda: {s: StageSchedule() for s in STAGES})
     data_identifier: str = ""                    # name of the preprocessed folder of this configuration
     normalization: str = "p995"                  # intensity scheme (msgldm_auto.preprocessing.normalization)
+    regression_prior_degree: int = 0             # > 0: the disentangler's decoders and the control correct a
+                                                 # per-voxel polynomial of this degree fitted on the fold's training
+                                                 # voxels (networks/regression_prior.py); 0: no prior (older plans)
     estimated_minutes: dict[str, float] = field(default_factory=dict)  # planner's training-time estimate per stage
     rationale: dict[str, str] = field(default_factory=dict)
 

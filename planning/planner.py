@@ -39,6 +39,7 @@ MIN_BOTTLENECK = 4
 CONTEXT_RATIO = 2.0            # 2.5D context when slice spacing < 2 x in-plane spacing
 SIZE_PERCENTILE = 95
 MAX_BATCH_FRACTION = 0.05      # a batch holds at most 5 % of all training slices
+REGRESSION_PRIOR_DEGREE = 2    # the regression floor's degree (inference/baselines.py)
 AXIS_NAMES = ("R-L: sagittal slices", "A-P: coronal slices", "S-I: axial slices")
 
 
@@ -89,7 +90,7 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
     config = ConfigurationPlan(
         slice_axis=axis, spacing=spacing, image_size=image_size, latent_scale=f, context_slices=context, batch_size=2,
         diffusion=DiffusionPlan(steps=preset.ddim_steps),
-        ablations=Ablations(diffusion=preset.diffusion),
+        ablations=Ablations(diffusion=preset.diffusion), regression_prior_degree=REGRESSION_PRIOR_DEGREE,
         schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.stage_learning_rate(s),
                                    preset.stage_minutes(s)) for s in STAGES},
     )
@@ -105,6 +106,10 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
                         "(training skips the autoencoder and the LDM, so prediction uses the one-pass decoder): "
                         "msgldm_train ... --stage ae, then --stage ldm, trains them, and prediction then samples "
                         "with them; msgldm_find_best_configuration chooses the mode")
+    why["regression_prior_degree"] = (
+        f"the synthesis corrects each missing contrast's degree-{REGRESSION_PRIOR_DEGREE} per-voxel polynomial of the "
+        "given ones, fitted on the fold's training voxels (the regression floor), so the networks learn only what "
+        "needs spatial context; 0 switches it off")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config

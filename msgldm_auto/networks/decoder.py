@@ -6,7 +6,9 @@ stage 2), climbs back to scale 1 taking the fused structure map of every scale a
 with the target modality's style code: a per-channel scale and shift from the style (AdaIN's affine part). Unlike
 AdaIN it does not instance-normalise first: a per-slice normalisation pins every slice's feature statistics, so a
 slice with little brain cannot come out darker than one full of it (the flat top slices of coronal views), and on the
-measured-contrast set it cost 0.6 dB at the cpu budget (benchmarks.md). Output through tanh: images in [−1, 1].
+measured-contrast set it cost 0.6 dB at the cpu budget (benchmarks.md). Output through tanh: images in [−1, 1]; with
+a regression prior the last block sees the prior's logits and a learned trust × those logits is added before the
+tanh, so the decoder learns a correction of the prior.
 """
 from __future__ import annotations
 
@@ -46,21 +48,31 @@ class StyleBlock(nn.Module):
 class StyleDecoder(nn.Module):
     """(prior at 1/f, fused pyramid scale 1 … 1/f, style (B, D)) → image (B, 1, H, W)."""
 
-    def __init__(self, structure_channels: list[int], prior_channels: int, width: int, style_dim: int):
+    def __init__(self, structure_channels: list[int], prior_channels: int, width: int, style_dim: int,
+                 corrects_prior: bool = False):
         super().__init__()
         self.stem = Convolution(2, prior_channels, width, kernel_size=1, conv_only=True)
         self.skips = nn.ModuleList(nn.Conv2d(c, width, kernel_size=1) for c in structure_channels)
         self.blocks = nn.ModuleList(StyleBlock(2 * width, width, style_dim) for _ in structure_channels)
-        self.refine = StyleBlock(width, width, style_dim)
+        self.corrects_prior = corrects_prior
+        self.refine = StyleBlock(width + int(corrects_prior), width, style_dim)   # sees the prior it corrects
         self.out = nn.Conv2d(width, 1, kernel_size=1)
 
-    def forward(self, prior: torch.Tensor, fused: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
+    def forward(self, prior: torch.Tensor, fused: list[torch.Tensor], style: torch.Tensor,
+                regression: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`regression`: (logits, trust) of the regression prior, (B, 1, H, W) and (B, 1, 1, 1), for a decoder that
+        corrects it: the refine block sees the logits, and trust × logits is added before the tanh."""
+        if self.corrects_prior != (regression is not None):
+            raise ValueError("a decoder built to correct a regression prior needs one, and only such a decoder")
         x = self.stem(prior)
         for level in reversed(range(len(fused))):
             if x.shape[-2:] != fused[level].shape[-2:]:
                 x = F.interpolate(x, size=fused[level].shape[-2:], mode="nearest")
             x = self.blocks[level](torch.cat([x, self.skips[level](fused[level])], dim=1), style)
-        return torch.tanh(self.out(self.refine(x, style)))
+        if regression is None:
+            return torch.tanh(self.out(self.refine(x, style)))
+        logits, trust = regression
+        return torch.tanh(self.out(self.refine(torch.cat([x, logits], dim=1), style)) + trust * logits)
 
 
 class SegmentationHead(nn.Module):

@@ -5,6 +5,8 @@ images (B, M, C, H, W) + present (B, M)
     pyramid, scale 1 … 1/f → MSSE → structure prior (B, P, H/f, W/f)
   → per-modality style encoders → style codes; absent modalities take their learned prototype
   → per-modality style-modulated decoders → one-pass synthesis of all M modalities; optional segmentation head.
+With `regression_prior_degree` > 0 each decoder corrects the per-voxel regression prior of its modality from the other
+present ones (networks/regression_prior.py) instead of starting from nothing.
 
 A modality with present=False has exactly zero influence on every output: its input is replaced by zeros before any
 network sees it (so even NaNs there are harmless), its fusion weight is exactly 0, and its style is its prototype.
@@ -19,6 +21,7 @@ from torch import nn
 
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.networks.decoder import SegmentationHead, StyleDecoder
+from msgldm_auto.networks.regression_prior import RegressionPrior
 from msgldm_auto.networks.structure import (
     MultiModalStructureFusion,
     MultiScaleStructureEmbedding,
@@ -82,10 +85,13 @@ class StructureStyleDisentangler(nn.Module):
         )
         self.styles = ModalityStyles(num_modalities, config.context_slices, plan.style_channels, plan.style_dim)
         self.decoders = nn.ModuleList(
-            StyleDecoder(channels, plan.prior_channels, plan.decoder_channels, plan.style_dim)
+            StyleDecoder(channels, plan.prior_channels, plan.decoder_channels, plan.style_dim,
+                         corrects_prior=config.regression_prior_degree > 0)
             for _ in range(num_modalities)
         )
         self.segmentation = SegmentationHead(channels[0], num_label_classes) if num_label_classes > 0 else None
+        degree = config.regression_prior_degree
+        self.regression_prior = RegressionPrior(num_modalities, degree) if degree > 0 else None
 
     def _clean(self, images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         if images.ndim != 5 or images.shape[1] != self.num_modalities or images.shape[2] != self.context_slices:
@@ -99,6 +105,13 @@ class StructureStyleDisentangler(nn.Module):
     def _pyramids(self, images: torch.Tensor, encoded: torch.Tensor) -> list[list[torch.Tensor]]:
         clean = self._clean(images, encoded)
         return [encoder(clean[:, m]) for m, encoder in enumerate(self.structure_encoders)]
+
+    def _regression(self, images: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The regression prior's logits (B, M, H, W) and trust (B, M, 1, 1), or None without one."""
+        if self.regression_prior is None:
+            return None
+        centre = self._clean(images, present)[:, :, self.context_slices // 2]
+        return self.regression_prior.logits(centre, present), self.regression_prior.trust(present)
 
     def fuse_structure(
         self, images: torch.Tensor, present: torch.Tensor
@@ -119,8 +132,11 @@ class StructureStyleDisentangler(nn.Module):
         prior = self.embedding(fused)
         stats = self.styles.encode(self._clean(images, present))
         styles = self.styles.styles(stats.codes, present)
+        regression = self._regression(images, present)
         synthesis = torch.cat(
-            [decoder(prior, fused, styles[:, m]) for m, decoder in enumerate(self.decoders)], dim=1
+            [decoder(prior, fused, styles[:, m], None if regression is None else
+                     (regression[0][:, m:m + 1], regression[1][:, m:m + 1]))
+             for m, decoder in enumerate(self.decoders)], dim=1
         )
         seg_logits = self.segmentation(fused[0]) if self.segmentation is not None else None
         return DisentanglerOutput(

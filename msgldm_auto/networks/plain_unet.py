@@ -5,6 +5,9 @@ Input: the C context slices of every modality (zeros where a modality is absent,
 them) plus one availability channel per modality; output: every modality's centre slice through tanh, in [−1, 1].
 No latent space, no styles, no fusion: early fusion of everything by a MONAI `UNet`, widths from `ControlPlan`.
 An absent modality has no influence: its image channels are zeroed before the network, and its mask channel is 0.
+With `regression_prior_degree` > 0 the UNet corrects the same per-voxel regression prior as MSG-LDM's decoders
+(networks/regression_prior.py): it sees the prior's logits as M more input channels, and a learned trust × those logits
+is added to its output before the tanh, so the two are compared with the same start.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.networks.regression_prior import RegressionPrior
 from msgldm_auto.plans import ConfigurationPlan
 
 
@@ -30,13 +34,15 @@ class PlainUNet(nn.Module):
         self.context_slices = config.context_slices
         self.unet = UNet(
             spatial_dims=2,
-            in_channels=num_modalities * (config.context_slices + 1),
+            in_channels=num_modalities * (config.context_slices + 1 + int(config.regression_prior_degree > 0)),
             out_channels=num_modalities,
             channels=tuple(plan.channels),
             strides=(2,) * (len(plan.channels) - 1),
             num_res_units=plan.num_res_units,
             norm="INSTANCE",
         )
+        degree = config.regression_prior_degree
+        self.regression_prior = RegressionPrior(num_modalities, degree) if degree > 0 else None
 
     def forward(self, images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         batch, modalities, context, height, width = images.shape
@@ -46,5 +52,9 @@ class PlainUNet(nn.Module):
         mask = present[:, :, None, None, None].to(images.dtype)
         clean = torch.where(present[:, :, None, None, None], images, torch.zeros_like(images))
         availability = mask[:, :, 0].expand(batch, modalities, height, width)
-        inputs = torch.cat([clean.reshape(batch, modalities * context, height, width), availability], dim=1)
-        return torch.tanh(self.unet(inputs))
+        inputs = [clean.reshape(batch, modalities * context, height, width), availability]
+        if self.regression_prior is None:
+            return torch.tanh(self.unet(torch.cat(inputs, dim=1)))
+        logits = self.regression_prior.logits(clean[:, :, context // 2], present)
+        correction = self.unet(torch.cat([*inputs, logits], dim=1))
+        return torch.tanh(correction + self.regression_prior.trust(present) * logits)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.inference.baselines import FloorModels
 from msgldm_auto.paths import preprocessed_root, raw_root, resolve_dataset_name, results_root
 from msgldm_auto.plans import (
     CONTROL_STAGE,
@@ -160,7 +161,23 @@ def _settings(setup: FoldSetup, stage: str, request: TrainingRequest) -> Trainer
     )
 
 
-def _build_stage(stage: str, setup: FoldSetup, device: torch.device, learning_rate: float):
+def _fitted_prior(stage: str, setup: FoldSetup, reader: StorageReader) -> FloorModels | None:
+    """The regression prior's polynomials on the fold's training cases, for the stages whose networks correct it."""
+    from msgldm_auto.training.regression_prior import fit_regression_prior
+
+    degree = setup.config.regression_prior_degree
+    if degree <= 0 or stage not in ("structure", CONTROL_STAGE):
+        return None
+    return fit_regression_prior(reader, setup.cases.train, setup.plans.modalities, degree)
+
+
+def _prior_voxels(prior: FloorModels) -> int:
+    """Voxels behind the prior's fits: the largest fit's (every pattern's fit uses a subset of the same voxels)."""
+    return max((f.num_voxels for fits in prior.polynomial.values() for f in fits.values()), default=0)
+
+
+def _build_stage(stage: str, setup: FoldSetup, device: torch.device, learning_rate: float,
+                 prior: FloorModels | None = None):
     # Imported here so that planning-only tools never pay for the networks.
     from msgldm_auto.networks.autoencoder import LatentAutoencoder
     from msgldm_auto.networks.disentangler import StructureStyleDisentangler
@@ -174,9 +191,9 @@ def _build_stage(stage: str, setup: FoldSetup, device: torch.device, learning_ra
     if stage == "ae":
         return AutoencoderStage(config, device, learning_rate)
     if stage == CONTROL_STAGE:
-        return PlainUNetStage(config, plans.num_modalities, device, learning_rate)
+        return PlainUNetStage(config, plans.num_modalities, device, learning_rate, prior)
     if stage == "structure":
-        return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, learning_rate)
+        return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, learning_rate, prior)
     autoencoder = load_frozen(LatentAutoencoder(config), checkpoint_path(setup.stage_folder("ae"), "final"), device)
     disentangler = load_frozen(StructureStyleDisentangler(config, plans.num_modalities, plans.num_label_classes),
                                checkpoint_path(setup.stage_folder("structure"), "final"), device)
@@ -210,13 +227,17 @@ def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context:
                                      start_batch=start_batch, slice_axis=config.slice_axis, num_workers=workers)
 
     settings = _settings(setup, stage, request)
-    network_stage = _build_stage(stage, setup, context.device, config.stage_schedule(stage).learning_rate)
+    prior = _fitted_prior(stage, setup, reader)
+    network_stage = _build_stage(stage, setup, context.device, config.stage_schedule(stage).learning_rate, prior)
     identity = {"plans_name": setup.plans.plans_name, "configuration": request.configuration, "fold": setup.cases.fold}
     trainer = StageTrainer(network_stage, settings, setup.stage_folder(stage), context, identity)
     budget = f", at most {settings.max_minutes:g} min" if settings.max_minutes is not None else ""
     trainer.log.line(f"[{stage}] {len(train_index)} training slices from {len(train_index.case_ids)} cases; "
                      f"validation metric: {network_stage.metric_name}; world size {context.world_size}; "
                      f"{settings.epochs} epochs x {settings.iterations_per_epoch} iterations{budget}")
+    if prior is not None:
+        trainer.log.line(f"[{stage}] correcting the per-voxel regression prior (degree {prior.degree}, fitted on "
+                         f"{_prior_voxels(prior)} voxels of this fold's training cases)")
     return trainer.fit(make_batches, validation)
 
 

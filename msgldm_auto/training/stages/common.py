@@ -1,5 +1,5 @@
 """Helpers the stages share: PSNR on [-1, 1] images, latent encoding of every modality, frozen networks from a
-previous stage's checkpoint."""
+previous stage's checkpoint, the fitted regression prior."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.inference.baselines import FloorModels
 from msgldm_auto.training.checkpoint import load_checkpoint
 
 IMAGE_DATA_RANGE = 2.0   # [-1, 1]
@@ -44,6 +45,17 @@ def load_frozen(network: torch.nn.Module, checkpoint: Path, device: torch.device
     network.to(device).eval()
     network.requires_grad_(False)
     return network
+
+
+def load_regression_prior(network: torch.nn.Module, floors: FloorModels | None) -> None:
+    """Give a network that corrects a regression prior its fitted polynomials (training/regression_prior.py), before
+    any copy of its weights (the average) is made."""
+    prior = getattr(network, "regression_prior", None)
+    if prior is None:
+        return
+    if floors is None:
+        raise ValueError("the plans ask for a regression prior (regression_prior_degree > 0) but none was fitted")
+    prior.load_fits(floors)
 
 
 def as_float32(value: Any) -> Any:

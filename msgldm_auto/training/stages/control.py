@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
 
+from msgldm_auto.inference.baselines import FloorModels
 from msgldm_auto.networks.plain_unet import PlainUNet
 from msgldm_auto.plans import CONTROL_STAGE, ConfigurationPlan
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.stages.base import Stage, StepContext
-from msgldm_auto.training.stages.common import IMAGE_DATA_RANGE, as_float32, mean_psnr
+from msgldm_auto.training.stages.common import IMAGE_DATA_RANGE, as_float32, load_regression_prior, mean_psnr
 from msgldm_auto.training.stages.structure import dropped_pairs
 
 SSIM_WEIGHT = 1.0
@@ -34,9 +35,12 @@ def synthesis_loss(synthesis: torch.Tensor, batch: SliceBatch) -> torch.Tensor:
 class PlainUNetStage(Stage):
     name, metric_name, main_network = CONTROL_STAGE, "synthesis PSNR (dB)", "unet"
 
-    def __init__(self, config: ConfigurationPlan, num_modalities: int, device: torch.device, learning_rate: float):
+    def __init__(self, config: ConfigurationPlan, num_modalities: int, device: torch.device, learning_rate: float,
+                 regression_prior: FloorModels | None = None):
         super().__init__()
-        self.networks = {"unet": PlainUNet(config, num_modalities).to(device)}
+        unet = PlainUNet(config, num_modalities)
+        load_regression_prior(unet, regression_prior)
+        self.networks = {"unet": unet.to(device)}
         self.optimizers = {"unet": torch.optim.Adam(self.networks["unet"].parameters(), lr=learning_rate)}
         self.keep_average(config.stage_schedule(self.name).ema_decay)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from msgldm_auto.inference.baselines import FloorModels
 from msgldm_auto.networks.disentangler import StructureStyleDisentangler
 from msgldm_auto.plans import ConfigurationPlan
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.losses import StyleContrastiveLoss, disentangler_loss
 from msgldm_auto.training.stages.base import Stage, StepContext
-from msgldm_auto.training.stages.common import as_float32, mean_psnr
+from msgldm_auto.training.stages.common import as_float32, load_regression_prior, mean_psnr
 
 
 def dropped_pairs(synthesis: torch.Tensor, batch: SliceBatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -28,11 +29,13 @@ class StructureStage(Stage):
     name, metric_name, main_network = "structure", "one-pass synthesis PSNR (dB)", "disentangler"
 
     def __init__(self, config: ConfigurationPlan, num_modalities: int, num_label_classes: int, device: torch.device,
-                 learning_rate: float):
+                 learning_rate: float, regression_prior: FloorModels | None = None):
         super().__init__()
         self.config = config
+        disentangler = StructureStyleDisentangler(config, num_modalities, num_label_classes)
+        load_regression_prior(disentangler, regression_prior)
         self.networks = {
-            "disentangler": StructureStyleDisentangler(config, num_modalities, num_label_classes).to(device),
+            "disentangler": disentangler.to(device),
             "style_contrastive": StyleContrastiveLoss().to(device),   # holds the learnable temperature
         }
         parameters = [p for net in self.networks.values() for p in net.parameters()]
