@@ -45,6 +45,8 @@ class DisentanglerPlan:
     decoder_channels: int = 32
     prior_channels: int = 64          # channels of the MSSE structure prior at latent resolution
     msse_heads: int = 4
+    regression_prior_degree: int = 0  # > 0: the decoders correct a per-voxel polynomial of this degree fitted on the
+                                      # fold's training voxels (networks/regression_prior.py); 0: none
 
 
 @dataclass
@@ -62,6 +64,7 @@ class ControlPlan:
     and wall-clock budget as MSG-LDM, to tell whether the structure-style machinery pays."""
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256])   # 2**(len-1) divides size_multiple
     num_res_units: int = 2
+    regression_prior_degree: int = 0  # as DisentanglerPlan's, for the control
 
 
 @dataclass
@@ -136,9 +139,6 @@ class ConfigurationPlan:
     schedule: dict[str, StageSchedule] = field(default_factory=lambda: {s: StageSchedule() for s in STAGES})
     data_identifier: str = ""                    # name of the preprocessed folder of this configuration
     normalization: str = "p995"                  # intensity scheme (msgldm_auto.preprocessing.normalization)
-    regression_prior_degree: int = 0             # > 0: the disentangler's decoders and the control correct a
-                                                 # per-voxel polynomial of this degree fitted on the fold's training
-                                                 # voxels (networks/regression_prior.py); 0: no prior (older plans)
     estimated_minutes: dict[str, float] = field(default_factory=dict)  # planner's training-time estimate per stage
     rationale: dict[str, str] = field(default_factory=dict)
 

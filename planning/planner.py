@@ -39,7 +39,10 @@ MIN_BOTTLENECK = 4
 CONTEXT_RATIO = 2.0            # 2.5D context when slice spacing < 2 x in-plane spacing
 SIZE_PERCENTILE = 95
 MAX_BATCH_FRACTION = 0.05      # a batch holds at most 5 % of all training slices
-REGRESSION_PRIOR_DEGREE = 2    # the regression floor's degree (inference/baselines.py)
+# Degree of the per-voxel regression prior each network corrects (networks/regression_prior.py; 0: none), as measured
+# in documentation/benchmarks.md (levers): it paid for the control on both sets, not for the disentangler.
+CONTROL_REGRESSION_PRIOR = 2
+DISENTANGLER_REGRESSION_PRIOR = 0
 AXIS_NAMES = ("R-L: sagittal slices", "A-P: coronal slices", "S-I: axial slices")
 
 
@@ -90,7 +93,7 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
     config = ConfigurationPlan(
         slice_axis=axis, spacing=spacing, image_size=image_size, latent_scale=f, context_slices=context, batch_size=2,
         diffusion=DiffusionPlan(steps=preset.ddim_steps),
-        ablations=Ablations(diffusion=preset.diffusion), regression_prior_degree=REGRESSION_PRIOR_DEGREE,
+        ablations=Ablations(diffusion=preset.diffusion),
         schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.stage_learning_rate(s),
                                    preset.stage_minutes(s)) for s in STAGES},
     )
@@ -107,9 +110,10 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
                         "msgldm_train ... --stage ae, then --stage ldm, trains them, and prediction then samples "
                         "with them; msgldm_find_best_configuration chooses the mode")
     why["regression_prior_degree"] = (
-        f"the synthesis corrects each missing contrast's degree-{REGRESSION_PRIOR_DEGREE} per-voxel polynomial of the "
-        "given ones, fitted on the fold's training voxels (the regression floor), so the networks learn only what "
-        "needs spatial context; 0 switches it off")
+        f"the control corrects the degree-{config.control.regression_prior_degree} per-voxel regression of each "
+        f"contrast from the given ones, the disentangler degree {config.disentangler.regression_prior_degree} (0: "
+        "none): measured, it paid for the control on both benchmark sets, not for the disentangler "
+        "(documentation/benchmarks.md, levers)")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config
@@ -257,10 +261,11 @@ def build_networks(config: ConfigurationPlan, preset: Preset, levels: int, divis
         disentangler=DisentanglerPlan(structure_channels=structure, style_dim=8,
                                       style_channels=max(preset.min_width, preset.style_channels // divisor),
                                       decoder_channels=max(preset.min_width, preset.decoder_channels // divisor),
-                                      prior_channels=prior, msse_heads=math.gcd(4, prior)),
+                                      prior_channels=prior, msse_heads=math.gcd(4, prior),
+                                      regression_prior_degree=DISENTANGLER_REGRESSION_PRIOR),
         unet=UNetPlan(channels=unet, attention_levels=attention, num_res_blocks=1, num_head_channels=head_channels,
                       norm_num_groups=_groups(unet, preset.norm_groups)),
-        control=ControlPlan(channels=control),
+        control=ControlPlan(channels=control, regression_prior_degree=CONTROL_REGRESSION_PRIOR),
     )
 
 

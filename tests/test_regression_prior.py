@@ -115,8 +115,9 @@ def small_config(degree: int) -> ConfigurationPlan:
     return ConfigurationPlan(
         slice_axis=2, spacing=[1.0, 1.0], image_size=[12, 12], latent_scale=4, context_slices=1, batch_size=2,
         disentangler=DisentanglerPlan(structure_channels=[4, 8, 8], style_dim=4, style_channels=4,
-                                      decoder_channels=8, prior_channels=8, msse_heads=2),
-        control=ControlPlan(channels=[4, 8, 8], num_res_units=1), regression_prior_degree=degree,
+                                      decoder_channels=8, prior_channels=8, msse_heads=2,
+                                      regression_prior_degree=degree),
+        control=ControlPlan(channels=[4, 8, 8], num_res_units=1, regression_prior_degree=degree),
     )
 
 
@@ -199,30 +200,37 @@ def test_fit_reads_only_the_given_training_cases_and_recovers_the_map():
 
 
 def test_plans_without_the_field_keep_the_networks_they_were_trained_with(tiny_trained_demo):
-    """Plans written before the prior existed load with degree 0 (their checkpoints have no prior buffers)."""
-    plans_path = tiny_trained_demo / "plans.json"
-    data = json.loads(plans_path.read_text())
-    assert data["configurations"]["2d"]["regression_prior_degree"] == 2      # the planner's choice, with its reason
-    assert "regression_prior_degree" in data["configurations"]["2d"]["rationale"]
-    del data["configurations"]["2d"]["regression_prior_degree"]
-    assert Plans.from_dict(data).configuration("2d").regression_prior_degree == 0
+    """The planner's choice (the control corrects the prior, the disentangler does not: measured), with its reason;
+    plans written before the field existed load with degree 0 (their checkpoints have no prior)."""
+    data = json.loads((tiny_trained_demo / "plans.json").read_text())
+    config = data["configurations"]["2d"]
+    assert (config["control"]["regression_prior_degree"], config["disentangler"]["regression_prior_degree"]) == (2, 0)
+    assert "regression_prior_degree" in config["rationale"]
+    del config["control"]["regression_prior_degree"]
+    assert Plans.from_dict(data).configuration("2d").control.regression_prior_degree == 0
 
 
 def test_training_fits_the_prior_on_the_fold_training_cases_and_checkpoints_it(tiny_trained_demo):
+    from conftest import TINY_TRAINING
+
+    from msgldm_auto.cli import train
     from msgldm_auto.preprocessing.storage import list_cases
     from msgldm_auto.training.checkpoint import load_checkpoint
     from msgldm_auto.training.data_loader import StorageReader
 
+    assert train.main(["901", "2d", "0", "-m", "unet", *TINY_TRAINING]) == 0
     plans = Plans.load(tiny_trained_demo / "plans.json")
     config = plans.configuration("2d")
-    weights = load_checkpoint(tiny_trained_demo / "fold_0" / "structure" / "checkpoint_final.pth")["inference_weights"]
-    splits = json.loads((tiny_trained_demo.parents[2] / "preprocessed" / "Dataset901_Demo" /
-                         "splits_final.json").read_text())
-    folder = tiny_trained_demo.parents[2] / "preprocessed" / "Dataset901_Demo" / config.data_identifier
+    weights = load_checkpoint(tiny_trained_demo / "fold_0" / "unet" / "checkpoint_final.pth")["inference_weights"]
+    log = (tiny_trained_demo / "fold_0" / "unet" / "training_log.txt").read_text()
+    assert "correcting the per-voxel regression prior (degree 2" in log
+    preprocessed = tiny_trained_demo.parents[2] / "preprocessed" / "Dataset901_Demo"
+    splits = json.loads((preprocessed / "splits_final.json").read_text())
+    folder = preprocessed / config.data_identifier
     assert set(splits[0]["train"]) < set(list_cases(folder))
-    expected = RegressionPrior(plans.num_modalities, config.regression_prior_degree)
+    expected = RegressionPrior(plans.num_modalities, config.control.regression_prior_degree)
     expected.load_fits(fit_regression_prior(StorageReader(folder), splits[0]["train"], plans.modalities,
-                                            config.regression_prior_degree))
+                                            config.control.regression_prior_degree))
     for name, buffer in expected.named_buffers():                      # the fit; the trust (`gain`) was trained
         torch.testing.assert_close(weights[f"regression_prior.{name}"], buffer)
     assert weights["regression_prior.gain"].shape == expected.gain.shape

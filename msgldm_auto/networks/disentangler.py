@@ -5,8 +5,8 @@ images (B, M, C, H, W) + present (B, M)
     pyramid, scale 1 … 1/f → MSSE → structure prior (B, P, H/f, W/f)
   → per-modality style encoders → style codes; absent modalities take their learned prototype
   → per-modality style-modulated decoders → one-pass synthesis of all M modalities; optional segmentation head.
-With `regression_prior_degree` > 0 each decoder corrects the per-voxel regression prior of its modality from the other
-present ones (networks/regression_prior.py) instead of starting from nothing.
+With `disentangler.regression_prior_degree` > 0 each decoder corrects the per-voxel regression prior of its modality
+from the other present ones (networks/regression_prior.py) instead of starting from nothing.
 
 A modality with present=False has exactly zero influence on every output: its input is replaced by zeros before any
 network sees it (so even NaNs there are harmless), its fusion weight is exactly 0, and its style is its prototype.
@@ -86,11 +86,11 @@ class StructureStyleDisentangler(nn.Module):
         self.styles = ModalityStyles(num_modalities, config.context_slices, plan.style_channels, plan.style_dim)
         self.decoders = nn.ModuleList(
             StyleDecoder(channels, plan.prior_channels, plan.decoder_channels, plan.style_dim,
-                         corrects_prior=config.regression_prior_degree > 0)
+                         corrects_prior=plan.regression_prior_degree > 0)
             for _ in range(num_modalities)
         )
         self.segmentation = SegmentationHead(channels[0], num_label_classes) if num_label_classes > 0 else None
-        degree = config.regression_prior_degree
+        degree = plan.regression_prior_degree
         self.regression_prior = RegressionPrior(num_modalities, degree) if degree > 0 else None
 
     def _clean(self, images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ Input: the C context slices of every modality (zeros where a modality is absent,
 them) plus one availability channel per modality; output: every modality's centre slice through tanh, in [−1, 1].
 No latent space, no styles, no fusion: early fusion of everything by a MONAI `UNet`, widths from `ControlPlan`.
 An absent modality has no influence: its image channels are zeroed before the network, and its mask channel is 0.
-With `regression_prior_degree` > 0 the UNet corrects the same per-voxel regression prior as MSG-LDM's decoders
+With `control.regression_prior_degree` > 0 the UNet corrects the same per-voxel regression prior as MSG-LDM's decoders
 (networks/regression_prior.py): it sees the prior's logits as M more input channels, and a learned trust × those logits
 is added to its output before the tanh, so the two are compared with the same start.
 """
@@ -34,14 +34,14 @@ class PlainUNet(nn.Module):
         self.context_slices = config.context_slices
         self.unet = UNet(
             spatial_dims=2,
-            in_channels=num_modalities * (config.context_slices + 1 + int(config.regression_prior_degree > 0)),
+            in_channels=num_modalities * (config.context_slices + 1 + int(plan.regression_prior_degree > 0)),
             out_channels=num_modalities,
             channels=tuple(plan.channels),
             strides=(2,) * (len(plan.channels) - 1),
             num_res_units=plan.num_res_units,
             norm="INSTANCE",
         )
-        degree = config.regression_prior_degree
+        degree = plan.regression_prior_degree
         self.regression_prior = RegressionPrior(num_modalities, degree) if degree > 0 else None
 
     def forward(self, images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """The per-voxel regression prior: each modality's polynomial estimate from the other given modalities, the start
-that a synthesis network corrects (ConfigurationPlan.regression_prior_degree).
+that a synthesis network corrects (`regression_prior_degree` of DisentanglerPlan and ControlPlan).
 
 On the measured-contrast set both networks sat at the per-voxel regression floor on PD after the `cpu` budget: a
 near-voxelwise contrast that the networks had to rediscover from scratch. Given this estimate, a network's output
