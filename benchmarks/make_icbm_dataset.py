@@ -1,6 +1,6 @@
 """Build the measured-contrast benchmark dataset Dataset902_ICBM152 (T1 / T2 / PD) into MSGLDM_RAW.
 
-    .venv/bin/python -m benchmarks.make_icbm_dataset [-d 902] [--cases 24] [--test-cases 6] [--seed 0]
+    .venv/bin/python -m benchmarks.make_icbm_dataset [-d 902] [--cases 24] [--test-cases 18] [--seed 0]
         [--wheel spm_runtime-25.1.2.post4-py3-none-any.whl] [--cache ~/.cache/msgldm_auto] [--overwrite]
 
 Without --wheel, `pip download --no-deps spm-runtime==25.1.2.post4` fetches the 82 MB wheel into the cache once.
@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--dataset-id", "--dataset_id", dest="dataset_id", type=int, default=902,
                         help="dataset ID (default 902 -> Dataset902_ICBM152)")
     parser.add_argument("--cases", type=int, default=24, help="training cases (default 24; 5 of them lack a contrast)")
-    parser.add_argument("--test-cases", "--test_cases", dest="test_cases", type=int, default=6,
-                        help="imagesTs cases, each lacking one contrast (default 6)")
+    parser.add_argument("--test-cases", "--test_cases", dest="test_cases", type=int, default=18,
+                        help="imagesTs cases, each lacking one contrast (default 18: six test volumes per target, "
+                             "the benchmarks' set; the first 6 are the earlier 6-case set's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same dataset")
     parser.add_argument("--wheel", type=Path, default=None,
                         help="the spm_runtime-25.1.2.post4 wheel (default: download it into --cache with pip)")
