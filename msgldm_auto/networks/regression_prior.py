@@ -2,8 +2,10 @@
 that a synthesis network corrects (`regression_prior_degree` of DisentanglerPlan and ControlPlan).
 
 On the measured-contrast set both networks sat at the per-voxel regression floor on PD after the `cpu` budget: a
-near-voxelwise contrast that the networks had to rediscover from scratch. Given this estimate, a network's output
-is `tanh(network + atanh(estimate))`: it learns only what the voxel's own intensities do not already say (context).
+near-voxelwise contrast that the networks had to rediscover from scratch. A network that corrects this estimate sees
+its logits (atanh) as input and outputs `tanh(network + trust × logits)`, with the trust per (target, pattern)
+learned, so it learns what the voxel's own intensities do not already say. Measured (documentation/benchmarks.md,
+levers), it paid for the plain UNet control and not for the disentangler, so the planner gives it to the control.
 
 The polynomials are the regression floor's (inference/baselines.py), fitted on the fold's training voxels in the
 normalised space the networks see, one per (target, availability pattern) and stored here as buffers, so that a

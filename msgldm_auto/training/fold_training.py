@@ -165,8 +165,8 @@ def _fitted_prior(stage: str, setup: FoldSetup, reader: StorageReader) -> FloorM
     """The regression prior's polynomials on the fold's training cases, for the stages whose networks correct it."""
     from msgldm_auto.training.regression_prior import fit_regression_prior
 
-    plans = {"structure": setup.config.disentangler, CONTROL_STAGE: setup.config.control}
-    degree = plans[stage].regression_prior_degree if stage in plans else 0
+    network_plans = {"structure": setup.config.disentangler, CONTROL_STAGE: setup.config.control}
+    degree = network_plans[stage].regression_prior_degree if stage in network_plans else 0
     if degree <= 0:
         return None
     return fit_regression_prior(reader, setup.cases.train, setup.plans.modalities, degree)
