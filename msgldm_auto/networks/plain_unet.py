@@ -5,9 +5,10 @@ Input: the C context slices of every modality (zeros where a modality is absent,
 them) plus one availability channel per modality; output: every modality's centre slice through tanh, in [−1, 1].
 No latent space, no styles, no fusion: early fusion of everything by a MONAI `UNet`, widths from `ControlPlan`.
 An absent modality has no influence: its image channels are zeroed before the network, and its mask channel is 0.
-With `control.regression_prior_degree` > 0 the UNet corrects the same per-voxel regression prior as MSG-LDM's decoders
-(networks/regression_prior.py): it sees the prior's logits as M more input channels, and a learned trust × those logits
-is added to its output before the tanh, so the two are compared with the same start.
+With `control.regression_prior_degree` > 0 (the planner's choice: measured, it paid for the control and not for the
+disentangler) the UNet corrects the per-voxel regression prior that MSG-LDM's decoders can also correct
+(networks/regression_prior.py): it sees the prior's logits as M more input channels, and a learned trust × those
+logits is added to its output before the tanh.
 """
 from __future__ import annotations
 
