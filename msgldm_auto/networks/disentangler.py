@@ -106,12 +106,15 @@ class StructureStyleDisentangler(nn.Module):
         clean = self._clean(images, encoded)
         return [encoder(clean[:, m]) for m, encoder in enumerate(self.structure_encoders)]
 
-    def _regression(self, images: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The regression prior's logits (B, M, H, W) and trust (B, M, 1, 1), or None without one."""
+    def _regressions(self, clean: torch.Tensor,
+                     present: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per modality, the regression prior's logits (B, 1, H, W) and trust (B, 1, 1, 1) for its decoder; None
+        without a prior."""
         if self.regression_prior is None:
-            return None
-        centre = self._clean(images, present)[:, :, self.context_slices // 2]
-        return self.regression_prior.logits(centre, present), self.regression_prior.trust(present)
+            return [None] * self.num_modalities
+        logits = self.regression_prior.logits(clean[:, :, self.context_slices // 2], present)
+        trust = self.regression_prior.trust(present)
+        return [(logits[:, m:m + 1], trust[:, m:m + 1]) for m in range(self.num_modalities)]
 
     def fuse_structure(
         self, images: torch.Tensor, present: torch.Tensor
@@ -124,19 +127,17 @@ class StructureStyleDisentangler(nn.Module):
         """`other_subset` (B, M) bool, for the structure-invariance loss: also fuse that subset's structure, reusing
         the per-modality encodings (an encoder sees only its own modality, so one encoding serves both fusions and
         the step costs one encoder pass instead of two)."""
-        self._clean(images, present)                      # shape checks before anything runs
+        clean = self._clean(images, present)              # checks the shapes before anything runs
         encoded = present if other_subset is None else present | other_subset
         pyramids = self._pyramids(images, encoded)
         fused, weights = self.fusion(pyramids, present)
         fused_other = self.fusion(pyramids, other_subset)[0] if other_subset is not None else None
         prior = self.embedding(fused)
-        stats = self.styles.encode(self._clean(images, present))
+        stats = self.styles.encode(clean)
         styles = self.styles.styles(stats.codes, present)
-        regression = self._regression(images, present)
+        regressions = self._regressions(clean, present)
         synthesis = torch.cat(
-            [decoder(prior, fused, styles[:, m], None if regression is None else
-                     (regression[0][:, m:m + 1], regression[1][:, m:m + 1]))
-             for m, decoder in enumerate(self.decoders)], dim=1
+            [decoder(prior, fused, styles[:, m], regressions[m]) for m, decoder in enumerate(self.decoders)], dim=1
         )
         seg_logits = self.segmentation(fused[0]) if self.segmentation is not None else None
         return DisentanglerOutput(
