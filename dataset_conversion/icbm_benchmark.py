@@ -88,6 +88,9 @@ class IcbmSubject:
     lesion_mask: np.ndarray                # uint8, 1 = lesion
     brain_mask: np.ndarray                 # uint8, 1 = brain (the images keep the scalp: score inside this)
     grid: Grid
+    # channel -> float32 contrast before acquisition (warped, lesions imprinted; no bias field, gain or noise): not
+    # written, kept so that benchmarks can tell the reference's own acquisition from a model's error
+    clean: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- source: the wheel and the volumes inside it
@@ -172,11 +175,12 @@ def simulate_subject(source: IcbmSource, settings: IcbmSettings, rng: np.random.
     priors = _warp(source.priors, source.grid, settings.deformation, warp_seed)
     lesion = add_lesions(priors, source.grid.spacing_mm, rng, settings.lesion_count)
     brain = (priors["csf"] + priors["gm"] + priors["wm"] + lesion) >= 0.5
-    images = {}
+    images, clean = {}, {}
     for channel, contrast in contrasts.items():
         factor = rng.uniform(*settings.lesion_factors[channel])
-        images[channel] = _acquire(contrast * (1.0 + np.float32(factor - 1.0) * lesion), brain, settings, rng)
-    return IcbmSubject(images, (lesion >= 0.5).astype(np.uint8), brain.astype(np.uint8), source.grid)
+        clean[channel] = contrast * (1.0 + np.float32(factor - 1.0) * lesion)
+        images[channel] = _acquire(clean[channel], brain, settings, rng)
+    return IcbmSubject(images, (lesion >= 0.5).astype(np.uint8), brain.astype(np.uint8), source.grid, clean)
 
 
 def _warp(volumes: dict, grid: Grid, settings: DeformationSettings, warp_seed: int) -> dict:

@@ -109,6 +109,20 @@ def test_lesions_change_each_contrast_the_measured_way(wheel):
     assert ratio[T1] < 0.9 and ratio[T2] > 1.3 and ratio[PD] > 1.1
 
 
+def test_the_clean_contrast_is_the_image_before_acquisition(wheel):
+    source = icbm_benchmark.load_source(wheel)
+    quiet = IcbmSettings(noise_level=0.0, bias_strength=0.0, gain_range=(1.0, 1.0))
+    subject = icbm_benchmark.simulate_subject(source, quiet, np.random.default_rng(5))
+    for channel, image in subject.images.items():     # no bias, unit gain, no noise: the stored integers round it
+        expected = np.clip(np.round(subject.clean[channel] * icbm_benchmark.SCANNER_UNITS), 0, None)
+        assert np.array_equal(image, expected.astype(np.int16)), channel
+    acquired = icbm_benchmark.simulate_subject(source, IcbmSettings(), np.random.default_rng(5))
+    assert np.array_equal(acquired.clean[T2], subject.clean[T2])     # the same warp and lesions: the same contrast
+    brain = acquired.brain_mask.astype(bool)
+    ratio = acquired.images[T2][brain] / np.maximum(acquired.clean[T2][brain] * icbm_benchmark.SCANNER_UNITS, 1e-3)
+    assert 0.01 < np.std(np.log(ratio[ratio > 0])) < 1.0      # the bias field and noise are what set them apart
+
+
 def test_same_seed_same_dataset_other_seed_other_dataset(tmp_path, monkeypatch, wheel):
     first = _build(monkeypatch, tmp_path / "a", wheel)
     again = _build(monkeypatch, tmp_path / "b", wheel)
