@@ -10,6 +10,7 @@ import math
 import pkgutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import benchmarks
@@ -328,3 +329,21 @@ def test_refine_benchmark_names_every_setting_and_marks_what_was_not_measured():
               "machine": "m", "date": "d", "command": "c"}
     text = section([record])
     assert "### Dataset902_X (sampled)" in text and "timesteps `sampled`" in text and "ldm 560" in text
+
+
+def test_error_sources_forgive_only_the_global_calibration():
+    from benchmarks.bench_error_sources import _scores
+
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(100, 1000, size=(12, 12, 12))
+    mask = np.ones(reference.shape, dtype=bool)
+    squeezed = np.sqrt(reference)                       # monotone but not affine: the percentiles no longer line up
+    scores = _scores(reference, squeezed, mask, std=None, affine=True)
+    assert scores["psnr_affine"] > scores["psnr"] + 1    # the best a·x + b recovers most of a smooth remapping
+    noisy = reference + rng.normal(0, 100, size=reference.shape)   # an error no affine map can remove
+    scores = _scores(reference, noisy, mask, std=None, affine=True)
+    assert 0 <= scores["psnr_affine"] - scores["psnr"] < 1    # least squares can only help, and little here
+    assert "std_error_spearman" not in scores
+    spread = np.abs(noisy - reference)                   # a std map that is the error points at it; a random one not
+    assert _scores(reference, noisy, mask, std=spread)["std_error_spearman"] > 0.3
+    assert abs(_scores(reference, noisy, mask, std=rng.uniform(size=mask.shape))["std_error_spearman"]) < 0.1
