@@ -3,9 +3,9 @@ torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkp
 
 The learning rate decays over the planned iterations. Annealing it by the wall-clock budget instead (so that a `cpu`
 stage ended by its minutes cools down) was measured twice on the measured-contrast set and did not pay: a decay over
-the whole budget, then a linear cool-down over its last 20 % tied on both networks (documentation/benchmarks.md,
-levers); so it is not done. Warm-ups (the AE's adversarial loss) do follow whichever runs out first, the iterations or
-the minutes, so a time-boxed stage still reaches them.
+the whole budget (−0.8 dB, one end point against one) and a linear cool-down over its last 20 % (a tie on both
+networks; documentation/benchmarks.md, levers); so it is not done. Warm-ups (the AE's adversarial loss) do follow
+whichever runs out first, the iterations or the minutes, so a time-boxed stage still reaches them.
 
 Resume is exact with data-loader workers = 0: the batch order is a function of the iteration number (data_loader.py)
 and every other source of randomness (torch, numpy, Python) is checkpointed with the weights.
