@@ -32,6 +32,7 @@ import os
 import shlex
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +122,10 @@ def run(args: argparse.Namespace) -> dict:
     from msgldm_auto.paths import raw_dataset_folder
 
     raw = raw_dataset_folder(args.dataset_id)
-    seed = DatasetJson.load(raw / "dataset.json").extra["icbm152"]["seed"]
+    provenance = DatasetJson.load(raw / "dataset.json").extra["icbm152"]
+    if provenance["settings"] != json.loads(json.dumps(asdict(IcbmSettings()))):   # the replay uses the defaults
+        raise SystemExit(f"{raw}: not built with the default IcbmSettings; its clean contrasts cannot be replayed")
+    seed = provenance["seed"]
     source = load_source(args.wheel)
     predictors = _predictors(args.model, args.folds, args.samples)
     folders = dict(item.split("=", 1) for item in args.predictions)
