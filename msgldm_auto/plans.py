@@ -119,6 +119,8 @@ class StageSchedule:
     max_minutes: float | None = None    # wall-clock budget; the stage ends cleanly at a checkpoint when it is spent
     ema_decay: float | None = None      # structure (and the control): predict with this EMA of the weights (None:
                                         # the last ones); the LDM's is diffusion.ema_decay
+    cooldown_fraction: float = 0.0      # the learning rate falls linearly to 0 over this last fraction of the stage
+                                        # (iterations or minutes, whichever run out first); 0: no cool-down
 
 
 @dataclass
@@ -172,7 +174,7 @@ class ConfigurationPlan:
         return StageSchedule(
             epochs=sum(s.epochs for s in trained), iterations_per_epoch=main.iterations_per_epoch,
             learning_rate=main.learning_rate, max_minutes=None if None in minutes else float(sum(minutes)),
-            ema_decay=main.ema_decay,
+            ema_decay=main.ema_decay, cooldown_fraction=main.cooldown_fraction,
         )
 
     @property

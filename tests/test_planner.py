@@ -167,6 +167,12 @@ def test_cpu_plans_are_time_boxed_and_give_the_control_the_same_budget():
     assert set(config.estimated_minutes) == set(config.trained_stages)
     assert sum(config.estimated_minutes.values()) <= budget
     assert config.stage_schedule("unet").max_minutes == budget
+    assert config.schedule["structure"].cooldown_fraction == 0.0          # measured a tie: not planned (benchmarks)
+    config.schedule["structure"].cooldown_fraction = 0.2                 # a plans edit reaches the control too
+    assert config.stage_schedule("unet").cooldown_fraction == 0.2
+    data = plans.to_dict()
+    del data["configurations"]["2d"]["schedule"]["structure"]["cooldown_fraction"]   # plans written before the field
+    assert Plans.from_dict(data).configuration("2d").schedule["structure"].cooldown_fraction == 0.0
     default = plan(make_fingerprint(**DEMO_2MM)).configuration("2d")
     assert config.batch_size <= default.batch_size
     assert sum(config.unet.channels) < sum(default.unet.channels)

@@ -23,7 +23,13 @@ from msgldm_auto.training.ddp import DistributedContext  # noqa: E402
 from msgldm_auto.training.ema import make_ema, warmup_decay  # noqa: E402
 from msgldm_auto.training.patterns import count_valid_patterns, draw_kept, pattern_code  # noqa: E402
 from msgldm_auto.training.splits import fold_cases, load_splits, make_splits, parse_fold  # noqa: E402
-from msgldm_auto.training.trainer import StageTrainer, TrainerSettings, poly_factor, schedule_progress  # noqa: E402
+from msgldm_auto.training.trainer import (  # noqa: E402
+    StageTrainer,
+    TrainerSettings,
+    cooldown_factor,
+    poly_factor,
+    schedule_progress,
+)
 
 CPU = DistributedContext(0, 1, 0, torch.device("cpu"))
 
@@ -311,6 +317,25 @@ def test_stage_progress_is_whichever_runs_out_first_iterations_or_minutes():
     assert schedule_progress(10, 1000, seconds=1e9, budget_seconds=None) == 0.01          # no budget: iterations
     assert schedule_progress(10, 1000, seconds=90.0, budget_seconds=60.0) == 1.0
     assert poly_factor(0.0) == 1.0 and poly_factor(1.0) == 0.0 and 0.5 < poly_factor(0.5) < 0.6
+
+
+def test_cooldown_holds_the_rate_then_falls_linearly_to_zero():
+    assert cooldown_factor(0.5, 0.0) == 1.0 and cooldown_factor(1.0, 0.0) == 1.0     # 0: no cool-down at all
+    assert cooldown_factor(0.79, 0.2) == 1.0
+    assert cooldown_factor(0.9, 0.2) == pytest.approx(0.5) and cooldown_factor(0.95, 0.2) == pytest.approx(0.25)
+    assert cooldown_factor(1.0, 0.2) == 0.0
+
+
+def test_a_time_boxed_stage_ends_cooled_down(tmp_path):
+    _tiny_run(tmp_path, kill_at_batch=4, epochs=50, max_minutes=10.0, cooldown_fraction=0.2)
+    latest = tmp_path / "checkpoint_latest.pth"
+    checkpoint = load_checkpoint(latest)
+    checkpoint["train_seconds"] = 600.0 - 1e-3     # the budget, not the epochs, nearly spent
+    save_checkpoint(checkpoint, latest)
+    _, result = _tiny_run(tmp_path, epochs=50, max_minutes=10.0, resume=True, cooldown_fraction=0.2)
+    assert result.stopped_by_time and result.iterations_done == 4
+    group = load_checkpoint(tmp_path / "checkpoint_final.pth")["optimizer_state"]["net"]["param_groups"][0]
+    assert group["lr"] < 1e-4 * group["initial_lr"]      # the clock's progress, not the iterations', cooled it
 
 
 def test_continued_run_spends_only_the_rest_of_the_budget(tmp_path):

@@ -156,7 +156,7 @@ def _settings(setup: FoldSetup, stage: str, request: TrainingRequest) -> Trainer
         epochs=epochs,
         iterations_per_epoch=request.iterations_per_epoch or schedule.iterations_per_epoch,
         max_minutes=minutes,
-        checkpoint_every=max(1, min(CHECKPOINT_EVERY, epochs)),
+        checkpoint_every=max(1, min(CHECKPOINT_EVERY, epochs)), cooldown_fraction=schedule.cooldown_fraction,
         resume=request.resume, amp=request.amp, compile=request.compile, show_progress=request.show_progress,
     )
 

@@ -4,8 +4,9 @@ torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkp
 The learning rate decays over the planned iterations. Annealing it by the wall-clock budget instead (so that a `cpu`
 stage ended by its minutes cools down) was measured twice on the measured-contrast set and did not pay: a decay over
 the whole budget (−0.8 dB, one end point against one) and a linear cool-down over its last 20 % (a tie on both
-networks; documentation/benchmarks.md, levers); so it is not done. Warm-ups (the AE's adversarial loss) do follow
-whichever runs out first, the iterations or the minutes, so a time-boxed stage still reaches them.
+networks against single end points; documentation/benchmarks.md, levers); so the cool-down is a plans option
+(`cooldown_fraction`), off unless set. Warm-ups (the AE's adversarial loss) and the cool-down follow whichever runs out
+first, the iterations or the minutes, so a time-boxed stage still reaches them.
 
 Resume is exact with data-loader workers = 0: the batch order is a function of the iteration number (data_loader.py)
 and every other source of randomness (torch, numpy, Python) is checkpointed with the weights.
@@ -48,6 +49,7 @@ class TrainerSettings:
     max_minutes: float | None = None
     checkpoint_every: int = 5           # epochs between "latest" checkpoints (and validations)
     latest_every_minutes: float = 2.0   # ...and at least this often, so a kill loses at most a few minutes of work
+    cooldown_fraction: float = 0.0      # the learning rate falls linearly to 0 over this last fraction of the stage
     resume: bool = False
     amp: bool = True                    # takes effect on CUDA only
     compile: bool = False               # takes effect on CUDA only
@@ -77,6 +79,13 @@ class _RunState:
 def poly_factor(progress: float) -> float:
     """The poly schedule's learning-rate multiplier at `progress` ∈ [0, 1] of the run."""
     return max(0.0, 1.0 - progress) ** POLY_EXPONENT
+
+
+def cooldown_factor(progress: float, fraction: float) -> float:
+    """The cool-down's learning-rate multiplier: 1 until the last `fraction` of the run, then linearly down to 0."""
+    if fraction <= 0.0 or progress <= 1.0 - fraction:
+        return 1.0
+    return max(0.0, (1.0 - progress) / fraction)
 
 
 def schedule_progress(iteration: int, total_iterations: int, seconds: float, budget_seconds: float | None) -> float:
@@ -200,8 +209,9 @@ class StageTrainer:
         budget = 60.0 * settings.max_minutes if settings.max_minutes else None
         return schedule_progress(self.state.iteration, settings.total_iterations, seconds, budget)
 
-    def _set_learning_rates(self) -> None:
+    def _set_learning_rates(self, progress: float) -> None:
         factor = poly_factor(min(self.state.iteration / max(self.settings.total_iterations, 1), 1.0))
+        factor *= cooldown_factor(progress, self.settings.cooldown_fraction)
         for optimizer in self.stage.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
@@ -218,7 +228,7 @@ class StageTrainer:
             # Warm-ups (the AE's adversarial loss) follow the iterations or the minutes, whichever lead: a stage
             # that its minutes end early still reaches them.
             progress = self._progress(seconds)
-            self._set_learning_rates()
+            self._set_learning_rates(progress)
             batch = next(batches).to(self.context.device)
             results = self.stage.train_step(batch, self._step_context(progress))
             self.stage.update_average()
