@@ -122,6 +122,11 @@ class StageSchedule:
     cooldown_fraction: float = 0.0      # the learning rate falls linearly to 0 over this last fraction of the stage
                                         # (iterations or minutes, whichever run out first); 0: no cool-down
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.cooldown_fraction < 1.0:
+            raise MSGLDMError(f"plans: schedule cooldown_fraction={self.cooldown_fraction} is not in [0, 1); use 0 for "
+                              "no cool-down or e.g. 0.2 for the last fifth of the stage")
+
 
 @dataclass
 class ConfigurationPlan:

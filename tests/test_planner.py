@@ -173,6 +173,9 @@ def test_cpu_plans_are_time_boxed_and_give_the_control_the_same_budget():
     data = plans.to_dict()
     del data["configurations"]["2d"]["schedule"]["structure"]["cooldown_fraction"]   # plans written before the field
     assert Plans.from_dict(data).configuration("2d").schedule["structure"].cooldown_fraction == 0.0
+    data["configurations"]["2d"]["schedule"]["structure"]["cooldown_fraction"] = 1.5
+    with pytest.raises(MSGLDMError, match="cooldown_fraction=1.5 is not in"):
+        Plans.from_dict(data)
     default = plan(make_fingerprint(**DEMO_2MM)).configuration("2d")
     assert config.batch_size <= default.batch_size
     assert sum(config.unet.channels) < sum(default.unet.channels)
