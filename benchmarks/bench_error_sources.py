@@ -81,11 +81,11 @@ def _scores(reference: np.ndarray, prediction: np.ndarray, mask: np.ndarray, std
     result = evaluate_volumes(reference, prediction, mask, std=std)
     scores = {key: result[key] for key in ("psnr", "ssim", "std_error_spearman", "coverage_2std") if key in result}
     if affine:
-        truth, guess = normalize_brasyn(reference, mask)[mask], normalize_brasyn(prediction, mask)[mask]
+        truth, guess = normalize_brasyn(reference, mask), normalize_brasyn(prediction, mask)[mask]
         design = np.stack([guess, np.ones_like(guess)], axis=1)
         fitted = np.zeros(mask.shape)
-        fitted[mask] = design @ np.linalg.lstsq(design, truth, rcond=None)[0]
-        scores["psnr_affine"] = psnr(normalize_brasyn(reference, mask), fitted, mask)
+        fitted[mask] = design @ np.linalg.lstsq(design, truth[mask], rcond=None)[0]
+        scores["psnr_affine"] = psnr(truth, fitted, mask)
     return scores
 
 
