@@ -4,13 +4,17 @@
     python -m benchmarks.bench_levers run --home /tmp/icbm -d 902 --name lr8e-4 --minutes 3 \
         schedule.structure.learning_rate=8e-4
     python -m benchmarks.bench_levers run --home /tmp/icbm -d 902 --name control --minutes 3 --method unet
+    python -m benchmarks.bench_levers run --home /tmp/icbm -d 902 --name lr8e-4_s1 --minutes 10 --seed 1 \
+        schedule.structure.learning_rate=8e-4
     python -m benchmarks.bench_levers write
 
 A variant is `MSGLDMPlans_cpu` with dotted edits of its `2d` configuration (JSON values), saved as
 `MSGLDMPlans_cpu_<name>` beside it (same preprocessed data). It is trained on fold `all` for `--minutes`, predicts
 imagesTs and is scored against referenceTs (inside masksTs where present), all through the user's commands. Short
 budgets rank levers by how fast the model learns, which is what the `cpu` budget is about; the whole-budget figures
-are bench_sets'. Results are appended to benchmarks/results/levers.json.
+are bench_sets'. Training is seeded, so a run with the same seed repeats one trajectory and differs only where the
+clock stops it: judge a lever on several `--seed`s (other trajectories), not on reruns. Results are appended to
+benchmarks/results/levers.json.
 
 `--last-weights` scores the same training a second time with the last weights instead of the averaged ones (for a
 variant with `schedule.<stage>.ema_decay`): a paired comparison, free of run-to-run noise. `score` does the same for
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     preprocessed = args.home / "preprocessed" / name
     plans = write_variant(preprocessed, args.name, args.edits)
     subprocess.run([_tool("msgldm_train"), args.dataset, "2d", "all", "-p", plans, "-m", args.method,
-                    "-device", "cpu", "--no-progress", "--max-minutes", str(args.minutes)], env=env, check=True)
+                    "-device", "cpu", "--no-progress", "--max-minutes", str(args.minutes), "--seed", str(args.seed)],
+                   env=env, check=True)
     rows = [_score(args, name, plans, args.name, env)]
     if args.last_weights:
         last = write_variant(preprocessed, f"{args.name}_last", args.edits)
@@ -97,6 +102,7 @@ def _score(args: argparse.Namespace, name: str, plans: str, row_name: str, env: 
                     "-d", args.dataset, *mask], env=env, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
     return {"dataset": name, "name": row_name, "method": args.method, "minutes": args.minutes, "edits": args.edits,
+            "seed": getattr(args, "seed", 0),
             "psnr": summary["mean"]["psnr"]["mean"], "ssim": summary["mean"]["ssim"]["mean"],
             "per_target_psnr": {t: v["psnr"]["mean"] for t, v in summary["per_modality"].items()}, "date": today()}
 
@@ -130,7 +136,7 @@ def section(record: dict) -> str:
              ", ".join(f"{t} {v:.1f}" for t, v in r["per_target_psnr"].items()), r.get("note", "")]
             for r in record["rows"]]
     return "\n".join([
-        "## Levers, one at a time (short budgets on the measured-contrast set)", "",
+        "## Levers, one at a time (short budgets on the measured-contrast set; rows marked demo: on the demo set)", "",
         record.get("preamble", ""), "",
         markdown_table(["variant", "method", "min", "PSNR", "SSIM", "PSNR per target", "what changed"], rows), "",
         provenance(record["command"], record["machine"], record["date"]),
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--name", required=True, help="variant name (plans MSGLDMPlans_cpu_<name>)")
     runner.add_argument("--minutes", type=float, default=3.0)
     runner.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
+    runner.add_argument("--seed", type=int, default=0, help="msgldm_train's seed: another seed, another trajectory")
     runner.add_argument("--last-weights", action="store_true",
                         help="score the same training again with the last weights instead of their average")
     runner.add_argument("edits", nargs="*", help="dotted plans edits, e.g. schedule.structure.learning_rate=8e-4")
