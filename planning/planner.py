@@ -40,9 +40,13 @@ CONTEXT_RATIO = 2.0            # 2.5D context when slice spacing < 2 x in-plane 
 SIZE_PERCENTILE = 95
 MAX_BATCH_FRACTION = 0.05      # a batch holds at most 5 % of all training slices
 # Degree of the per-voxel regression prior each network corrects (networks/regression_prior.py; 0: none), as measured
-# in documentation/benchmarks.md (levers): it paid for the control on both sets, not for the disentangler.
+# in documentation/benchmarks.md (levers): together with the cool-down it paid for both networks on both sets.
 CONTROL_REGRESSION_PRIOR = 2
-DISENTANGLER_REGRESSION_PRIOR = 0
+DISENTANGLER_REGRESSION_PRIOR = 2
+# A stage that a wall-clock budget ends lowers its learning rate linearly to 0 over this last fraction of the budget
+# (training/trainer.cooldown_factor): the model a user gets then no longer depends on where the clock stops
+# (documentation/benchmarks.md, levers). Stages ended by their epochs decay by the poly schedule already.
+COOLDOWN_FRACTION = 0.2
 AXIS_NAMES = ("R-L: sagittal slices", "A-P: coronal slices", "S-I: axial slices")
 
 
@@ -95,7 +99,8 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
         diffusion=DiffusionPlan(steps=preset.ddim_steps),
         ablations=Ablations(diffusion=preset.diffusion),
         schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.stage_learning_rate(s),
-                                   preset.stage_minutes(s)) for s in STAGES},
+                                   preset.stage_minutes(s), cooldown_fraction=_cooldown(preset.stage_minutes(s)))
+                  for s in STAGES},
     )
     config = fit_memory(config, preset, levels, len(fingerprint.modalities), fingerprint, gpu_memory_target_gb, device,
                         why)
@@ -112,7 +117,7 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
     why["regression_prior_degree"] = (
         f"the control corrects the degree-{config.control.regression_prior_degree} per-voxel regression of each "
         f"contrast from the given ones, the disentangler degree {config.disentangler.regression_prior_degree} (0: "
-        "none): measured, it paid for the control on both benchmark sets, not for the disentangler "
+        "none): measured with the cool-down, it paid for both networks on both benchmark sets "
         "(documentation/benchmarks.md, levers)")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
@@ -315,8 +320,16 @@ def _schedule_rationale(config: ConfigurationPlan, preset: Preset) -> str:
         s = config.schedule[stage]
         budget = f", at most {s.max_minutes:g} min" if s.max_minutes is not None else ""
         skipped = "" if stage in config.trained_stages else " (not trained while diffusion is off)"
-        parts.append(f"{stage} {s.epochs}x{s.iterations_per_epoch} it, lr {s.learning_rate:g}{budget}{skipped}")
-    return f"{preset.name} preset: " + "; ".join(parts) + " (--max-minutes overrides at training time)"
+        cooldown = f", cooling down over its last {s.cooldown_fraction:.0%}" if s.cooldown_fraction else ""
+        parts.append(f"{stage} {s.epochs}x{s.iterations_per_epoch} it, lr {s.learning_rate:g}{budget}{cooldown}"
+                     f"{skipped}")
+    return (f"{preset.name} preset: " + "; ".join(parts) + " (--max-minutes overrides at training time; a stage its "
+            "minutes end cools its learning rate down to 0, so where the clock stops does not decide the model)")
+
+
+def _cooldown(max_minutes: float | None) -> float:
+    """The cool-down of a stage: planned where a wall-clock budget, not the epochs, ends it."""
+    return COOLDOWN_FRACTION if max_minutes is not None else 0.0
 
 
 def _num_label_classes(labels: dict | None) -> int:

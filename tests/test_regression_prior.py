@@ -200,14 +200,15 @@ def test_fit_reads_only_the_given_training_cases_and_recovers_the_map():
 
 
 def test_plans_without_the_field_keep_the_networks_they_were_trained_with(tiny_trained_demo):
-    """The planner's choice (the control corrects the prior, the disentangler does not: measured), with its reason;
-    plans written before the field existed load with degree 0 (their checkpoints have no prior)."""
+    """The planner's choice (both networks correct the degree-2 prior: measured), with its reason; plans written
+    before the field existed load with degree 0 (their checkpoints have no prior)."""
     data = json.loads((tiny_trained_demo / "plans.json").read_text())
     config = data["configurations"]["2d"]
-    assert (config["control"]["regression_prior_degree"], config["disentangler"]["regression_prior_degree"]) == (2, 0)
+    assert (config["control"]["regression_prior_degree"], config["disentangler"]["regression_prior_degree"]) == (2, 2)
     assert "regression_prior_degree" in config["rationale"]
-    del config["control"]["regression_prior_degree"]
-    assert Plans.from_dict(data).configuration("2d").control.regression_prior_degree == 0
+    del config["control"]["regression_prior_degree"], config["disentangler"]["regression_prior_degree"]
+    loaded = Plans.from_dict(data).configuration("2d")
+    assert (loaded.control.regression_prior_degree, loaded.disentangler.regression_prior_degree) == (0, 0)
 
 
 def test_training_fits_the_prior_on_the_fold_training_cases_and_checkpoints_it(tiny_trained_demo):

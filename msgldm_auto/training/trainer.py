@@ -1,12 +1,11 @@
 """The generic loop shared by the three stages: iterations grouped in epochs, poly learning-rate decay, AMP and
 torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkpoints and exact resume.
 
-The learning rate decays over the planned iterations. Annealing it by the wall-clock budget instead (so that a `cpu`
-stage ended by its minutes cools down) was measured twice on the measured-contrast set: a decay over the whole budget
-(−0.8 dB, one end point against one) and a linear cool-down over its last 20 %, whose one settled end point was 0.6 dB
-above the mean of the constant rate's end points (documentation/benchmarks.md, levers). Not yet enough to plan it, so
-the cool-down is a plans option (`cooldown_fraction`), off unless set. Warm-ups (the AE's adversarial loss) and the
-cool-down follow whichever runs out first, the iterations or the minutes, so a time-boxed stage still reaches them.
+The learning rate decays over the planned iterations (poly). A stage that its minutes end early would stop near its
+initial rate, at whatever point of a noisy trajectory the clock happens to hit; so the planner gives such stages a
+linear cool-down to 0 over the last fraction of the budget (`cooldown_fraction`; documentation/benchmarks.md, levers).
+Warm-ups (the AE's adversarial loss) and the cool-down follow whichever runs out first, the iterations or the
+minutes, so a time-boxed stage still reaches them.
 
 Resume is exact with data-loader workers = 0: the batch order is a function of the iteration number (data_loader.py)
 and every other source of randomness (torch, numpy, Python) is checkpointed with the weights.
