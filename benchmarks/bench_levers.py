@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         last = write_variant(preprocessed, f"{args.name}_last", args.edits)
         _copy_with_last_weights(args.home / "results" / name, plans, last)
         rows.append(_score(args, name, last, f"{args.name} (last weights)", env))
-    return rows
+    return [{**row, "seed": args.seed} for row in rows]
 
 
 def _tool(name: str) -> str:
@@ -102,7 +102,6 @@ def _score(args: argparse.Namespace, name: str, plans: str, row_name: str, env: 
                     "-d", args.dataset, *mask], env=env, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
     return {"dataset": name, "name": row_name, "method": args.method, "minutes": args.minutes, "edits": args.edits,
-            "seed": getattr(args, "seed", 0),
             "psnr": summary["mean"]["psnr"]["mean"], "ssim": summary["mean"]["ssim"]["mean"],
             "per_target_psnr": {t: v["psnr"]["mean"] for t, v in summary["per_modality"].items()}, "date": today()}
 

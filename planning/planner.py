@@ -323,8 +323,11 @@ def _schedule_rationale(config: ConfigurationPlan, preset: Preset) -> str:
         cooldown = f", cooling down over its last {s.cooldown_fraction:.0%}" if s.cooldown_fraction else ""
         parts.append(f"{stage} {s.epochs}x{s.iterations_per_epoch} it, lr {s.learning_rate:g}{budget}{cooldown}"
                      f"{skipped}")
-    return (f"{preset.name} preset: " + "; ".join(parts) + " (--max-minutes overrides at training time; a stage its "
-            "minutes end cools its learning rate down to 0, so where the clock stops does not decide the model)")
+    why = "--max-minutes overrides at training time"
+    if any(config.schedule[s].cooldown_fraction for s in STAGES):
+        why += ("; a stage its minutes end cools its learning rate down to 0, so where the clock stops does not "
+                "decide the model")
+    return f"{preset.name} preset: " + "; ".join(parts) + f" ({why})"
 
 
 def _cooldown(max_minutes: float | None) -> float:
