@@ -5,7 +5,8 @@ with the product's own stage classes and optimiser step (`StepContext.optimize`)
 of a `StageTrainer` made for the stage (so AMP is exactly the trainer's). The trainer's own loop is not used: it needs
 a data loader and writes checkpoints, and one stage's step is what is measured here. The LDM stage gets frozen random
 autoencoder and disentangler networks of the plans' shapes. The AE stage is timed after its adversarial warm-up
-(discriminator on), its costlier phase.
+(discriminator on), its costlier phase. Plans whose disentangler corrects the regression prior get one fitted on
+random voxels: its cost does not depend on the coefficients.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from msgldm_auto.inference.baselines import FloorModels, fit_floors
 from msgldm_auto.plans import ConfigurationPlan, Plans
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.ddp import DistributedContext
 from msgldm_auto.training.stages.base import StepContext
+from msgldm_auto.training.stages.common import load_regression_prior
 from msgldm_auto.training.trainer import StageTrainer, TrainerSettings
 
 STAGE_NAMES = ("ae", "structure", "ldm")
@@ -46,6 +49,14 @@ def random_batch(config: ConfigurationPlan, num_modalities: int, device: torch.d
     return SliceBatch(images, present, kept, None, np.zeros((b, 2), dtype=np.int64)).to(device)
 
 
+def random_prior(modalities: list[str], degree: int, seed: int = 0) -> FloorModels | None:
+    """A regression prior fitted on random voxels (None for degree 0): for timing, where only its shape matters."""
+    if degree < 1:
+        return None
+    rng = np.random.default_rng(seed)
+    return fit_floors([{name: rng.uniform(-1, 1, 4096) for name in modalities}], modalities, degree, seed=seed)
+
+
 def build_stage(stage: str, plans: Plans, config: ConfigurationPlan, device: torch.device, seed: int = 0):
     from msgldm_auto.networks.autoencoder import LatentAutoencoder
     from msgldm_auto.networks.disentangler import StructureStyleDisentangler
@@ -55,13 +66,15 @@ def build_stage(stage: str, plans: Plans, config: ConfigurationPlan, device: tor
 
     torch.manual_seed(seed)
     rate = config.schedule[stage].learning_rate
+    prior = random_prior(plans.modalities, config.disentangler.regression_prior_degree, seed)
     if stage == "ae":
         return AutoencoderStage(config, device, rate)
     if stage == "structure":
-        return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, rate)
+        return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, rate, prior)
     autoencoder = LatentAutoencoder(config).to(device).eval().requires_grad_(False)
-    disentangler = StructureStyleDisentangler(config, plans.num_modalities,
-                                              plans.num_label_classes).to(device).eval().requires_grad_(False)
+    disentangler = StructureStyleDisentangler(config, plans.num_modalities, plans.num_label_classes)
+    load_regression_prior(disentangler, prior)
+    disentangler = disentangler.to(device).eval().requires_grad_(False)
     return LatentDiffusionStage(config, plans.num_modalities, autoencoder, disentangler, device, rate)
 
 

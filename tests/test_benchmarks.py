@@ -242,6 +242,41 @@ def test_random_batches_have_a_valid_availability_pattern_per_row():
     assert bool((kept.sum(1) >= 1).all()) and bool(((batch.present & ~kept).sum(1) >= 1).all())
 
 
+def test_stage_timing_builds_every_stage_of_plans_whose_disentangler_corrects_the_prior(tiny_trained_demo):
+    """bench_speed and bench_gpu time the planned plans; since the planner gives the disentangler a regression prior,
+    timing must fit one (on random voxels) instead of refusing the plans."""
+    import torch
+
+    from benchmarks.stage_timing import STAGE_NAMES, random_prior, time_stage
+    from msgldm_auto.plans import Plans
+
+    plans = Plans.load(tiny_trained_demo / "plans.json")
+    assert plans.configuration("2d").disentangler.regression_prior_degree > 0
+    for stage in STAGE_NAMES:
+        speed = time_stage(stage, plans, torch.device("cpu"), amp=False, iterations=1, warmup=1)
+        assert speed.iterations_per_second > 0 and speed.stage == stage
+    prior = random_prior(plans.modalities, 2)
+    assert prior.modalities == plans.modalities and prior.polynomial
+    assert random_prior(plans.modalities, 0) is None
+
+
+def test_speed_section_keeps_the_sampling_figures_own_date_after_a_training_only_run(monkeypatch):
+    from benchmarks import bench_speed
+
+    monkeypatch.setattr(bench_speed, "fewest_steps", lambda: "")
+    one_pass = {"seconds_per_volume": 2.0, "seconds_per_slice": 0.02, "targets": 1, "slices": 100}
+    stage = {"iterations_per_second": 3.5, "slices_per_second": 28.0, "batch_size": 8}
+    record = {"sampling": {"case": "c", "pattern": ["T1"], "rows": {"one-pass decoder": one_pass}, "grid": [8, 8]},
+              "training": {"stages": {"structure": stage}, "loader": {"0": 200.0}},
+              "machine": "new host", "date": "2026-12-01",
+              "sampling_provenance": {"machine": "old host", "date": "2026-11-26"}}
+    text = bench_speed.section(record)
+    sampling_part, training_part = text.split("Training throughput")
+    assert "old host" in sampling_part and "2026-11-26" in sampling_part and "2026-12-01" not in sampling_part
+    assert "| structure | 3.50 | 28.0 | 8 |" in training_part and "--training-only" in training_part
+    assert "new host" in training_part and "2026-12-01" in training_part
+
+
 # --------------------------------------------------------------------------------------------------- GPU script
 @pytest.mark.slow
 def test_gpu_script_dry_run_writes_a_json_the_table_writer_reads(tmp_path):
