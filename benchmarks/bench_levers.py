@@ -13,8 +13,10 @@ A variant is `MSGLDMPlans_cpu` with dotted edits of its `2d` configuration (JSON
 imagesTs and is scored against referenceTs (inside masksTs where present), all through the user's commands. Short
 budgets rank levers by how fast the model learns, which is what the `cpu` budget is about; the whole-budget figures
 are bench_sets'. Training is seeded, so a run with the same seed repeats one trajectory and differs only where the
-clock stops it: judge a lever on several `--seed`s (other trajectories), not on reruns. Results are appended to
-benchmarks/results/levers.json.
+clock stops it: judge a lever on several `--seed`s (other trajectories), not on reruns. The host's speed moves how
+many iterations 10 minutes buy by ±25 %, so `--iterations N` trains a fixed number instead (the minutes never cut it;
+a planned cool-down then follows the iterations): levers that leave the step's cost alone are compared that way.
+Results are appended to benchmarks/results/levers.json.
 
 `--last-weights` scores the same training a second time with the last weights instead of the averaged ones (for a
 variant with `schedule.<stage>.ema_decay`): a paired comparison, free of run-to-run noise. `score` does the same for
@@ -43,6 +45,7 @@ from benchmarks._common import (
 )
 
 BASE_PLANS = "MSGLDMPlans_cpu"
+ITERATIONS_PER_EPOCH = 50
 
 
 def write_variant(preprocessed: Path, name: str, edits: list[str]) -> str:
@@ -65,14 +68,23 @@ def run(args: argparse.Namespace) -> list[dict]:
     preprocessed = args.home / "preprocessed" / name
     plans = write_variant(preprocessed, args.name, args.edits)
     subprocess.run([_tool("msgldm_train"), args.dataset, "2d", "all", "-p", plans, "-m", args.method,
-                    "-device", "cpu", "--no-progress", "--max-minutes", str(args.minutes), "--seed", str(args.seed)],
+                    "-device", "cpu", "--no-progress", *_budget(args), "--seed", str(args.seed)],
                    env=env, check=True)
     rows = [_score(args, name, plans, args.name, env)]
     if args.last_weights:
         last = write_variant(preprocessed, f"{args.name}_last", args.edits)
         _copy_with_last_weights(args.home / "results" / name, plans, last)
         rows.append(_score(args, name, last, f"{args.name} (last weights)", env))
-    return [{**row, "seed": args.seed} for row in rows]
+    return [{**row, "seed": args.seed, "iterations": args.iterations} for row in rows]
+
+
+def _budget(args: argparse.Namespace) -> list[str]:
+    """msgldm_train's budget flags: minutes, or a fixed number of iterations that the clock never cuts (the same
+    schedule shape, free of the host's speed)."""
+    if args.iterations is None:
+        return ["--max-minutes", str(args.minutes)]
+    return ["--epochs", str(args.iterations // ITERATIONS_PER_EPOCH), "--iters-per-epoch", str(ITERATIONS_PER_EPOCH),
+            "--max-minutes", "100000"]
 
 
 def _tool(name: str) -> str:
@@ -101,7 +113,8 @@ def _score(args: argparse.Namespace, name: str, plans: str, row_name: str, env: 
     subprocess.run([_tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(out),
                     "-d", args.dataset, *mask], env=env, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
-    return {"dataset": name, "name": row_name, "method": args.method, "minutes": args.minutes, "edits": args.edits,
+    minutes = None if getattr(args, "iterations", None) else args.minutes
+    return {"dataset": name, "name": row_name, "method": args.method, "minutes": minutes, "edits": args.edits,
             "psnr": summary["mean"]["psnr"]["mean"], "ssim": summary["mean"]["ssim"]["mean"],
             "per_target_psnr": {t: v["psnr"]["mean"] for t, v in summary["per_modality"].items()}, "date": today()}
 
@@ -130,7 +143,7 @@ def _copy_with_last_weights(results: Path, plans: str, copy_plans: str) -> None:
 
 
 def section(record: dict) -> str:
-    rows = [[r["name"], r["method"], "–" if r["minutes"] is None else f"{r['minutes']:g}", f"{r['psnr']:.2f}",
+    rows = [[r["name"], r["method"], _budget_cell(r), f"{r['psnr']:.2f}",
              f"{r['ssim']:.3f}",
              ", ".join(f"{t} {v:.1f}" for t, v in r["per_target_psnr"].items()), r.get("note", "")]
             for r in record["rows"]]
@@ -142,6 +155,12 @@ def section(record: dict) -> str:
     ])
 
 
+def _budget_cell(row: dict) -> str:
+    if row.get("iterations"):
+        return f"{row['iterations']} it"
+    return "–" if row["minutes"] is None else f"{row['minutes']:g}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("-d", "--dataset", required=True)
     runner.add_argument("--name", required=True, help="variant name (plans MSGLDMPlans_cpu_<name>)")
     runner.add_argument("--minutes", type=float, default=3.0)
+    runner.add_argument("--iterations", type=int, default=None,
+                        help="train this many iterations instead of --minutes (rounded up to whole epochs of "
+                             f"{ITERATIONS_PER_EPOCH}): lever against lever free of the host's speed")
     runner.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
     runner.add_argument("--seed", type=int, default=0, help="msgldm_train's seed: another seed, another trajectory")
     runner.add_argument("--last-weights", action="store_true",
@@ -165,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     scorer.set_defaults(minutes=None, edits=[])                 # nothing trained: the rows record no budget or edit
     sub.add_parser("write")
     args = parser.parse_args(argv)
+    if getattr(args, "iterations", None):                     # whole epochs, so the row records what was trained
+        args.iterations = -(-args.iterations // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
     if args.command in ("run", "score"):
         record = load_results("levers") if (RESULTS / "levers.json").is_file() else {"rows": []}
         rows = run(args) if args.command == "run" else score(args)

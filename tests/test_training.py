@@ -27,6 +27,7 @@ from msgldm_auto.training.trainer import (  # noqa: E402
     StageTrainer,
     TrainerSettings,
     cooldown_factor,
+    learning_rate_factor,
     poly_factor,
     schedule_progress,
 )
@@ -324,6 +325,14 @@ def test_cooldown_holds_the_rate_then_falls_linearly_to_zero():
     assert cooldown_factor(0.79, 0.2) == 1.0
     assert cooldown_factor(0.9, 0.2) == pytest.approx(0.5) and cooldown_factor(0.95, 0.2) == pytest.approx(0.25)
     assert cooldown_factor(1.0, 0.2) == 0.0
+
+
+def test_a_stage_with_a_cool_down_holds_its_rate_instead_of_decaying_by_poly():
+    """Planned cool-downs shape the rate alone, by iterations or minutes alike; poly only without one."""
+    assert learning_rate_factor(0.5, 0.5, 0.2) == 1.0                          # no poly decay on top
+    assert learning_rate_factor(0.9, 0.9, 0.2) == pytest.approx(0.5)           # an iteration budget cools down too
+    assert learning_rate_factor(0.1, 0.9, 0.2) == pytest.approx(0.5)           # ... and so does the clock
+    assert learning_rate_factor(0.5, 0.9, 0.0) == pytest.approx(poly_factor(0.5))   # no cool-down: poly by iterations
 
 
 def test_a_time_boxed_stage_ends_cooled_down(tmp_path):

@@ -3,7 +3,8 @@ torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkp
 
 The learning rate decays over the planned iterations (poly). A stage that its minutes end early would stop near its
 initial rate, at whatever point of a noisy trajectory the clock happens to hit; so the planner gives such stages a
-linear cool-down to 0 over the last fraction of the budget (`cooldown_fraction`; documentation/benchmarks.md, levers).
+linear cool-down to 0 over the last fraction of the budget (`cooldown_fraction`; documentation/benchmarks.md, levers),
+which then replaces the poly decay: a constant rate, then the cool-down.
 Warm-ups (the AE's adversarial loss) and the cool-down follow whichever runs out first, the iterations or the
 minutes, so a time-boxed stage still reaches them.
 
@@ -85,6 +86,15 @@ def cooldown_factor(progress: float, fraction: float) -> float:
     if fraction <= 0.0 or progress <= 1.0 - fraction:
         return 1.0
     return max(0.0, (1.0 - progress) / fraction)
+
+
+def learning_rate_factor(iteration_fraction: float, progress: float, cooldown_fraction: float) -> float:
+    """The learning-rate multiplier: with a cool-down, constant until its last `cooldown_fraction` of `progress` and
+    then linearly to 0, whether the iterations or the minutes end the stage (so an iteration-budgeted run has the
+    shape of a time-boxed one); without one, poly over the planned iterations."""
+    if cooldown_fraction > 0.0:
+        return cooldown_factor(progress, cooldown_fraction)
+    return poly_factor(iteration_fraction)
 
 
 def schedule_progress(iteration: int, total_iterations: int, seconds: float, budget_seconds: float | None) -> float:
@@ -209,8 +219,8 @@ class StageTrainer:
         return schedule_progress(self.state.iteration, settings.total_iterations, seconds, budget)
 
     def _set_learning_rates(self, progress: float) -> None:
-        factor = poly_factor(min(self.state.iteration / max(self.settings.total_iterations, 1), 1.0))
-        factor *= cooldown_factor(progress, self.settings.cooldown_fraction)
+        iterations = min(self.state.iteration / max(self.settings.total_iterations, 1), 1.0)
+        factor = learning_rate_factor(iterations, progress, self.settings.cooldown_fraction)
         for optimizer in self.stage.optimizers.values():
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
