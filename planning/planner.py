@@ -23,6 +23,7 @@ from msgldm_auto.plans import (
     ControlPlan,
     DiffusionPlan,
     DisentanglerPlan,
+    LossWeights,
     Plans,
     StageSchedule,
     UNetPlan,
@@ -48,6 +49,10 @@ DISENTANGLER_REGRESSION_PRIOR = 2
 # (training/trainer.cooldown_factor): the model a user gets then no longer depends on where the clock stops
 # (documentation/benchmarks.md, levers). Stages ended by their epochs decay by the poly schedule already.
 COOLDOWN_FRACTION = 0.2
+# The disentangler reconstructs the modalities it was given as well as the dropped ones; prediction only asks for the
+# dropped ones, and those given are a near-identity task that competed for the small decoders. Measured at the cpu
+# budget (documentation/benchmarks.md, levers), weighting them 0.1 instead of 1 raised the measured-contrast set.
+KEPT_RECONSTRUCTION_WEIGHT = 0.1
 AXIS_NAMES = ("R-L: sagittal slices", "A-P: coronal slices", "S-I: axial slices")
 
 
@@ -99,6 +104,7 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
         slice_axis=axis, spacing=spacing, image_size=image_size, latent_scale=f, context_slices=context, batch_size=2,
         diffusion=DiffusionPlan(steps=preset.ddim_steps),
         ablations=Ablations(diffusion=preset.diffusion),
+        losses=LossWeights(reconstruction_kept=KEPT_RECONSTRUCTION_WEIGHT),
         schedule={s: StageSchedule(preset.stage_epochs(s), preset.iterations_per_epoch, preset.stage_learning_rate(s),
                                    preset.stage_minutes(s), cooldown_fraction=_cooldown(preset.stage_minutes(s)))
                   for s in STAGES},
@@ -121,6 +127,9 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
         "none): measured, it paid for the control on both benchmark sets and, on top of the cool-down, for the "
         "disentangler on the measured-contrast set (a tie on the demo) "
         "(documentation/benchmarks.md, levers)")
+    why["losses"] = (f"the given modalities' reconstruction weighs {config.losses.reconstruction_kept:g} × the "
+                     "dropped ones' (the synthesis task): measured at the cpu budget on the measured-contrast set "
+                     "(documentation/benchmarks.md, levers)")
     why["estimated_minutes"] = f"estimated on {device}: {fold_summary(config.estimated_minutes)}"
     config.rationale = why
     return config

@@ -2,6 +2,8 @@
 adversarial."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import scipy.fft
 import torch
@@ -184,6 +186,26 @@ def test_disentangler_loss_combines_terms_and_honours_the_style_ablation():
     no_style = losses.disentangler_loss(out, images[:, :, 0], exists, config.losses,
                                         Ablations(style_consistency=False), contrastive, seg, other)
     assert no_style.style_contrastive == 0 and no_style.total < terms.total
+
+
+def test_reconstruction_weighs_the_given_modalities_by_reconstruction_kept():
+    """reconstruction = dropped + reconstruction_kept × kept: an error on a given modality counts only through the
+    weight, an error on a dropped one fully."""
+    config = tiny_config()
+    torch.manual_seed(0)
+    model = StructureStyleDisentangler(config, 4)
+    images = smooth_images(8).view(2, 4, 1, 32, 32)
+    present = torch.tensor([[True, True, False, False], [True, False, True, False]])
+    exists = torch.ones(2, 4, dtype=torch.bool)
+    out = model(images, present)
+    targets = images[:, :, 0]
+    dropped = losses.structure_aware_reconstruction_loss(out.synthesis, targets, exists & ~present)
+    kept = losses.structure_aware_reconstruction_loss(out.synthesis, targets, exists & present)
+    for weight in (0.0, 0.1, 1.0):
+        terms = losses.disentangler_loss(out, targets, exists, dataclasses.replace(config.losses,
+                                         reconstruction_kept=weight), config.ablations, losses.StyleContrastiveLoss())
+        torch.testing.assert_close(terms.reconstruction, dropped + weight * kept)
+    assert float(kept) > 0 and float(dropped) > 0
 
 
 # ---------------------------------------------------------------------------------------------------- autoencoder

@@ -66,8 +66,10 @@ def test_brats_like_plans_axial_slices_f8():
     assert config.diffusion.steps == 50
     assert config.data_identifier == "MSGLDMPlans_2d"
     for key in ("slice_axis", "spacing", "image_size", "latent_scale", "unet", "context_slices", "batch_size",
-                "schedule", "diffusion", "ablations", "estimated_minutes"):
+                "schedule", "diffusion", "ablations", "losses", "estimated_minutes"):
         assert config.rationale[key], key
+    # the given modalities' reconstruction weighs 0.1 of the dropped ones' (measured: benchmarks, levers)
+    assert config.losses.reconstruction_kept == 0.1 and "weighs 0.1 ×" in config.rationale["losses"]
 
 
 def test_anisotropic_slices_across_the_thick_axis_without_context():
