@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         last = write_variant(preprocessed, f"{args.name}_last", args.edits)
         _copy_with_last_weights(args.home / "results" / name, plans, last)
         rows.append(_score(args, name, last, f"{args.name} (last weights)", env))
-    return [{**row, "seed": args.seed, "iterations": args.iterations} for row in rows]
+    return [{**row, "seed": args.seed, "iteration_budget": args.iterations} for row in rows]
 
 
 def _budget(args: argparse.Namespace) -> list[str]:
@@ -156,8 +156,8 @@ def section(record: dict) -> str:
 
 
 def _budget_cell(row: dict) -> str:
-    if row.get("iterations"):
-        return f"{row['iterations']} it"
+    if row.get("iteration_budget"):                 # ("iterations" in older rows: what a time-boxed run trained)
+        return f"{row['iteration_budget']} it"
     return "–" if row["minutes"] is None else f"{row['minutes']:g}"
 
 
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             row["command"] = " ".join(["python -m benchmarks.bench_levers", *(argv or sys.argv[1:])])
         record["rows"] += rows
-        record.setdefault("command", "python -m benchmarks.bench_levers run --home H -d D --name NAME [EDITS]")
+        record.setdefault("command", "python -m benchmarks.bench_levers run --home H -d D --name NAME "
+                                     "(--minutes M | --iterations N) [--seed S] [--method unet] [EDITS]")
         record.update(date=today(), machine=machine_line())
         save_results("levers", record)
         print("\n".join(map(str, rows)))
