@@ -14,7 +14,7 @@ imagesTs and is scored against referenceTs (inside masksTs where present), all t
 budgets rank levers by how fast the model learns, which is what the `cpu` budget is about; the whole-budget figures
 are bench_sets'. Training is seeded, so a run with the same seed repeats one trajectory and differs only where the
 clock stops it: judge a lever on several `--seed`s (other trajectories), not on reruns. The host's speed moves how
-many iterations 10 minutes buy by ±25 %, so `--iterations N` trains a fixed number instead (the minutes never cut it;
+many iterations 10 minutes buy by 25–40 %, so `--iterations N` trains a fixed number instead (the minutes never cut it;
 a planned cool-down then follows the iterations): levers that leave the step's cost alone are compared that way.
 Results are appended to benchmarks/results/levers.json.
 
