@@ -66,9 +66,9 @@ def build_stage(stage: str, plans: Plans, config: ConfigurationPlan, device: tor
 
     torch.manual_seed(seed)
     rate = config.schedule[stage].learning_rate
-    prior = random_prior(plans.modalities, config.disentangler.regression_prior_degree, seed)
     if stage == "ae":
         return AutoencoderStage(config, device, rate)
+    prior = random_prior(plans.modalities, config.disentangler.regression_prior_degree, seed)
     if stage == "structure":
         return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, rate, prior)
     autoencoder = LatentAutoencoder(config).to(device).eval().requires_grad_(False)
