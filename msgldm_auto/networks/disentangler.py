@@ -130,8 +130,10 @@ class StructureStyleDisentangler(nn.Module):
         clean = self._clean(images, present)              # checks the shapes before anything runs
         encoded = present if other_subset is None else present | other_subset
         pyramids = self._pyramids(images, encoded)
-        fused, weights = self.fusion(pyramids, present)
-        fused_other = self.fusion(pyramids, other_subset)[0] if other_subset is not None else None
+        subsets = [present] if other_subset is None else [present, other_subset]
+        fusions = self.fusion.fuse_subsets(pyramids, subsets)
+        fused, weights = fusions[0]
+        fused_other = fusions[1][0] if other_subset is not None else None
         prior = self.embedding(fused)
         stats = self.styles.encode(clean)
         styles = self.styles.styles(stats.codes, present)

@@ -63,18 +63,27 @@ class MultiModalStructureFusion(nn.Module):
         self, pyramids: list[list[torch.Tensor]], present: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """pyramids[m][level]: (B, c, h, w); present (B, M) bool → fused maps and weights (B, M, h, w) per level."""
-        fused, weights = [], []
-        mask = present[:, :, None, None, None]
+        return self.fuse_subsets(pyramids, [present])[0]
+
+    def fuse_subsets(
+        self, pyramids: list[list[torch.Tensor]], subsets: list[torch.Tensor]
+    ) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        """One fusion (fused maps, weights) per availability subset (B, M) bool. A modality's score depends on its own
+        features only and a subset only masks the softmax, so the subsets share one scoring pass (the scorers' thin
+        convolutions cost a tenth of the forward pass on CPU)."""
+        results: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in subsets]
         for level, scorer in enumerate(self.scorers):
             features = torch.stack([pyramid[level] for pyramid in pyramids], dim=1)  # (B, M, c, h, w)
-            features = torch.where(mask, features, torch.zeros_like(features))
             batch, modalities = features.shape[:2]
             scores = scorer(features.flatten(0, 1)).view(batch, modalities, *features.shape[-2:])
             scores = scores + self.modality_bias[level][None, :, None, None]
-            level_weights = masked_softmax(scores, present[:, :, None, None], dim=1)
-            fused.append((level_weights[:, :, None] * features).sum(dim=1))
-            weights.append(level_weights)
-        return fused, weights
+            for (fused, weights), subset in zip(results, subsets):
+                # an absent modality's features are zeroed and its weight is exactly 0: no influence, even via NaNs
+                kept = torch.where(subset[:, :, None, None, None], features, torch.zeros_like(features))
+                level_weights = masked_softmax(scores, subset[:, :, None, None], dim=1)
+                fused.append((level_weights[:, :, None] * kept).sum(dim=1))
+                weights.append(level_weights)
+        return results
 
 
 class MultiScaleStructureEmbedding(nn.Module):
