@@ -52,6 +52,31 @@ def test_reconstruction_loss_is_zero_for_a_perfect_synthesis_and_grows_with_blur
         losses.dct_magnitude_ssim_loss(shifted.flatten(0, 1)[:, None], target.flatten(0, 1)[:, None])
 
 
+def test_ssim_loss_is_monais_ssim_with_a_separable_window():
+    """The independent computation: MONAI's SSIMLoss, which convolves the full 2-D window."""
+    from monai.losses import SSIMLoss
+
+    generator = torch.Generator().manual_seed(0)
+    for shape, data_range, window in [((4, 1, 56, 64), 2.0, 11), ((3, 2, 20, 24), 1.0, 7)]:
+        prediction = torch.rand(shape, generator=generator) * data_range
+        target = (prediction + 0.3 * torch.randn(shape, generator=generator)).clamp(0, data_range)
+        expected = SSIMLoss(spatial_dims=2, data_range=data_range, win_size=window)(prediction, target)
+        torch.testing.assert_close(losses.ssim_loss(prediction, target, data_range, window), expected,
+                                   atol=1e-5, rtol=0)
+        assert losses.ssim_loss(target, target, data_range, window).abs() < 1e-5
+
+
+def test_image_ssim_weight_adds_image_space_ssim_to_the_reconstruction():
+    target = smooth_images(4).view(2, 2, 32, 32)
+    blurred = torch.nn.functional.avg_pool2d(target, 5, stride=1, padding=2, count_include_pad=False)
+    exists = torch.tensor([[True, False], [True, True]])
+    plain = losses.structure_aware_reconstruction_loss(blurred, target, exists)
+    weighted = losses.structure_aware_reconstruction_loss(blurred, target, exists, image_ssim=0.5)
+    expected = losses.ssim_loss(blurred[exists][:, None], target[exists][:, None], losses.IMAGE_DATA_RANGE)
+    assert expected > 0.01
+    torch.testing.assert_close(weighted - plain, 0.5 * expected)
+
+
 def test_reconstruction_loss_ignores_modalities_missing_from_the_data():
     synthesis = smooth_images(4, seed=1).view(2, 2, 32, 32).requires_grad_()
     target = smooth_images(4, seed=2).view(2, 2, 32, 32)
@@ -206,6 +231,12 @@ def test_reconstruction_weighs_the_given_modalities_by_reconstruction_kept():
                                          reconstruction_kept=weight), config.ablations, losses.StyleContrastiveLoss())
         torch.testing.assert_close(terms.reconstruction, dropped + weight * kept)
     assert float(kept) > 0 and float(dropped) > 0
+    # image-space SSIM scores the synthesis task only: the dropped modalities, as the control's loss does
+    dropped_ssim = losses.structure_aware_reconstruction_loss(out.synthesis, targets, exists & ~present, image_ssim=1.0)
+    weights = dataclasses.replace(config.losses, reconstruction_kept=0.1, reconstruction_image_ssim=1.0)
+    terms = losses.disentangler_loss(out, targets, exists, weights, config.ablations, losses.StyleContrastiveLoss())
+    torch.testing.assert_close(terms.reconstruction, dropped_ssim + 0.1 * kept)
+    assert float(dropped_ssim) > float(dropped)
 
 
 # ---------------------------------------------------------------------------------------------------- autoencoder

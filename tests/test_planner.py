@@ -70,6 +70,7 @@ def test_brats_like_plans_axial_slices_f8():
         assert config.rationale[key], key
     # the given modalities' reconstruction weighs 0.1 of the dropped ones' (measured: benchmarks, levers)
     assert config.losses.reconstruction_kept == 0.1 and "weighs 0.1 ×" in config.rationale["losses"]
+    assert config.losses.reconstruction_image_ssim == 1.0 and "SSIM × 1" in config.rationale["losses"]
 
 
 def test_anisotropic_slices_across_the_thick_axis_without_context():

@@ -11,8 +11,7 @@ import torch
 from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.inference.baselines import FloorModels
 from msgldm_auto.training.checkpoint import load_checkpoint
-
-IMAGE_DATA_RANGE = 2.0   # [-1, 1]
+from msgldm_auto.training.losses import IMAGE_DATA_RANGE
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:

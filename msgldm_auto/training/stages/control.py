@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.losses import SSIMLoss
 
 from msgldm_auto.inference.baselines import FloorModels
 from msgldm_auto.networks.plain_unet import PlainUNet
 from msgldm_auto.plans import CONTROL_STAGE, ConfigurationPlan
 from msgldm_auto.training.data_loader import SliceBatch
+from msgldm_auto.training.losses import ssim_loss
 from msgldm_auto.training.stages.base import Stage, StepContext
 from msgldm_auto.training.stages.common import IMAGE_DATA_RANGE, as_float32, load_regression_prior, mean_psnr
 from msgldm_auto.training.stages.structure import dropped_pairs
@@ -28,7 +28,7 @@ def synthesis_loss(synthesis: torch.Tensor, batch: SliceBatch) -> torch.Tensor:
         return synthesis.sum() * 0.0
     prediction = torch.stack([p for p, _ in pairs])[:, None]
     target = torch.stack([t for _, t in pairs])[:, None]
-    ssim = SSIMLoss(spatial_dims=2, data_range=IMAGE_DATA_RANGE)(prediction, target)
+    ssim = ssim_loss(prediction, target, IMAGE_DATA_RANGE)
     return F.l1_loss(prediction, target) + SSIM_WEIGHT * ssim
 
 
