@@ -190,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "iterations", None):                     # whole epochs, so the row records what was trained
         args.iterations = -(-args.iterations // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
     if args.command in ("run", "score"):
-        record = load_results("levers") if (RESULTS / "levers.json").is_file() else {"rows": []}
         rows = run(args) if args.command == "run" else score(args)
+        # read after the run, not before: a run beside this one may have saved its rows meanwhile
+        record = load_results("levers") if (RESULTS / "levers.json").is_file() else {"rows": []}
         for row in rows:
             row["command"] = " ".join(["python -m benchmarks.bench_levers", *(argv or sys.argv[1:])])
         record["rows"] += rows

@@ -95,7 +95,7 @@ class LossWeights:
     ae_adversarial_warmup_fraction: float = 0.5   # fraction of the AE stage before the discriminator switches on
     reconstruction: float = 1.0                   # structure-aware: L1 + SSIM of DCT magnitudes
     reconstruction_kept: float = 1.0              # weight of the kept (input) modalities' reconstruction vs dropped
-    reconstruction_image_ssim: float = 0.0        # image-space 1 − SSIM added to the reconstruction (the control's)
+    reconstruction_image_ssim: float = 0.0        # image-space 1 − SSIM added to the dropped ones' reconstruction
     segmentation: float = 2.0
     style_kl: float = 0.05
     style_contrastive: float = 0.1
