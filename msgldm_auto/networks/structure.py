@@ -70,7 +70,7 @@ class MultiModalStructureFusion(nn.Module):
     ) -> list[tuple[list[torch.Tensor], list[torch.Tensor]]]:
         """One fusion (fused maps, weights) per availability subset (B, M) bool. A modality's score depends on its own
         features only and a subset only masks the softmax, so the subsets share one scoring pass (the scorers' thin
-        convolutions cost a tenth of the forward pass on CPU)."""
+        convolutions cost about a seventh of the forward pass on CPU)."""
         results: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in subsets]
         for level, scorer in enumerate(self.scorers):
             features = torch.stack([pyramid[level] for pyramid in pyramids], dim=1)  # (B, M, c, h, w)
