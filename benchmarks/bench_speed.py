@@ -109,6 +109,9 @@ def fewest_steps() -> str:
     return "Fewest DDIM steps within 0.5 dB PSNR of 50 steps (bench_quality, demo test set): " + "; ".join(parts) + "."
 
 
+STAGE_LABELS = {"ae": "ae", "structure": "structure", "ldm": "ldm", "unet": "unet (the plain UNet control)"}
+
+
 def section(record: dict) -> str:
     sampling, training = record["sampling"], record["training"]
     sampled = record.get("sampling_provenance", record)      # a --training-only run keeps the sampling's own
@@ -117,11 +120,12 @@ def section(record: dict) -> str:
 
     rows = [(label, f"{r['seconds_per_volume']:.2f}", f"{1000 * r['seconds_per_slice']:.1f}")
             for label, r in sorted(sampling["rows"].items(), key=lambda kv: order(kv[0]))]
-    stages = [(name, training["stages"][name]) for name in ("ae", "structure", "ldm") if name in training["stages"]]
-    stage_rows = [(name, f"{s['iterations_per_second']:.2f}", f"{s['slices_per_second']:.1f}", s["batch_size"])
-                  for name, s in stages]
+    stages = [(name, training["stages"][name]) for name in STAGE_LABELS if name in training["stages"]]
+    stage_rows = [(STAGE_LABELS[name], f"{s['iterations_per_second']:.2f}", f"{s['slices_per_second']:.1f}",
+                   s["batch_size"]) for name, s in stages]
     # The loader must keep up with whichever stage is training: the fastest consumer is the one that binds.
-    hungriest, need = max(((name, s["slices_per_second"]) for name, s in stages), key=lambda item: item[1])
+    hungriest, need = max(((STAGE_LABELS[name], s["slices_per_second"]) for name, s in stages),
+                          key=lambda item: item[1])
     loader_rows = [(f"{w} worker process(es)" if int(w) else "in the main process", f"{v:.0f}", f"{v / need:.1f}×")
                    for w, v in sorted(training["loader"].items())]
     best_loader = max(training["loader"].values())

@@ -1,4 +1,5 @@
-"""Training throughput of the three stages and of the data loader alone (bench_speed on CPU, bench_gpu on CUDA).
+"""Training throughput of the stages (MSG-LDM's three and the plain UNet control's one) and of the data loader alone
+(bench_speed on CPU, bench_gpu on CUDA).
 
 A stage is timed on batches of exactly the plans' shape (random values: the cost of a step does not depend on them),
 with the product's own stage classes and optimiser step (`StepContext.optimize`), and the gradient scalers and autocast
@@ -19,14 +20,14 @@ import numpy as np
 import torch
 
 from msgldm_auto.inference.baselines import FloorModels, fit_floors
-from msgldm_auto.plans import ConfigurationPlan, Plans
+from msgldm_auto.plans import CONTROL_STAGE, ConfigurationPlan, Plans
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.ddp import DistributedContext
 from msgldm_auto.training.stages.base import StepContext
 from msgldm_auto.training.stages.common import load_regression_prior
 from msgldm_auto.training.trainer import StageTrainer, TrainerSettings
 
-STAGE_NAMES = ("ae", "structure", "ldm")
+STAGE_NAMES = ("ae", "structure", "ldm", CONTROL_STAGE)
 
 
 @dataclass
@@ -61,13 +62,17 @@ def build_stage(stage: str, plans: Plans, config: ConfigurationPlan, device: tor
     from msgldm_auto.networks.autoencoder import LatentAutoencoder
     from msgldm_auto.networks.disentangler import StructureStyleDisentangler
     from msgldm_auto.training.stages.ae import AutoencoderStage
+    from msgldm_auto.training.stages.control import PlainUNetStage
     from msgldm_auto.training.stages.ldm import LatentDiffusionStage
     from msgldm_auto.training.stages.structure import StructureStage
 
     torch.manual_seed(seed)
-    rate = config.schedule[stage].learning_rate
+    rate = config.stage_schedule(stage).learning_rate
     if stage == "ae":
         return AutoencoderStage(config, device, rate)
+    if stage == CONTROL_STAGE:
+        prior = random_prior(plans.modalities, config.control.regression_prior_degree, seed)
+        return PlainUNetStage(config, plans.num_modalities, device, rate, prior)
     prior = random_prior(plans.modalities, config.disentangler.regression_prior_degree, seed)
     if stage == "structure":
         return StructureStage(config, plans.num_modalities, plans.num_label_classes, device, rate, prior)

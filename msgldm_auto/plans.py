@@ -112,6 +112,13 @@ class Ablations:
     replacement_sampling: bool = False  # True: hold present latents to their noised values while sampling
 
 
+# A stage that a wall-clock budget ends lowers its learning rate linearly to 0 over this last fraction of the budget
+# (training/trainer.cooldown_factor): the model a user gets then no longer depends on where the clock stops
+# (documentation/benchmarks.md, levers). Stages ended by their epochs decay by the poly schedule already. The planner
+# plans it for the stages its preset gives minutes; training applies it to a `--max-minutes` the plans did not plan.
+TIME_BUDGET_COOLDOWN = 0.2
+
+
 @dataclass
 class StageSchedule:
     epochs: int = 100

@@ -17,6 +17,7 @@ from msgldm_auto.errors import MSGLDMError
 from msgldm_auto.plans import (
     DEFAULT_CONFIGURATION,
     STAGES,
+    TIME_BUDGET_COOLDOWN,
     Ablations,
     AutoencoderPlan,
     ConfigurationPlan,
@@ -45,10 +46,6 @@ MAX_BATCH_FRACTION = 0.05      # a batch holds at most 5 % of all training slice
 # +0.12 / +0.63 dB on the measured-contrast set's two seeds, a tie on the demo (+0.08).
 CONTROL_REGRESSION_PRIOR = 2
 DISENTANGLER_REGRESSION_PRIOR = 2
-# A stage that a wall-clock budget ends lowers its learning rate linearly to 0 over this last fraction of the budget
-# (training/trainer.cooldown_factor): the model a user gets then no longer depends on where the clock stops
-# (documentation/benchmarks.md, levers). Stages ended by their epochs decay by the poly schedule already.
-COOLDOWN_FRACTION = 0.2
 # The disentangler reconstructs the modalities it was given as well as the dropped ones; prediction only asks for the
 # dropped ones, and those given are a near-identity task that competed for the small decoders. Measured at the cpu
 # budget (documentation/benchmarks.md, levers), weighting them 0.1 instead of 1 raised the measured-contrast set on
@@ -349,7 +346,7 @@ def _schedule_rationale(config: ConfigurationPlan, preset: Preset) -> str:
 
 def _cooldown(max_minutes: float | None) -> float:
     """The cool-down of a stage: planned where a wall-clock budget, not the epochs, ends it."""
-    return COOLDOWN_FRACTION if max_minutes is not None else 0.0
+    return TIME_BUDGET_COOLDOWN if max_minutes is not None else 0.0
 
 
 def _num_label_classes(labels: dict | None) -> int:

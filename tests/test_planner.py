@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -186,6 +187,21 @@ def test_cpu_plans_are_time_boxed_and_give_the_control_the_same_budget():
     # stages ended by their epochs decay by the poly schedule: no cool-down on top
     assert all(default.schedule[s].cooldown_fraction == 0.0 for s in default.schedule)
     assert sum(config.unet.channels) < sum(default.unet.channels)
+
+
+def test_a_time_budget_given_at_training_cools_down_like_a_planned_one():
+    from msgldm_auto.training.fold_training import TrainingRequest, trainer_settings
+
+    default = plan(make_fingerprint(**DEMO_2MM)).configuration("2d")
+    request = TrainingRequest("Dataset901_Demo", "2d", "0")
+    assert trainer_settings(default, "structure", request).cooldown_fraction == 0.0     # ended by epochs: poly
+    timed = replace(request, max_minutes=30.0)
+    settings = trainer_settings(default, "structure", timed)
+    assert settings.max_minutes == 30.0 and settings.cooldown_fraction == 0.2            # ended by --max-minutes
+    assert trainer_settings(default, "unet", timed).cooldown_fraction == 0.2
+    cpu = plan(make_fingerprint(**DEMO_2MM), preset="cpu").configuration("2d")
+    cpu.schedule["structure"].cooldown_fraction = 0.0      # a plans edit that switched the planned one off: stays off
+    assert trainer_settings(cpu, "structure", replace(request, max_minutes=5.0)).cooldown_fraction == 0.0
 
 
 def test_a_small_memory_target_halves_the_widths_only_as_far_as_needed():

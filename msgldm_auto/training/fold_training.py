@@ -24,6 +24,7 @@ from msgldm_auto.plans import (
     DEFAULT_PLANS_NAME,
     STAGE_NEEDS,
     STAGES,
+    TIME_BUDGET_COOLDOWN,
     ConfigurationPlan,
     Plans,
     plans_file_name,
@@ -146,17 +147,21 @@ def _write_model_files(setup: FoldSetup) -> None:
         write_splits(setup.preprocessed_folder, setup.splits)
 
 
-def _settings(setup: FoldSetup, stage: str, request: TrainingRequest) -> TrainerSettings:
-    schedule = setup.config.stage_schedule(stage)
+def trainer_settings(config: ConfigurationPlan, stage: str, request: TrainingRequest) -> TrainerSettings:
+    """A stage's trainer settings: the plans' schedule with the request's overrides."""
+    schedule = config.stage_schedule(stage)
     # --epochs and --max-minutes are per MSG-LDM stage; the control, one stage, gets them times MSG-LDM's stage count.
-    stages = len(setup.config.trained_stages) if stage == CONTROL_STAGE else 1
+    stages = len(config.trained_stages) if stage == CONTROL_STAGE else 1
     epochs = request.epochs * stages if request.epochs else schedule.epochs
     minutes = request.max_minutes * stages if request.max_minutes is not None else schedule.max_minutes
+    cooldown = schedule.cooldown_fraction
+    if request.max_minutes is not None and schedule.max_minutes is None and not cooldown:
+        cooldown = TIME_BUDGET_COOLDOWN     # a budget the plans did not plan cools down as the planner's own do
     return TrainerSettings(
         epochs=epochs,
         iterations_per_epoch=request.iterations_per_epoch or schedule.iterations_per_epoch,
         max_minutes=minutes,
-        checkpoint_every=max(1, min(CHECKPOINT_EVERY, epochs)), cooldown_fraction=schedule.cooldown_fraction,
+        checkpoint_every=max(1, min(CHECKPOINT_EVERY, epochs)), cooldown_fraction=cooldown,
         resume=request.resume, amp=request.amp, compile=request.compile, show_progress=request.show_progress,
     )
 
@@ -227,7 +232,7 @@ def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context:
                                      config.batch_size, request.seed, rank=context.rank, world_size=context.world_size,
                                      start_batch=start_batch, slice_axis=config.slice_axis, num_workers=workers)
 
-    settings = _settings(setup, stage, request)
+    settings = trainer_settings(setup.config, stage, request)
     prior = _fitted_prior(stage, setup, reader)
     network_stage = _build_stage(stage, setup, context.device, config.stage_schedule(stage).learning_rate, prior)
     identity = {"plans_name": setup.plans.plans_name, "configuration": request.configuration, "fold": setup.cases.fold}
