@@ -47,6 +47,7 @@ class DisentanglerPlan:
     msse_heads: int = 4
     regression_prior_degree: int = 0  # > 0: the decoders correct a per-voxel polynomial of this degree fitted on the
                                       # fold's training voxels (networks/regression_prior.py); 0: none
+    refine_sees_inputs: bool = False  # each decoder's last block also sees every modality's centre slice (0 if absent)
 
 
 @dataclass

@@ -28,14 +28,16 @@ PLANS = {
 }
 
 
-def make_config(image_size, latent_scale, context_slices, ae_channels, structure, hfib=True) -> ConfigurationPlan:
+def make_config(image_size, latent_scale, context_slices, ae_channels, structure, hfib=True,
+                refine_sees_inputs=False) -> ConfigurationPlan:
     config = ConfigurationPlan(
         slice_axis=2, spacing=[1.0, 1.0], image_size=list(image_size), latent_scale=latent_scale,
         context_slices=context_slices, batch_size=2,
         autoencoder=AutoencoderPlan(channels=list(ae_channels), attention_levels=[False] * len(ae_channels),
                                     norm_num_groups=4),
         disentangler=DisentanglerPlan(structure_channels=list(structure), style_dim=8, style_channels=8,
-                                      decoder_channels=8, prior_channels=8, msse_heads=2),
+                                      decoder_channels=8, prior_channels=8, msse_heads=2,
+                                      refine_sees_inputs=refine_sees_inputs),
     )
     config.ablations.hfib = hfib
     return config
@@ -61,9 +63,9 @@ def random_images(config: ConfigurationPlan, batch: int, modalities: int, seed: 
 
 
 # ------------------------------------------------------------------------------------------------ disentangler
-@pytest.mark.parametrize("name", list(PLANS))
-def test_forward_backward_under_every_availability_pattern(name):
-    config, model, modalities, classes = build(name)
+@pytest.mark.parametrize("name, sees_inputs", [(name, False) for name in PLANS] + [("brats_like", True)])
+def test_forward_backward_under_every_availability_pattern(name, sees_inputs):
+    config, model, modalities, classes = build(name, refine_sees_inputs=sees_inputs)
     present = all_patterns(modalities)
     images = random_images(config, len(present), modalities)
     out = model(images, present)
@@ -98,10 +100,12 @@ def test_forward_backward_under_every_availability_pattern(name):
 
 
 @pytest.mark.parametrize(
-    "name, training", [(name, False) for name in PLANS] + [("tiny_cpu", True), ("wmh_like", True)]
+    "name, training, sees_inputs",
+    [(name, False, False) for name in PLANS] + [("tiny_cpu", True, False), ("wmh_like", True, False),
+                                                ("brats_like", True, True), ("wmh_like", False, True)],
 )
-def test_missing_modality_has_exactly_zero_influence(name, training):
-    config, model, modalities, _ = build(name)
+def test_missing_modality_has_exactly_zero_influence(name, training, sees_inputs):
+    config, model, modalities, _ = build(name, refine_sees_inputs=sees_inputs)
     model.train(training)
     present = all_patterns(modalities)
     images = random_images(config, len(present), modalities)

@@ -54,7 +54,8 @@ def plan(fingerprint, **kwargs) -> Plans:
 
 
 def test_brats_like_plans_axial_slices_f8():
-    config = plan(make_fingerprint(**BRATS)).configuration("2d")
+    plans = plan(make_fingerprint(**BRATS))
+    config = plans.configuration("2d")
     assert config.slice_axis == 2
     assert config.latent_scale == 8
     assert config.spacing == [1.0, 1.0]
@@ -72,6 +73,12 @@ def test_brats_like_plans_axial_slices_f8():
     # the given modalities' reconstruction weighs 0.1 of the dropped ones' (measured: benchmarks, levers)
     assert config.losses.reconstruction_kept == 0.1 and "weighs 0.1 ×" in config.rationale["losses"]
     assert config.losses.reconstruction_image_ssim == 1.0 and "SSIM × 1" in config.rationale["losses"]
+    # each decoder's last block sees the given modalities (measured: benchmarks, levers); plans written before the
+    # field load without it, so their checkpoints keep loading
+    assert config.disentangler.refine_sees_inputs and "refine_sees_inputs" in config.rationale["disentangler"]
+    data = plans.to_dict()
+    del data["configurations"]["2d"]["disentangler"]["refine_sees_inputs"]
+    assert not Plans.from_dict(data).configuration("2d").disentangler.refine_sees_inputs
 
 
 def test_anisotropic_slices_across_the_thick_axis_without_context():

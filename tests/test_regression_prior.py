@@ -111,6 +111,20 @@ def test_decoder_sees_the_prior_and_adds_its_trusted_logits_before_the_tanh():
         StyleDecoder([4, 8], prior_channels=8, width=8, style_dim=4)(prior, fused, style, (logits, trust))
 
 
+def test_a_decoder_that_sees_the_inputs_takes_exactly_its_input_channels():
+    torch.manual_seed(0)
+    decoder = StyleDecoder([4, 8], prior_channels=8, width=8, style_dim=4, corrects_prior=True, input_channels=3)
+    prior, fused = torch.randn(2, 8, 4, 4), [torch.randn(2, 4, 8, 8), torch.randn(2, 8, 4, 4)]
+    style, regression = torch.randn(2, 4), (torch.randn(2, 1, 8, 8), torch.ones(2, 1, 1, 1))
+    inputs = torch.randn(2, 3, 8, 8)
+    first = decoder(prior, fused, style, regression, inputs)
+    assert first.shape == (2, 1, 8, 8)
+    assert not torch.equal(first, decoder(prior, fused, style, regression, inputs + 0.5))   # the inputs are seen
+    for wrong in (None, inputs[:, :2]):
+        with pytest.raises(ValueError, match="takes 3 input channel"):
+            decoder(prior, fused, style, regression, wrong)
+
+
 def small_config(degree: int) -> ConfigurationPlan:
     return ConfigurationPlan(
         slice_axis=2, spacing=[1.0, 1.0], image_size=[12, 12], latent_scale=4, context_slices=1, batch_size=2,

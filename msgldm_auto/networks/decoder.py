@@ -8,7 +8,9 @@ AdaIN it does not instance-normalise first: a per-slice normalisation pins every
 slice with little brain cannot come out darker than one full of it (the flat top slices of coronal views), and on the
 measured-contrast set it cost 0.6 dB at the cpu budget (benchmarks.md). Output through tanh: images in [−1, 1]; with
 a regression prior the last block sees the prior's logits and a learned trust × those logits is added before the
-tanh, so the decoder learns a correction of the prior.
+tanh, so the decoder learns a correction of the prior. With `input_channels` > 0 the last block also sees the given
+modalities' centre slices (zeros where absent): the joint intensities of a voxel, which the fused structure, a convex
+mix of per-modality features, does not carry.
 """
 from __future__ import annotations
 
@@ -49,19 +51,23 @@ class StyleDecoder(nn.Module):
     """(prior at 1/f, fused pyramid scale 1 … 1/f, style (B, D)) → image (B, 1, H, W)."""
 
     def __init__(self, structure_channels: list[int], prior_channels: int, width: int, style_dim: int,
-                 corrects_prior: bool = False):
+                 corrects_prior: bool = False, input_channels: int = 0):
         super().__init__()
         self.stem = Convolution(2, prior_channels, width, kernel_size=1, conv_only=True)
         self.skips = nn.ModuleList(nn.Conv2d(c, width, kernel_size=1) for c in structure_channels)
         self.blocks = nn.ModuleList(StyleBlock(2 * width, width, style_dim) for _ in structure_channels)
         self.corrects_prior = corrects_prior
-        self.refine = StyleBlock(width + int(corrects_prior), width, style_dim)   # sees the prior it corrects
+        self.input_channels = input_channels
+        # the refine block sees the prior it corrects and, with input_channels > 0, the inputs' centre slices
+        self.refine = StyleBlock(width + int(corrects_prior) + input_channels, width, style_dim)
         self.out = nn.Conv2d(width, 1, kernel_size=1)
 
     def forward(self, prior: torch.Tensor, fused: list[torch.Tensor], style: torch.Tensor,
-                regression: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                regression: tuple[torch.Tensor, torch.Tensor] | None = None,
+                inputs: torch.Tensor | None = None) -> torch.Tensor:
         """`regression`: (logits, trust) of the regression prior, (B, 1, H, W) and (B, 1, 1, 1), for a decoder that
-        corrects it: the refine block sees the logits, and trust × logits is added before the tanh."""
+        corrects it: the refine block sees the logits, and trust × logits is added before the tanh. `inputs`: the
+        (B, input_channels, H, W) centre slices the refine block also sees, for a decoder built with input_channels."""
         if self.corrects_prior != (regression is not None):
             raise ValueError("a decoder built to correct a regression prior needs one, and only such a decoder")
         x = self.stem(prior)
@@ -69,10 +75,14 @@ class StyleDecoder(nn.Module):
             if x.shape[-2:] != fused[level].shape[-2:]:
                 x = F.interpolate(x, size=fused[level].shape[-2:], mode="nearest")
             x = self.blocks[level](torch.cat([x, self.skips[level](fused[level])], dim=1), style)
+        if self.input_channels != (0 if inputs is None else inputs.shape[1]):
+            raise ValueError(f"this decoder's refine block takes {self.input_channels} input channel(s)")
+        seen = [x] + ([] if regression is None else [regression[0]]) + ([] if inputs is None else [inputs])
+        x = self.out(self.refine(torch.cat(seen, dim=1), style))
         if regression is None:
-            return torch.tanh(self.out(self.refine(x, style)))
+            return torch.tanh(x)
         logits, trust = regression
-        return torch.tanh(self.out(self.refine(torch.cat([x, logits], dim=1), style)) + trust * logits)
+        return torch.tanh(x + trust * logits)
 
 
 class SegmentationHead(nn.Module):

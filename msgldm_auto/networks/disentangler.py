@@ -6,7 +6,8 @@ images (B, M, C, H, W) + present (B, M)
   → per-modality style encoders → style codes; absent modalities take their learned prototype
   → per-modality style-modulated decoders → one-pass synthesis of all M modalities; optional segmentation head.
 With `disentangler.regression_prior_degree` > 0 each decoder corrects the per-voxel regression prior of its modality
-from the other present ones (networks/regression_prior.py) instead of starting from nothing.
+from the other present ones (networks/regression_prior.py) instead of starting from nothing; with
+`disentangler.refine_sees_inputs` each decoder's last block also sees every modality's (cleaned) centre slice.
 
 A modality with present=False has exactly zero influence on every output: its input is replaced by zeros before any
 network sees it (so even NaNs there are harmless), its fusion weight is exactly 0, and its style is its prototype.
@@ -86,12 +87,14 @@ class StructureStyleDisentangler(nn.Module):
         self.styles = ModalityStyles(num_modalities, config.context_slices, plan.style_channels, plan.style_dim)
         self.decoders = nn.ModuleList(
             StyleDecoder(channels, plan.prior_channels, plan.decoder_channels, plan.style_dim,
-                         corrects_prior=plan.regression_prior_degree > 0)
+                         corrects_prior=plan.regression_prior_degree > 0,
+                         input_channels=num_modalities if plan.refine_sees_inputs else 0)
             for _ in range(num_modalities)
         )
         self.segmentation = SegmentationHead(channels[0], num_label_classes) if num_label_classes > 0 else None
         degree = plan.regression_prior_degree
         self.regression_prior = RegressionPrior(num_modalities, degree) if degree > 0 else None
+        self.refine_sees_inputs = plan.refine_sees_inputs
 
     def _clean(self, images: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         if images.ndim != 5 or images.shape[1] != self.num_modalities or images.shape[2] != self.context_slices:
@@ -138,8 +141,10 @@ class StructureStyleDisentangler(nn.Module):
         stats = self.styles.encode(clean)
         styles = self.styles.styles(stats.codes, present)
         regressions = self._regressions(clean, present)
+        centre = clean[:, :, self.context_slices // 2] if self.refine_sees_inputs else None
         synthesis = torch.cat(
-            [decoder(prior, fused, styles[:, m], regressions[m]) for m, decoder in enumerate(self.decoders)], dim=1
+            [decoder(prior, fused, styles[:, m], regressions[m], centre) for m, decoder in enumerate(self.decoders)],
+            dim=1,
         )
         seg_logits = self.segmentation(fused[0]) if self.segmentation is not None else None
         return DisentanglerOutput(
