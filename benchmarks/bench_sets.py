@@ -35,6 +35,8 @@ from benchmarks._common import (
 )
 
 PLANS = "MSGLDMPlans_cpu"
+DEFAULT_METHODS = ["msgldm", "unet"]
+MSGLDM_STAGES = ("ae", "structure", "ldm")
 METHOD_LABELS = {"msgldm": "MSG-LDM", "unet": "plain UNet control", "floor_copy": "copy floor",
                  "floor_regression": "regression floor"}
 
@@ -65,11 +67,15 @@ def run(args: argparse.Namespace) -> dict:
         run_command(evaluate, env)
         summaries[METHOD_LABELS[folder]] = load_summary_means(out / folder / "summary.json")
     model = args.home / "results" / name / f"{PLANS}__2d"
-    return {"dataset": name, "summaries": summaries, "iterations": trained_iterations(model, "all"), "seconds": seconds,
+    # only the stages this run trained: the model folder may hold another method's checkpoints from an earlier run
+    stages = [*(MSGLDM_STAGES if "msgldm" in args.methods else ()), *(["unet"] if "unet" in args.methods else [])]
+    return {"dataset": name, "summaries": summaries, "iterations": trained_iterations(model, "all", stages),
+            "seconds": seconds,
             "threads": args.threads, "minutes": args.minutes, "date": today(),
             "machine": machine_line(threads=args.threads or None),
             "command": f"python -m benchmarks.bench_sets run --home H -d {ds}"
-                       + (f" --threads {args.threads}" if args.threads else "")}
+                       + (f" --threads {args.threads}" if args.threads else "")
+                       + (f" --methods {' '.join(args.methods)}" if args.methods != DEFAULT_METHODS else "")}
 
 
 def _floors(raw: Path, out: Path) -> None:
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = sub.add_parser("run", help="plan, train, predict, floors and evaluate one set")
     runner.add_argument("--home", type=Path, required=True, help="MSGLDM_HOME holding raw/DatasetXXX_Name")
     runner.add_argument("-d", "--dataset", required=True, help="dataset ID or name")
-    runner.add_argument("--methods", nargs="+", default=["msgldm", "unet"], choices=["msgldm", "unet"])
+    runner.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=DEFAULT_METHODS)
     runner.add_argument("--minutes", type=float, default=None, help="override the plans' budget (default: theirs)")
     runner.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS (default: the product's choice)")
     runner.add_argument("--name", default=None, help="results file sets_<name>.json (default: the dataset name)")

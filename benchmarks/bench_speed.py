@@ -109,7 +109,7 @@ def fewest_steps() -> str:
     return "Fewest DDIM steps within 0.5 dB PSNR of 50 steps (bench_quality, demo test set): " + "; ".join(parts) + "."
 
 
-STAGE_LABELS = {"ae": "ae", "structure": "structure", "ldm": "ldm", "unet": "unet (the plain UNet control)"}
+STAGE_LABELS = {"ae": "ae", "structure": "structure", "ldm": "ldm", "unet": "unet (the control)"}
 
 
 def section(record: dict) -> str:
