@@ -138,7 +138,8 @@ def autoencoder_ceiling(predictor: MSGLDMPredictor, case: TestCase) -> dict[int,
         slices = torch.from_numpy(np.asarray(data[list(present).index(channel)], dtype=np.float32))[:, None]
         decoded = torch.cat([autoencoder.decode(autoencoder.encode(chunk.to(device))).cpu()
                              for chunk in torch.split(slices, config.batch_size)])
-        restored = export.restore_to_input_grid(decoded[:, 0].clamp(-1, 1).numpy(), properties, grid)
+        restored = export.restore_to_input_grid(decoded[:, 0].clamp(-1, 1).numpy(), properties, grid,
+                                                config.head_aware_restore)
         scale = predictor.model.plans.intensity_p995[predictor.modalities[channel]]
         results[channel] = export.finish_volume(export.to_dataset_intensity(restored, scale), head_mask, grid).array
     return results

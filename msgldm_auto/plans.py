@@ -155,6 +155,9 @@ class ConfigurationPlan:
     schedule: dict[str, StageSchedule] = field(default_factory=lambda: {s: StageSchedule() for s in STAGES})
     data_identifier: str = ""                    # name of the preprocessed folder of this configuration
     normalization: str = "p995"                  # intensity scheme (msgldm_auto.preprocessing.normalization)
+    head_aware_restore: bool = True              # prediction back to the input grid from head pixels only (True) or
+                                                 # blending the rim with the background; planned by
+                                                 # planning/restoration.py (True for plans written before it)
     estimated_minutes: dict[str, float] = field(default_factory=dict)  # planner's training-time estimate per stage
     rationale: dict[str, str] = field(default_factory=dict)
 

@@ -19,6 +19,7 @@ from msgldm_auto.plans import DEFAULT_CONFIGURATION, Plans, plans_file_name
 from msgldm_auto.preprocessing.run import PreprocessReport, preprocess_dataset
 from planning.fingerprint import FINGERPRINT_FILE, DatasetFingerprint, extract_fingerprint
 from planning.planner import plan_experiment
+from planning.restoration import measure_round_trip, plan_restoration
 
 
 def raw_folder(dataset_name: str) -> Path:
@@ -75,6 +76,8 @@ def plan_dataset(dataset_name: str, preset: str = "default", gpu_memory_target_g
         DatasetJson.load(raw_folder(dataset_name) / "dataset.json")
     plans = plan_experiment(fingerprint, dataset, preset, gpu_memory_target_gb, device, overwrite_target_spacing,
                             plans_name, configuration)
+    config = plans.configuration(configuration)
+    plan_restoration(config, measure_round_trip(raw_folder(dataset_name), config))   # reads a few training cases
     path = folder / plans_file_name(plans.plans_name)
     return save_plans_keeping_extras(plans, path), path
 

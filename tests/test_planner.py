@@ -287,6 +287,7 @@ def test_cli_plans_and_preprocesses_demo_dataset(tiny_demo_dataset, capsys):
     assert main(["-d", "901", "-pl", "cpu", "-np", "1", "-gpu_memory_target", "4"]) == 0
     out = capsys.readouterr().out
     assert "per fold" in out and "five folds" in out
+    assert "head_aware_restore: synthesized slices go back to the input grid" in out   # measured on the cases
     folder = preprocessed_root() / "Dataset901_Demo"
     for name in ("dataset.json", "dataset_fingerprint.json", "MSGLDMPlans_cpu.json"):
         assert (folder / name).is_file(), name

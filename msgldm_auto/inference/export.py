@@ -20,12 +20,14 @@ def to_dataset_intensity(normalised: np.ndarray, p995: float) -> np.ndarray:
     return ((np.clip(normalised, -1.0, 1.0) + 1.0) / 2.0 * float(p995)).astype(np.float32)
 
 
-def restore_to_input_grid(volume: np.ndarray, properties: CaseProperties, reference: Image) -> np.ndarray:
+def restore_to_input_grid(volume: np.ndarray, properties: CaseProperties, reference: Image,
+                          head_aware: bool = True) -> np.ndarray:
     """(Z, H, W) preprocessed-space volume -> array in the input's numpy order and shape (background -1 outside the
-    crop)."""
+    crop); `head_aware` as the plans' `head_aware_restore` (planning/restoration.py)."""
     from msgldm_auto.preprocessing.pipeline import restore_original
 
-    restored = np.asarray(restore_original(volume, properties, order=3, fill=-1.0), dtype=np.float32)
+    restored = np.asarray(restore_original(volume, properties, order=3, fill=-1.0, head_aware=head_aware),
+                          dtype=np.float32)
     if restored.shape != reference.array.shape:
         raise RuntimeError(f"restore_original returned shape {restored.shape}, expected the input's "
                            f"{reference.array.shape}")

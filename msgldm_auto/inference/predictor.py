@@ -210,8 +210,8 @@ class MSGLDMPredictor:
                 synthesis = synthesize_volume(networks, self.scheduler, config, volume_input, targets, settings,
                                               self._sample_seed(sample))
                 for i, scale in enumerate(scales):
-                    restored = export.to_dataset_intensity(export.restore_to_input_grid(synthesis[i], properties,
-                                                                                        reference), scale)
+                    restored = export.to_dataset_intensity(export.restore_to_input_grid(
+                        synthesis[i], properties, reference, config.head_aware_restore), scale)
                     total[i] += restored
                     if total_sq is not None:
                         total_sq[i] += np.square(restored, dtype=np.float64)
