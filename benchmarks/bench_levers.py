@@ -8,8 +8,8 @@
         schedule.structure.learning_rate=8e-4
     python -m benchmarks.bench_levers write
 
-A variant is `MSGLDMPlans_cpu` with dotted edits of its `2d` configuration (JSON values), saved as
-`MSGLDMPlans_cpu_<name>` beside it (same preprocessed data). It is trained on fold `all` for `--minutes`, predicts
+A variant is `MSGLDMPlans_cpu` (or `--base-plans`) with dotted edits of its `2d` configuration (JSON values), saved
+as `MSGLDMPlans_cpu_<name>` beside it (same preprocessed data). It is trained on fold `all` for `--minutes`, predicts
 imagesTs and is scored against referenceTs (inside masksTs where present), all through the user's commands. Short
 budgets rank levers by how fast the model learns, which is what the `cpu` budget is about; the whole-budget figures
 are bench_sets'. Training is seeded, so a run with the same seed repeats one trajectory and differs only where the
@@ -23,12 +23,15 @@ variant with `schedule.<stage>.ema_decay`): a paired comparison, free of run-to-
 a prediction-time lever on a model trained earlier:
 
     python -m benchmarks.bench_levers score --home /tmp/icbm -d 902 --name TTA --predict=--disable_tta
+    python -m benchmarks.bench_levers score --home /tmp/demo -d 901 --plans MSGLDMPlans_cpu_X --name plain \
+        --edits head_aware_restore=false
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,13 +51,13 @@ BASE_PLANS = "MSGLDMPlans_cpu"
 ITERATIONS_PER_EPOCH = 50
 
 
-def write_variant(preprocessed: Path, name: str, edits: list[str]) -> str:
-    """Save the edited plans as MSGLDMPlans_cpu_<name>.json and return that plans name."""
+def write_variant(preprocessed: Path, name: str, edits: list[str], base: str = BASE_PLANS) -> str:
+    """Save the edited plans as <base>_<name>.json and return that plans name."""
     from benchmarks.plans_edits import dotted_changes, plans_variant
     from msgldm_auto.plans import Plans, plans_file_name
 
-    plans_name = f"{BASE_PLANS}_{name}"
-    plans = Plans.load(preprocessed / plans_file_name(BASE_PLANS))
+    plans_name = f"{base}_{name}"
+    plans = Plans.load(preprocessed / plans_file_name(base))
     plans_variant(plans, "2d", dotted_changes(edits), plans_name).save(preprocessed / plans_file_name(plans_name))
     return plans_name
 
@@ -66,13 +69,13 @@ def run(args: argparse.Namespace) -> list[dict]:
     env = dict(os.environ)
     name = resolve_dataset_name(args.dataset)
     preprocessed = args.home / "preprocessed" / name
-    plans = write_variant(preprocessed, args.name, args.edits)
+    plans = write_variant(preprocessed, args.name, args.edits, args.base_plans)
     subprocess.run([_tool("msgldm_train"), args.dataset, "2d", "all", "-p", plans, "-m", args.method,
                     "-device", "cpu", "--no-progress", *_budget(args), "--seed", str(args.seed)],
                    env=env, check=True)
     rows = [_score(args, name, plans, args.name, env)]
     if args.last_weights:
-        last = write_variant(preprocessed, f"{args.name}_last", args.edits)
+        last = write_variant(preprocessed, f"{args.name}_last", args.edits, args.base_plans)
         _copy_with_last_weights(args.home / "results" / name, plans, last)
         rows.append(_score(args, name, last, f"{args.name} (last weights)", env))
     return [{**row, "seed": args.seed, "iteration_budget": args.iterations} for row in rows]
@@ -93,13 +96,36 @@ def _tool(name: str) -> str:
 
 def score(args: argparse.Namespace) -> list[dict]:
     """Prediction-time levers on an already trained fold `all` (no training): the plain prediction and the one with
-    `--predict` flags added, each scored (a paired comparison on one set of weights)."""
+    `--predict` flags added and/or prediction-time plans `--edits` (on a copy of the model folder), each scored (a
+    paired comparison on one set of weights)."""
     from msgldm_auto.paths import resolve_dataset_name
 
     os.environ["MSGLDM_HOME"] = str(args.home)
     env, name = dict(os.environ), resolve_dataset_name(args.dataset)
-    return [_score(args, name, args.plans, f"{args.name}: default prediction", env),
-            _score(args, name, args.plans, f"{args.name}: {' '.join(args.predict)}", env, extra=args.predict)]
+    lever_plans = args.plans
+    if args.edits:
+        # one underscore at most between words: "__" separates <plans>__<configuration> in a model folder's name
+        lever_plans = f"{args.plans}_{re.sub(r'[^0-9A-Za-z]+', '_', args.name).strip('_')}"
+        _copy_model(args.home / "results" / name, args.plans, lever_plans, args.edits)
+    lever = " ".join([*args.edits, *args.predict])
+    default = {**_score(args, name, args.plans, f"{args.name}: default prediction", env), "edits": []}
+    return [default, _score(args, name, lever_plans, f"{args.name}: {lever}", env, extra=args.predict)]
+
+
+def _copy_model(results: Path, plans: str, copy_plans: str, edits: list[str] | None = None) -> Path:
+    """The trained model folder copied under `copy_plans`, its plans.json renamed and with the dotted `edits` (fields
+    that only prediction reads, such as `head_aware_restore`: the weights must still fit). Returns the copy."""
+    import shutil
+
+    from benchmarks.plans_edits import dotted_changes, plans_variant
+    from msgldm_auto.plans import Plans
+
+    source, target = results / f"{plans}__2d", results / f"{copy_plans}__2d"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    edited = plans_variant(Plans.load(source / "plans.json"), "2d", dotted_changes(edits or []), copy_plans)
+    edited.save(target / "plans.json")
+    return target
 
 
 def _score(args: argparse.Namespace, name: str, plans: str, row_name: str, env: dict[str, str],
@@ -122,17 +148,12 @@ def _score(args: argparse.Namespace, name: str, plans: str, row_name: str, env: 
 def _copy_with_last_weights(results: Path, plans: str, copy_plans: str) -> None:
     """The trained model folder under `copy_plans`, each final checkpoint predicting with its stage's last weights
     (`network_weights` of its main network) instead of their average."""
-    import shutil
-
     from msgldm_auto.training.checkpoint import load_checkpoint, save_checkpoint
     from msgldm_auto.training.stages.control import PlainUNetStage
     from msgldm_auto.training.stages.ldm import LatentDiffusionStage
     from msgldm_auto.training.stages.structure import StructureStage
 
-    source, target = results / f"{plans}__2d", results / f"{copy_plans}__2d"
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target)
-    (target / "plans.json").write_text((source / "plans.json").read_text().replace(plans, copy_plans))
+    target = _copy_model(results, plans, copy_plans)
     mains = {stage.name: stage.main_network for stage in (StructureStage, PlainUNetStage, LatentDiffusionStage)}
     for path in target.glob("fold_all/*/checkpoint_final.pth"):
         checkpoint = load_checkpoint(path)
@@ -174,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                              f"{ITERATIONS_PER_EPOCH}): lever against lever free of the host's speed")
     runner.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
     runner.add_argument("--seed", type=int, default=0, help="msgldm_train's seed: another seed, another trajectory")
+    runner.add_argument("--base-plans", default=BASE_PLANS,
+                        help="plans the edits apply to (default %(default)s); another one, e.g. planned with "
+                             "--overwrite_target_spacing and its own -p name, for a lever that needs other "
+                             "preprocessed data")
     runner.add_argument("--last-weights", action="store_true",
                         help="score the same training again with the last weights instead of their average")
     runner.add_argument("edits", nargs="*", help="dotted plans edits, e.g. schedule.structure.learning_rate=8e-4")
@@ -183,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     scorer.add_argument("--plans", default=BASE_PLANS)
     scorer.add_argument("--name", required=True)
     scorer.add_argument("--method", default="msgldm", choices=["msgldm", "unet"])
-    scorer.add_argument("--predict", nargs="+", required=True, help="msgldm_predict flags of the lever")
-    scorer.set_defaults(minutes=None, edits=[])                 # nothing trained: the rows record no budget or edit
+    scorer.add_argument("--predict", nargs="+", default=[], help="msgldm_predict flags of the lever")
+    scorer.add_argument("--edits", nargs="+", default=[],
+                        help="prediction-time plans edits of the lever, e.g. head_aware_restore=false")
+    scorer.set_defaults(minutes=None)                           # nothing trained: the rows record no budget
     sub.add_parser("write")
     args = parser.parse_args(argv)
+    if args.command == "score" and not (args.predict or args.edits):
+        parser.error("score needs --predict flags, --edits or both")
     if getattr(args, "iterations", None):                     # whole epochs, so the row records what was trained
         args.iterations = -(-args.iterations // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
     if args.command in ("run", "score"):

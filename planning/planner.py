@@ -49,7 +49,8 @@ DISENTANGLER_REGRESSION_PRIOR = 2
 # Each decoder's last block also sees every given modality's centre slice: the fused structure is a per-pixel convex
 # mix of per-modality features, and a contrast that is nearly a joint voxelwise function of the others (PD from T1 and
 # T2) needs the joint intensities, which the control's early fusion has. Measured at 2000 iterations on the
-# measured-contrast set: +0.11 and +0.23 dB on two seeds, PD +0.68 and +0.37, a tie on the demo; 1.6 % more step time.
+# measured-contrast set: +0.11 and +0.23 dB on two seeds, PD +0.68 and +0.37, a tie on the demo; no measurable step
+# cost (benchmarks, step costs).
 DECODER_SEES_INPUTS = True
 # The disentangler reconstructs the modalities it was given as well as the dropped ones; prediction only asks for the
 # dropped ones, and those given are a near-identity task that competed for the small decoders. Measured at the cpu

@@ -382,3 +382,32 @@ def test_error_sources_forgive_only_the_global_calibration():
     spread = np.abs(noisy - reference)                   # a std map that is the error points at it; a random one not
     assert _scores(reference, noisy, mask, std=spread)["std_error_spearman"] > 0.3
     assert abs(_scores(reference, noisy, mask, std=rng.uniform(size=mask.shape))["std_error_spearman"]) < 0.1
+
+
+def test_a_prediction_time_lever_scores_a_renamed_copy_of_the_model_with_its_edits(msgldm_roots):
+    from test_inference import DATASET, write_fake_model
+
+    from benchmarks.bench_levers import _copy_model, main
+    from msgldm_auto.plans import Plans
+
+    source = write_fake_model(msgldm_roots / "results")
+    copy = _copy_model(source.parent, "MSGLDMPlans", "MSGLDMPlans_plain", ["head_aware_restore=false"])
+    copied, original = Plans.load(copy / "plans.json"), Plans.load(source / "plans.json")
+    assert copied.plans_name == "MSGLDMPlans_plain" and not copied.configuration("2d").head_aware_restore
+    assert original.configuration("2d").head_aware_restore                      # the trained model is left alone
+    assert (copy / "fold_0" / "structure" / "checkpoint_final.pth").is_file() and DATASET in str(copy)
+    with pytest.raises(SystemExit):                                             # a score without any lever
+        main(["score", "--home", str(msgldm_roots), "-d", "42", "--name", "nothing"])
+
+
+def test_step_costs_section_shows_each_variants_ratio_and_both_ssim_losses():
+    from benchmarks.bench_step_costs import section
+
+    variant = {"name": "wide", "dataset": "Dataset902_X", "stage": "structure", "edits": ["a.b=1"],
+               "base_iterations_per_second": 2.0, "variant_iterations_per_second": 1.0, "step_time_ratio": 2.0,
+               "date": "d"}
+    ssim = {"shape": [10, 1, 56, 64], "milliseconds": {"separable": 5.0, "MONAI": 50.0},
+            "values": {"separable": 0.25, "MONAI": 0.25}, "date": "d"}
+    text = section({"variants": [variant], "ssim": ssim, "machine": "m", "date": "d"})
+    assert "| wide | Dataset902_X | structure | a.b=1 | 2.00 | 1.00 | 2.000 | d |" in text
+    assert "| MONAI | 50.0 | 0.250000 |" in text and "10 × 1 × 56 × 64" in text

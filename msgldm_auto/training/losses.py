@@ -34,9 +34,9 @@ def _zero_like_graph(x: torch.Tensor) -> torch.Tensor:
 def ssim_loss(prediction: torch.Tensor, target: torch.Tensor, data_range: float,
               window: int = SSIM_WINDOW) -> torch.Tensor:
     """1 − mean SSIM of (N, C, H, W) images: MONAI's SSIMLoss (Gaussian window, σ 1.5, valid convolution, the same
-    value), with the window applied as two 1-D passes. MONAI convolves the full window × window kernel, which on CPU
-    cost 65 ms for 10 slices of 56 × 64 (forward and backward, one thread) against 7 ms here: a large part of a
-    training step's time for what is a small term of its loss."""
+    value), with the window applied as two 1-D passes. MONAI convolves the full window × window kernel, several times
+    slower on CPU (`benchmarks/bench_step_costs.py ssim`, documentation/benchmarks.md): a large part of a training
+    step's time for what is a small term of its loss."""
     taps = torch.arange(window, dtype=torch.float32, device=prediction.device) - (window - 1) / 2
     gaussian = torch.exp(-(taps**2) / (2 * SSIM_SIGMA**2))
     gaussian = (gaussian / gaussian.sum()).to(prediction.dtype)
