@@ -22,12 +22,11 @@ from msgldm_auto.inference.model_loading import (
     available_folds,
     load_trained_model,
     normalise_fold,
-    weights_identity,
 )
-from msgldm_auto.inference.predictor import PredictionOptions
+from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 from msgldm_auto.paths import preprocessed_root, raw_root
 from msgldm_auto.training.splits import SPLITS_FILE, fold_cases, load_splits
-from msgldm_auto.training.validation import SUMMARY_FILE, ValidationHeader, sampling_identity, validate_fold
+from msgldm_auto.training.validation import SUMMARY_FILE, ValidationHeader, validate_predictor
 
 
 @dataclass(frozen=True)
@@ -110,14 +109,9 @@ def held_out_cases(model: TrainedModel, fold: str) -> list[Case]:
 def _fold_summary(model: TrainedModel, fold: str, mode: PredictionMode, cases: list[Case],
                   request: BestConfigurationRequest) -> dict[str, Any]:
     fold_folder = model.folder / f"fold_{fold}"
-    options = PredictionOptions().with_mode(mode)
-    diffusion = mode.predictor_mode == "diffusion"
-    expected = ValidationHeader(fold, request.checkpoint, mode.predictor_mode,
-                                model.configuration.diffusion.steps if diffusion else 0,
-                                mode.num_samples if diffusion else 1, options.seed, options.noise,
-                                weights_identity(model.folder, fold, mode.stages, request.checkpoint),
-                                sampling_identity(model.configuration.diffusion if diffusion else None),
-                                options.mirror and not diffusion)
+    predictor = MSGLDMPredictor.from_trained_folder(model.folder, [fold], request.checkpoint, request.device,
+                                                    PredictionOptions().with_mode(mode))
+    expected = ValidationHeader.of(predictor, fold, model.folder)     # as a validation of this mode writes it
     num_cases = len([c for c in cases if len(c.images) >= 2][:request.max_cases])
     if not request.revalidate:
         for folder in (f"validation_{mode.name}", "validation"):
@@ -126,9 +120,8 @@ def _fold_summary(model: TrainedModel, fold: str, mode: PredictionMode, cases: l
                 print(f"fold {fold} {mode.name}: reusing {fold_folder / folder / SUMMARY_FILE}")
                 return summary
     print(f"fold {fold} {mode.name}: validating {num_cases} held-out case(s)")
-    return validate_fold(model.folder, fold, cases, checkpoint=request.checkpoint, device=request.device,
-                         options=options, output_folder=fold_folder / f"validation_{mode.name}",
-                         max_cases=request.max_cases, compare_one_pass=False)
+    return validate_predictor(predictor, model.folder, fold, cases, fold_folder / f"validation_{mode.name}",
+                              max_cases=request.max_cases, compare_one_pass=False)
 
 
 def _read_summary(path: Path) -> dict[str, Any] | None:
