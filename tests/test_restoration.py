@@ -45,6 +45,15 @@ def test_the_round_trip_plans_head_aware_for_a_sharp_edge_and_plain_for_a_fading
     assert f"{trip.plain_psnr:.2f} dB plain" in planned.rationale["head_aware_restore"]
 
 
+def test_a_modality_on_another_grid_is_left_out_of_the_round_trip(tmp_path):
+    """Planning does not refuse what preprocessing may resample (`--resample-mismatched`): the round trip scores the
+    modalities on the case's own grid and skips the other."""
+    images, _ = head_case(shape_kji=(40, 48, 44), spacing=(1.0, 1.0, 1.0))
+    images[2] = Image(images[2].array, (1.0, 1.0, 1.2), images[2].origin, images[2].direction)
+    trip = measure_round_trip(write_raw_dataset(tmp_path, "Dataset001_Heads", {"case0": images}), config())
+    assert trip.volumes == 2 and np.isfinite(trip.head_aware_psnr)
+
+
 def test_a_tie_or_nothing_measured_keeps_head_aware():
     assert RoundTrip(25.0, 25.0 + TIE_DB / 2, 4).head_aware_wins
     assert not RoundTrip(25.0, 25.0 + 2 * TIE_DB, 4).head_aware_wins
