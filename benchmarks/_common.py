@@ -8,12 +8,14 @@ without rerunning hours of CPU work) and writes its tables between `<!-- <sectio
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -124,6 +126,20 @@ def save_results(name: str, data: Any, folder: Path = RESULTS) -> Path:
     path = Path(folder) / f"{name}.json"
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=_plain))
     return path
+
+
+@contextlib.contextmanager
+def results_lock(name: str):
+    """Hold an exclusive lock on `name`'s results while reading, extending and saving them: two benchmark runs side by
+    side (the levers, two at a time) that finish together would otherwise each save what they read, losing a row."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / f"msgldm_benchmarks_{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load_results(name: str, folder: Path = RESULTS) -> Any:

@@ -43,6 +43,7 @@ from benchmarks._common import (
     markdown_table,
     provenance,
     replace_section,
+    results_lock,
     save_results,
     today,
 )
@@ -220,15 +221,15 @@ def main(argv: list[str] | None = None) -> int:
         args.iterations = -(-args.iterations // ITERATIONS_PER_EPOCH) * ITERATIONS_PER_EPOCH
     if args.command in ("run", "score"):
         rows = run(args) if args.command == "run" else score(args)
-        # read after the run, not before: a run beside this one may have saved its rows meanwhile
-        record = load_results("levers") if (RESULTS / "levers.json").is_file() else {"rows": []}
         for row in rows:
             row["command"] = " ".join(["python -m benchmarks.bench_levers", *(argv or sys.argv[1:])])
-        record["rows"] += rows
-        record.setdefault("command", "python -m benchmarks.bench_levers run --home H -d D --name NAME "
-                                     "(--minutes M | --iterations N) [--seed S] [--method unet] [EDITS]")
-        record.update(date=today(), machine=machine_line())
-        save_results("levers", record)
+        with results_lock("levers"):        # read after the run, under the lock: a run beside this one also saves
+            record = load_results("levers") if (RESULTS / "levers.json").is_file() else {"rows": []}
+            record["rows"] += rows
+            record.setdefault("command", "python -m benchmarks.bench_levers run --home H -d D --name NAME "
+                                         "(--minutes M | --iterations N) [--seed S] [--method unet] [EDITS]")
+            record.update(date=today(), machine=machine_line())
+            save_results("levers", record)
         print("\n".join(map(str, rows)))
         return 0
     replace_section("levers", section(load_results("levers")))

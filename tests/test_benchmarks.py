@@ -411,3 +411,15 @@ def test_step_costs_section_shows_each_variants_ratio_and_both_ssim_losses():
     text = section({"variants": [variant], "ssim": ssim, "machine": "m", "date": "d"})
     assert "| wide | Dataset902_X | structure | a.b=1 | 2.00 | 1.00 | 2.000 | d |" in text
     assert "| MONAI | 50.0 | 0.250000 |" in text and "10 × 1 × 56 × 64" in text
+
+
+def test_results_lock_is_exclusive_while_held():
+    import fcntl
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / "msgldm_benchmarks_locktest.lock"
+    with _common.results_lock("locktest"), open(path, "w") as other:
+        with pytest.raises(BlockingIOError):                 # a second run waits here instead of saving over this one
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(path, "w") as other:                           # released afterwards
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
