@@ -56,7 +56,8 @@ def time_variant(args: argparse.Namespace) -> dict:
     print(f"{args.stage}: {best['base']:.2f} it/s, variant {best['variant']:.2f} it/s", flush=True)
     return {"name": args.name, "dataset": name, "stage": args.stage, "edits": args.edits,
             "base_iterations_per_second": best["base"], "variant_iterations_per_second": best["variant"],
-            "step_time_ratio": best["base"] / best["variant"], "threads": args.threads, "date": today()}
+            "step_time_ratio": best["base"] / best["variant"], "threads": args.threads,
+            "iterations": args.iterations, "repeats": args.repeats, "date": today()}
 
 
 def time_ssim(args: argparse.Namespace) -> dict:
@@ -72,6 +73,8 @@ def time_ssim(args: argparse.Namespace) -> dict:
     losses = {"separable (training.losses.ssim_loss)": lambda: ssim_loss(prediction, target, 2.0),
               "MONAI SSIMLoss (full 2-D window)": lambda: monai_loss(prediction, target)}
     values = {label: float(loss()) for label, loss in losses.items()}
+    if max(values.values()) - min(values.values()) > 1e-4:
+        raise SystemExit(f"the two SSIM losses disagree ({values}): the separable one is no longer MONAI's")
     milliseconds = {label: 1000 * _best_seconds(loss, prediction, args.repeats, args.iterations)
                     for label, loss in losses.items()}
     for label, value in milliseconds.items():

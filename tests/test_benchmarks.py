@@ -423,3 +423,14 @@ def test_results_lock_is_exclusive_while_held():
             fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(path, "w") as other:                           # released afterwards
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_the_ssim_timing_compares_two_losses_of_the_same_value():
+    import argparse
+
+    from benchmarks.bench_step_costs import time_ssim
+
+    record = time_ssim(argparse.Namespace(repeats=1, iterations=1, threads=1))
+    values = list(record["values"].values())
+    assert len(values) == 2 and abs(values[0] - values[1]) < 1e-4 and 0 < values[0] < 1
+    assert all(ms > 0 for ms in record["milliseconds"].values())
