@@ -30,7 +30,6 @@ from benchmarks._common import (
     today,
 )
 
-BASE_PLANS = "MSGLDMPlans_cpu"
 SSIM_SHAPE = (10, 1, 56, 64)            # one structure batch's dropped targets at the cpu preset's slice size
 
 
@@ -39,6 +38,7 @@ def time_variant(args: argparse.Namespace) -> dict:
 
     import torch
 
+    from benchmarks.bench_levers import BASE_PLANS  # the plans the levers vary
     from benchmarks.plans_edits import dotted_changes, plans_variant
     from benchmarks.stage_timing import time_stage
     from msgldm_auto.paths import resolve_dataset_name
