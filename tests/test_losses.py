@@ -176,6 +176,36 @@ def test_invariance_is_positive_for_different_subsets_and_reaches_both_encoders(
     torch.testing.assert_close(losses.structure_invariance_loss(fused_a, fused_empty), one_row)
 
 
+def test_structure_stage_fuses_the_complement_only_when_the_invariance_weighs():
+    """The complement's fusion only feeds the invariance loss: a step at weight 0 (planned for time-budgeted
+    training) does not ask the disentangler for it, a weighted one asks for exactly present & ~kept."""
+    from msgldm_auto.training.data_loader import SliceBatch
+    from msgldm_auto.training.stages.base import StepContext
+    from msgldm_auto.training.stages.structure import StructureStage
+
+    images = smooth_images(8).view(2, 4, 1, 32, 32)
+    present = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    kept = torch.tensor([[True, False, False, False], [False, True, True, False]])
+    batch = SliceBatch(images, present, kept, None, np.zeros((2, 2), dtype=int))
+    for weight, expected in ((0.1, present & ~kept), (0.0, None)):
+        config = tiny_config()
+        config.losses = dataclasses.replace(config.losses, structure_invariance=weight)
+        stage = StructureStage(config, 4, 0, torch.device("cpu"), learning_rate=1e-3)
+        disentangler = stage.networks["disentangler"]
+        asked = []
+        forward = disentangler.forward
+        disentangler.forward = lambda *args, other_subset=None: asked.append(other_subset) or forward(
+            *args, other_subset=other_subset)
+        step = StepContext(0, 0.0, torch.device("cpu"), stage.optimizers,
+                           {"disentangler": torch.amp.GradScaler("cpu", enabled=False)})
+        results = stage.train_step(batch, step)
+        assert len(asked) == 1
+        if expected is None:
+            assert asked[0] is None and results["structure_invariance"] == 0
+        else:
+            assert torch.equal(asked[0], expected) and results["structure_invariance"] > 0
+
+
 def test_segmentation_loss_prefers_the_right_labels():
     target = torch.zeros(2, 16, 16, dtype=torch.long)
     target[:, 4:10, 4:10] = 1

@@ -2,7 +2,8 @@
 
 Step: the disentangler sees the kept modalities and reconstructs every present one (structure-aware loss), with the
 style losses and the structure invariance between the kept subset and its complement (both non-empty by
-construction of the availability pattern), plus segmentation when labels exist.
+construction of the availability pattern; the complement is not fused when the invariance weighs 0), plus
+segmentation when labels exist.
 Metric: one-pass synthesis PSNR (dB) of the dropped-but-present modalities of the validation slices.
 """
 from __future__ import annotations
@@ -47,7 +48,8 @@ class StructureStage(Stage):
         self.train_modules["style_contrastive"] = self.networks["style_contrastive"]  # a loss: no DDP wrapper needed
 
     def train_step(self, batch: SliceBatch, step: StepContext) -> dict[str, float]:
-        complement = batch.present & ~batch.kept
+        # the complement's fusion only feeds the invariance loss: not built when its weight is 0
+        complement = batch.present & ~batch.kept if self.config.losses.structure_invariance else None
         with step.autocast():
             output = as_float32(self.module("disentangler")(batch.images, batch.kept, other_subset=complement))
         losses = disentangler_loss(output, batch.images[:, :, batch.images.shape[2] // 2], batch.present,
