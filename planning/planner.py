@@ -136,6 +136,8 @@ def plan_configuration(fingerprint: DatasetFingerprint, preset: Preset, gpu_memo
                         "(training skips the autoencoder and the LDM, so prediction uses the one-pass decoder): "
                         "msgldm_train ... --stage ae, then --stage ldm, trains them, and prediction then samples "
                         "with them; msgldm_find_best_configuration chooses the mode")
+    if not config.losses.style_contrastive:
+        why["ablations"] += "; the style-consistency loss weighs 0 in these plans (see losses)"
     why["regression_prior_degree"] = (
         f"the control corrects the degree-{config.control.regression_prior_degree} per-voxel regression of each "
         f"contrast from the given ones, the disentangler degree {config.disentangler.regression_prior_degree} (0: "

@@ -192,11 +192,13 @@ def test_cpu_plans_are_time_boxed_and_give_the_control_the_same_budget():
     # a disentangler its minutes end trains without the consistency terms (measured: benchmarks, levers)
     assert (config.losses.style_kl, config.losses.style_contrastive, config.losses.structure_invariance) == (0, 0, 0)
     assert "consistency terms (style KL, style-contrastive, structure invariance) are off" in config.rationale["losses"]
+    assert config.rationale["ablations"].endswith("the style-consistency loss weighs 0 in these plans (see losses)")
     default = plan(make_fingerprint(**DEMO_2MM)).configuration("2d")
     assert config.batch_size <= default.batch_size
     # training that runs its epochs keeps MSG-LDM's published objective
     assert default.losses.style_kl > 0 and default.losses.style_contrastive > 0
     assert default.losses.structure_invariance > 0 and "structure invariance × 0.1" in default.rationale["losses"]
+    assert "weighs 0" not in default.rationale["ablations"]
     # stages ended by their epochs decay by the poly schedule: no cool-down on top
     assert all(default.schedule[s].cooldown_fraction == 0.0 for s in default.schedule)
     assert sum(config.unet.channels) < sum(default.unet.channels)
