@@ -57,8 +57,8 @@ def measure_round_trip(raw_folder: Path, config: ConfigurationPlan, max_cases: i
 
 def _case_round_trip(case: Case, config: ConfigurationPlan) -> list[tuple[float, float]]:
     images = {channel: read_image(path) for channel, path in case.images.items()}
-    with warnings.catch_warnings():     # a modality on another grid is preprocessing's to report (or refuse), not ours
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():     # a case's grid problems are preprocessing's to report (or refuse), not ours
+        warnings.filterwarnings("ignore", message="case ", category=UserWarning)
         data, present, _, properties = preprocess_case(images, config, case_id=case.case_id, whole_head=True,
                                                        resample_mismatched=True)
     mask = head_mask_original(properties)
