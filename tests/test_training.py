@@ -425,6 +425,7 @@ def test_cli_trains_three_stages_of_a_fold(msgldm_roots, capsys):
         assert str(final) in out
         log = (model / "fold_0" / stage / "training_log.txt").read_text()
         assert "from 4 cases" in log                                           # only the fold's training cases
+        assert "precision: " in log                                            # what the networks trained in
         assert (model / "fold_0" / stage / "progress.png").is_file()
     ae = load_checkpoint(model / "fold_0" / "ae" / "checkpoint_final.pth")
     assert ae["inference_weights"]["scale_factor"].item() != 1.0              # set from the latents' std
@@ -522,3 +523,31 @@ def test_torch_threads_are_probed_unless_the_user_chose_them(monkeypatch):
         assert threads.choose_torch_threads(1, "cpu").startswith("torch threads: 2,") and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_mixed_precision_is_bf16_where_the_cpu_computes_it_natively_and_float32_when_asked(monkeypatch, tmp_path):
+    from msgldm_auto.training import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)   # a torch without the private checks
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert not precision.cpu_has_native_bf16()
+    assert precision.autocast_dtype(cpu, True) is None
+    assert precision.precision_line(cpu, True) == "precision: float32 (this processor has no native bf16 instructions)"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.autocast_dtype(cpu, True) == torch.bfloat16 and precision.autocast_dtype(cpu, False) is None
+    assert precision.precision_line(cpu, False) == "precision: float32 (--no-amp)"
+    assert precision.precision_line(cpu, True).startswith("mixed precision: bfloat16 autocast on cpu")
+
+    conv, image = torch.nn.Conv2d(6, 8, 3, padding=1), torch.zeros(1, 6, 8, 8)
+    for amp, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        trainer = StageTrainer(TinySynthesisStage(3, 1), TrainerSettings(epochs=1, iterations_per_epoch=1, amp=amp),
+                               tmp_path / str(amp), CPU, {})
+        with trainer.autocast():
+            assert conv(image).dtype == dtype
+        assert not any(scaler.is_enabled() for scaler in trainer.scalers.values())  # bf16 needs no loss scaling
+    # A whole bf16 run: the weights (and so the checkpoint) stay float32 and finite, the losses are finite.
+    weights, result = _tiny_run(tmp_path / "bf16", amp=True)
+    history = load_checkpoint(result.checkpoint)["history"]
+    assert result.completed and len(history["train_loss"]) == 2 and all(map(math.isfinite, history["train_loss"]))
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())

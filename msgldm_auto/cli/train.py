@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of model initialisation, batch order and augmentation")
     parser.add_argument("--no-amp", "--no_amp", dest="amp", action="store_false",
-                        help="disable mixed precision on CUDA")
+                        help="train in float32 (default: bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (CUDA only)")
     parser.add_argument("--no-progress", "--no_progress", dest="progress", action="store_false",
                         help="no progress bars")

@@ -38,6 +38,7 @@ from msgldm_auto.training.data_loader import (
     validation_batches,
 )
 from msgldm_auto.training.ddp import DistributedContext, init_distributed, shutdown
+from msgldm_auto.training.precision import precision_line
 from msgldm_auto.training.splits import FoldCases, fold_cases, load_splits, parse_fold, write_splits
 from msgldm_auto.training.trainer import StageResult, StageTrainer, TrainerSettings
 
@@ -241,6 +242,7 @@ def train_stage(stage: str, setup: FoldSetup, request: TrainingRequest, context:
     trainer.log.line(f"[{stage}] {len(train_index)} training slices from {len(train_index.case_ids)} cases; "
                      f"validation metric: {network_stage.metric_name}; world size {context.world_size}; "
                      f"{settings.epochs} epochs x {settings.iterations_per_epoch} iterations{budget}")
+    trainer.log.line(f"[{stage}] {precision_line(context.device, settings.amp)}")
     if prior is not None:
         trainer.log.line(f"[{stage}] correcting the per-voxel regression prior (degree {prior.degree}, fitted on "
                          f"{_prior_voxels(prior)} voxels of this fold's training cases)")

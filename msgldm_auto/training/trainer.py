@@ -1,5 +1,6 @@
-"""The generic loop shared by the three stages: iterations grouped in epochs, poly learning-rate decay, AMP and
-torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final checkpoints and exact resume.
+"""The generic loop shared by the three stages: iterations grouped in epochs, poly learning-rate decay, mixed
+precision (training/precision.py), torch.compile on CUDA only, DDP, a wall-clock budget, periodic/best/final
+checkpoints and exact resume.
 
 The learning rate decays over the planned iterations (poly). A stage that its minutes end early would stop near its
 initial rate, at whatever point of a noisy trajectory the clock happens to hit; so the planner gives such stages a
@@ -36,6 +37,7 @@ from msgldm_auto.training.checkpoint import (
 )
 from msgldm_auto.training.data_loader import SliceBatch, TrainingBatches
 from msgldm_auto.training.ddp import DistributedContext, barrier, shared_max
+from msgldm_auto.training.precision import autocast_dtype
 from msgldm_auto.training.progress import History, ProgressLog
 from msgldm_auto.training.stages.base import Stage, StepContext
 
@@ -51,7 +53,7 @@ class TrainerSettings:
     latest_every_minutes: float = 2.0   # ...and at least this often, so a kill loses at most a few minutes of work
     cooldown_fraction: float = 0.0      # the learning rate falls linearly to 0 over this last fraction of the stage
     resume: bool = False
-    amp: bool = True                    # takes effect on CUDA only
+    amp: bool = True                    # autocast: bf16 (or fp16) on CUDA, bf16 on CPUs that compute it natively
     compile: bool = False               # takes effect on CUDA only
     show_progress: bool = True
 
@@ -106,10 +108,10 @@ def schedule_progress(iteration: int, total_iterations: int, seconds: float, bud
 
 
 def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
-    if not (enabled and device.type == "cuda"):
+    dtype = autocast_dtype(device, enabled)
+    if dtype is None:
         return contextlib.nullcontext
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return functools.partial(torch.autocast, device_type="cuda", dtype=dtype)
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
 class StageTrainer:
@@ -118,7 +120,7 @@ class StageTrainer:
         self.stage, self.settings, self.folder, self.context, self.identity = (stage, settings, Path(folder), context,
                                                                                identity)
         device = context.device
-        use_fp16 = settings.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        use_fp16 = autocast_dtype(device, settings.amp) == torch.float16
         self.scalers = {n: torch.amp.GradScaler(device.type, enabled=use_fp16) for n in stage.optimizers}
         for optimizer in stage.optimizers.values():
             for group in optimizer.param_groups:
