@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     preprocessed = args.home / "preprocessed" / name
     plans = write_variant(preprocessed, args.name, args.edits, args.base_plans)
     subprocess.run([_tool("msgldm_train"), args.dataset, "2d", "all", "-p", plans, "-m", args.method,
-                    "-device", "cpu", "--no-progress", *_budget(args), "--seed", str(args.seed)],
+                    "-device", "cpu", "--no-progress", *_budget(args), "--seed", str(args.seed),
+                    *([] if args.amp else ["--no-amp"])],
                    env=env, check=True)
     rows = [_score(args, name, plans, args.name, env)]
     if args.last_weights:
@@ -200,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="plans the edits apply to (default %(default)s); another one, e.g. planned with "
                              "--overwrite_target_spacing and its own -p name, for a lever that needs other "
                              "preprocessed data")
+    runner.add_argument("--no-amp", dest="amp", action="store_false",
+                        help="train in float32 (msgldm_train --no-amp), e.g. as the baseline of a precision lever")
     runner.add_argument("--last-weights", action="store_true",
                         help="score the same training again with the last weights instead of their average")
     runner.add_argument("edits", nargs="*", help="dotted plans edits, e.g. schedule.structure.learning_rate=8e-4")

@@ -2,15 +2,17 @@
 SSIM loss costs against MONAI's SSIMLoss. The levers that change the step's cost are trained at equal compute from
 these ratios (bench_levers), and the model's documentation quotes them. Issue 12.
 
-    .venv/bin/python -m benchmarks.bench_step_costs variant --home H -d 902 --name NAME [--stage structure] EDITS
+    .venv/bin/python -m benchmarks.bench_step_costs variant --home H -d 902 --name NAME [--stage structure] [--amp]
+        [EDITS]
     .venv/bin/python -m benchmarks.bench_step_costs ssim
     .venv/bin/python -m benchmarks.bench_step_costs write
 
-`variant` times the stage of `MSGLDMPlans_cpu` (of the planned set under H) and of that plans with the dotted EDITS
-(bench_levers' syntax), in turns, on batches of the plans' shape (`benchmarks.stage_timing.time_stage`), and keeps each
-one's best of `--repeats`: the ratio is what the variant costs per iteration on this host. `ssim` times forward and
-backward of `training.losses.ssim_loss` and of MONAI's SSIMLoss on the same images and checks they agree. One thread
-by default (`--threads`), as the levers are trained. Rows are appended to benchmarks/results/step_costs.json.
+`variant` times the stage of `MSGLDMPlans_cpu` (of the planned set under H), in float32, and the same with the dotted
+EDITS (bench_levers' syntax) and/or under the trainer's mixed precision (`--amp`), in turns, on batches of the plans'
+shape (`benchmarks.stage_timing.time_stage`), and keeps each one's best of `--repeats`: the ratio is what the variant
+costs per iteration on this host. `ssim` times forward and backward of `training.losses.ssim_loss` and of MONAI's
+SSIMLoss on the same images and checks they agree. One thread by default (`--threads`), as the levers are trained.
+Rows are appended to benchmarks/results/step_costs.json.
 """
 from __future__ import annotations
 
@@ -50,11 +52,11 @@ def time_variant(args: argparse.Namespace) -> dict:
     variant = plans_variant(base, "2d", dotted_changes(args.edits))
     best = {"base": 0.0, "variant": 0.0}
     for _ in range(args.repeats):                   # in turns, so a drift of the host's speed touches both
-        for label, plans in (("base", base), ("variant", variant)):
-            speed = time_stage(args.stage, plans, torch.device("cpu"), amp=False, iterations=args.iterations)
+        for label, plans, amp in (("base", base, False), ("variant", variant, args.amp)):
+            speed = time_stage(args.stage, plans, torch.device("cpu"), amp=amp, iterations=args.iterations)
             best[label] = max(best[label], speed.iterations_per_second)
     print(f"{args.stage}: {best['base']:.2f} it/s, variant {best['variant']:.2f} it/s", flush=True)
-    return {"name": args.name, "dataset": name, "stage": args.stage, "edits": args.edits,
+    return {"name": args.name, "dataset": name, "stage": args.stage, "edits": args.edits, "amp": args.amp,
             "base_iterations_per_second": best["base"], "variant_iterations_per_second": best["variant"],
             "step_time_ratio": best["base"] / best["variant"], "threads": args.threads,
             "iterations": args.iterations, "repeats": args.repeats, "date": today()}
@@ -95,14 +97,20 @@ def _best_seconds(loss, prediction, repeats: int, iterations: int) -> float:
     return best
 
 
+def _variant_label(row: dict) -> str:
+    """The row's edits, and whether the variant ran under autocast (rows before the flag did not)."""
+    return " ".join(row["edits"] + (["(autocast)"] if row.get("amp") else [])) or "–"
+
+
 def section(record: dict) -> str:
-    variants = [[r["name"], r["dataset"], r["stage"], " ".join(r["edits"]) or "–",
+    variants = [[r["name"], r["dataset"], r["stage"], _variant_label(r),
                  f"{r['base_iterations_per_second']:.2f}",
                  f"{r['variant_iterations_per_second']:.2f}", f"{r['step_time_ratio']:.3f}", r["date"]]
                 for r in record.get("variants", [])]
     parts = ["## Step costs of levers (CPU)", "",
              "What a plans variant costs per training iteration against the `cpu` plans of the same set (one stage, "
-             "batches of the plans' shape, each the best of its repeats, timed in turns):", "",
+             "batches of the plans' shape, each the best of its repeats, timed in turns; '(autocast)': the variant "
+             "under msgldm_train's mixed precision, the base in float32):", "",
              markdown_table(["variant", "set", "stage", "edits", "base it/s", "variant it/s", "step time ×", "date"],
                             variants)]
     ssim = record.get("ssim")
@@ -110,8 +118,8 @@ def section(record: dict) -> str:
         rows = [[label, f"{ms:.1f}", f"{ssim['values'][label]:.6f}"] for label, ms in ssim["milliseconds"].items()]
         parts += ["", f"Image-space SSIM loss, forward and backward on {' × '.join(map(str, ssim['shape']))} "
                       f"(date {ssim['date']}):", "", markdown_table(["loss", "ms", "value"], rows)]
-    parts += ["", provenance("python -m benchmarks.bench_step_costs (variant --home H -d D --name NAME EDITS | ssim)",
-                             record["machine"], record["date"])]
+    command = "python -m benchmarks.bench_step_costs (variant --home H -d D --name NAME [--amp] [EDITS] | ssim)"
+    parts += ["", provenance(command, record["machine"], record["date"])]
     return "\n".join(parts)
 
 
@@ -124,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     variant.add_argument("--name", required=True)
     variant.add_argument("--stage", default="structure", choices=["ae", "structure", "ldm", "unet"])
     variant.add_argument("--iterations", type=int, default=10, help="timed iterations per repeat")
-    variant.add_argument("edits", nargs="+", help="dotted plans edits, e.g. disentangler.refine_sees_inputs=false")
+    variant.add_argument("--amp", action="store_true",
+                         help="time the variant under the trainer's mixed precision (bf16 on CPUs with native bf16)")
+    variant.add_argument("edits", nargs="*", help="dotted plans edits, e.g. disentangler.refine_sees_inputs=false")
     ssim = sub.add_parser("ssim", help="the separable SSIM loss against MONAI's SSIMLoss")
     ssim.add_argument("--iterations", type=int, default=20)
     for timed in (variant, ssim):
@@ -132,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         timed.add_argument("--threads", type=int, default=1)
     sub.add_parser("write")
     args = parser.parse_args(argv)
+    if args.command == "variant" and not (args.edits or args.amp):
+        parser.error("variant needs plans EDITS, --amp or both")
     if args.command != "write":
         import torch
 

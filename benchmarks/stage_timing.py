@@ -23,6 +23,7 @@ from msgldm_auto.inference.baselines import FloorModels, fit_floors
 from msgldm_auto.plans import CONTROL_STAGE, ConfigurationPlan, Plans
 from msgldm_auto.training.data_loader import SliceBatch
 from msgldm_auto.training.ddp import DistributedContext
+from msgldm_auto.training.precision import autocast_dtype
 from msgldm_auto.training.stages.base import StepContext
 from msgldm_auto.training.stages.common import load_regression_prior
 from msgldm_auto.training.trainer import StageTrainer, TrainerSettings
@@ -36,7 +37,7 @@ class StageSpeed:
     iterations_per_second: float
     slices_per_second: float          # centre slices (each with its context and all modalities) per second
     batch_size: int
-    amp: bool
+    amp: bool                         # trained under autocast (training/precision.py)
 
 
 def random_batch(config: ConfigurationPlan, num_modalities: int, device: torch.device, seed: int = 0) -> SliceBatch:
@@ -116,7 +117,8 @@ def time_stage(stage_name: str, plans: Plans, device: torch.device, amp: bool, i
         step(warmup + i)
     _synchronise(device)
     rate = iterations / (time.perf_counter() - started)
-    return StageSpeed(stage_name, rate, rate * config.batch_size, config.batch_size, amp and device.type == "cuda")
+    return StageSpeed(stage_name, rate, rate * config.batch_size, config.batch_size,
+                      autocast_dtype(device, amp) is not None)
 
 
 def time_loader(data_folder, case_ids: list[str], plans: Plans, num_workers: int, batches: int = 20, warmup: int = 3,

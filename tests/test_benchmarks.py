@@ -265,7 +265,7 @@ def test_speed_section_keeps_the_sampling_figures_own_date_after_a_training_only
 
     monkeypatch.setattr(bench_speed, "fewest_steps", lambda: "")
     one_pass = {"seconds_per_volume": 2.0, "seconds_per_slice": 0.02, "targets": 1, "slices": 100}
-    stage = {"iterations_per_second": 3.5, "slices_per_second": 28.0, "batch_size": 8}
+    stage = {"iterations_per_second": 3.5, "slices_per_second": 28.0, "batch_size": 8, "amp": True}
     record = {"sampling": {"case": "c", "pattern": ["T1"], "rows": {"one-pass decoder": one_pass}, "grid": [8, 8]},
               "training": {"stages": {"structure": stage}, "loader": {"0": 200.0}},
               "machine": "new host", "date": "2026-12-01",
@@ -273,7 +273,7 @@ def test_speed_section_keeps_the_sampling_figures_own_date_after_a_training_only
     text = bench_speed.section(record)
     sampling_part, training_part = text.split("Training throughput")
     assert "old host" in sampling_part and "2026-11-26" in sampling_part and "2026-12-01" not in sampling_part
-    assert "| structure | 3.50 | 28.0 | 8 |" in training_part and "--training-only" in training_part
+    assert "| structure | 3.50 | 28.0 | 8 | bf16 autocast |" in training_part and "--training-only" in training_part
     assert "new host" in training_part and "2026-12-01" in training_part
 
 
@@ -408,8 +408,11 @@ def test_step_costs_section_shows_each_variants_ratio_and_both_ssim_losses():
                "date": "d"}
     ssim = {"shape": [10, 1, 56, 64], "milliseconds": {"separable": 5.0, "MONAI": 50.0},
             "values": {"separable": 0.25, "MONAI": 0.25}, "date": "d"}
-    text = section({"variants": [variant], "ssim": ssim, "machine": "m", "date": "d"})
+    precision = {**variant, "name": "bf16", "edits": [], "amp": True, "variant_iterations_per_second": 2.6,
+                 "step_time_ratio": 2.0 / 2.6}
+    text = section({"variants": [variant, precision], "ssim": ssim, "machine": "m", "date": "d"})
     assert "| wide | Dataset902_X | structure | a.b=1 | 2.00 | 1.00 | 2.000 | d |" in text
+    assert "| bf16 | Dataset902_X | structure | (autocast) | 2.00 | 2.60 | 0.769 | d |" in text
     assert "| MONAI | 50.0 | 0.250000 |" in text and "10 × 1 × 56 × 64" in text
 
 
