@@ -1,10 +1,10 @@
 """Mixed precision: the dtype a stage's forward pass runs in under autocast, per device, and a line saying why.
 
 CUDA: bfloat16 where the GPU has it, else float16 with gradient scaling. CPU: bfloat16 where the processor has native
-bf16 instructions (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions beat float32 (the `cpu` plans' structure
-step 1.29x, the control's 1.37x on 2 cores of an AMD EPYC; documentation/benchmarks.md, step costs); without them
-bf16 is emulated and slower, so float32. The losses always run in float32 (stages/common.as_float32), and prediction
-runs in float32 whatever trained.
+bf16 instructions (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions beat float32 (on an AMD EPYC the `cpu`
+plans' structure step 1.3x with 2 threads, 1.5x with one, the control's 1.35x; documentation/benchmarks.md, step
+costs); without them oneDNN emulates bf16, which nothing here measured to pay, so float32. The losses always run in
+float32 (stages/common.as_float32), and prediction runs in float32 whatever trained.
 """
 from __future__ import annotations
 
