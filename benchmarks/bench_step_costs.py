@@ -109,8 +109,9 @@ def section(record: dict) -> str:
                 for r in record.get("variants", [])]
     parts = ["## Step costs of levers (CPU)", "",
              "What a plans variant costs per training iteration against the `cpu` plans of the same set (one stage, "
-             "batches of the plans' shape, each the best of its repeats, timed in turns; '(autocast)': the variant "
-             "under msgldm_train's mixed precision, the base in float32):", "",
+             "batches of the plans' shape, each the best of its repeats, timed in turns, one thread unless the name "
+             "says otherwise; '(autocast)': the variant under msgldm_train's mixed precision, the base in float32):",
+             "",
              markdown_table(["variant", "set", "stage", "edits", "base it/s", "variant it/s", "step time ×", "date"],
                             variants)]
     ssim = record.get("ssim")

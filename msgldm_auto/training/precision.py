@@ -2,8 +2,8 @@
 
 CUDA: bfloat16 where the GPU has it, else float16 with gradient scaling. CPU: bfloat16 where the processor has native
 bf16 instructions (AVX512-BF16 or AMX), where oneDNN's bf16 convolutions beat float32 (on an AMD EPYC the `cpu`
-plans' structure step 1.3x with 2 threads, 1.5x with one, the control's 1.35x; documentation/benchmarks.md, step
-costs); without them oneDNN emulates bf16, which nothing here measured to pay, so float32. The losses always run in
+plans' structure step 1.3x with 2 threads, 1.5x with one, the control's 1.2x and 1.35x; documentation/benchmarks.md,
+step costs); without them oneDNN emulates bf16, which nothing here measured to pay, so float32. The losses always run in
 float32 (stages/common.as_float32), and prediction runs in float32 whatever trained.
 """
 from __future__ import annotations

@@ -107,8 +107,7 @@ def schedule_progress(iteration: int, total_iterations: int, seconds: float, bud
     return min(progress, 1.0)
 
 
-def _autocast_factory(device: torch.device, enabled: bool) -> Callable[[], Any]:
-    dtype = autocast_dtype(device, enabled)
+def _autocast_factory(device: torch.device, dtype: torch.dtype | None) -> Callable[[], Any]:
     if dtype is None:
         return contextlib.nullcontext
     return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
@@ -120,12 +119,12 @@ class StageTrainer:
         self.stage, self.settings, self.folder, self.context, self.identity = (stage, settings, Path(folder), context,
                                                                                identity)
         device = context.device
-        use_fp16 = autocast_dtype(device, settings.amp) == torch.float16
-        self.scalers = {n: torch.amp.GradScaler(device.type, enabled=use_fp16) for n in stage.optimizers}
+        dtype = autocast_dtype(device, settings.amp)
+        self.scalers = {n: torch.amp.GradScaler(device.type, enabled=dtype == torch.float16) for n in stage.optimizers}
         for optimizer in stage.optimizers.values():
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group["lr"])   # saved with the optimizer state, so resume keeps it
-        self.autocast = _autocast_factory(device, settings.amp)
+        self.autocast = _autocast_factory(device, dtype)
         self.log = ProgressLog(self.folder, stage.name, stage.metric_name, enabled=context.is_main)
         self.state = _RunState(history=self.log.history)
         self._run_started = time.monotonic()
