@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from msgldm_auto.errors import MSGLDMError
+from msgldm_auto.networks import structure as structure_module
 from msgldm_auto.networks.autoencoder import LatentAutoencoder, build_discriminator
 from msgldm_auto.networks.disentangler import StructureStyleDisentangler
 from msgldm_auto.networks.hfib import HighFrequencyInjection
-from msgldm_auto.networks.structure import masked_softmax
+from msgldm_auto.networks.structure import masked_softmax, rows_only
 from msgldm_auto.plans import AutoencoderPlan, ConfigurationPlan, DisentanglerPlan
 
 # name -> (config kwargs, num_modalities, num_label_classes)
@@ -158,7 +159,9 @@ def test_other_subset_is_fused_from_the_same_encodings_without_changing_the_main
         both = model(images, present, other_subset=other)
         separate = model.fuse_structure(images, other)[0]
     assert plain.fused_other is None
-    assert torch.equal(both.synthesis, plain.synthesis) and torch.equal(both.prior, plain.prior)
+    # the same numbers up to rounding (an encoder now runs on the rows that either subset holds, a larger batch)
+    torch.testing.assert_close(both.synthesis, plain.synthesis)
+    torch.testing.assert_close(both.prior, plain.prior)
     for joint, alone in zip(both.fused_other, separate):
         torch.testing.assert_close(joint, alone)
 
@@ -170,6 +173,46 @@ def test_absent_modality_takes_its_prototype_style():
     rows, cols = (~present).nonzero(as_tuple=True)
     torch.testing.assert_close(out.styles[rows, cols], model.styles.prototypes[cols])
     assert torch.equal(out.styles[present], out.style_stats.mu[present])
+
+
+def test_rows_only_runs_the_module_on_the_chosen_rows_and_zeros_the_rest():
+    torch.manual_seed(0)
+    encoder = structure_module.StructureEncoder(3, [4, 8], hfib=True).train()
+    inputs = torch.rand(5, 3, 16, 16)
+    rows = torch.tensor([True, False, True, True, False])
+    full = encoder(inputs)
+    chosen = rows_only(encoder, inputs, rows)
+    for whole, part in zip(full, chosen, strict=True):
+        torch.testing.assert_close(part[rows], whole[rows])      # instance norm: a row's output is its own
+        assert torch.equal(part[~rows], torch.zeros_like(part[~rows]))
+    none = rows_only(encoder, inputs, torch.zeros(5, dtype=torch.bool))
+    assert [tuple(x.shape) for x in none] == [tuple(x.shape) for x in full]
+    assert all(torch.equal(x, torch.zeros_like(x)) for x in none)
+    sum(x.sum() for x in none).backward()                        # every parameter stays in the graph (DDP)
+    assert all(p.grad is not None and torch.equal(p.grad, torch.zeros_like(p)) for p in encoder.parameters())
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_skipping_absent_rows_leaves_the_disentangler_outputs_as_when_every_row_is_encoded(monkeypatch, training):
+    config, model, modalities, _ = build("brats_like", refine_sees_inputs=True)
+    model.train(training)
+    present = all_patterns(modalities)
+    images = random_images(config, len(present), modalities)
+    torch.manual_seed(3)
+    skipping = model(images, present)
+
+    def every_row(module, inputs, rows):                          # the computation before absent rows were skipped
+        outputs = module(inputs)
+        return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+
+    monkeypatch.setattr(structure_module, "rows_only", every_row)
+    monkeypatch.setattr("msgldm_auto.networks.disentangler.rows_only", every_row)
+    torch.manual_seed(3)
+    encoding_all = model(images, present)
+    torch.testing.assert_close(skipping.synthesis, encoding_all.synthesis)
+    torch.testing.assert_close(skipping.prior, encoding_all.prior)
+    for a, b in zip(skipping.fusion_weights, encoding_all.fusion_weights, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_masked_softmax_all_masked_row_is_zero_not_nan():

@@ -27,6 +27,7 @@ from msgldm_auto.networks.structure import (
     MultiModalStructureFusion,
     MultiScaleStructureEmbedding,
     StructureEncoder,
+    rows_only,
 )
 from msgldm_auto.networks.style import ModalityStyles, StyleCodes
 from msgldm_auto.plans import ConfigurationPlan
@@ -107,7 +108,7 @@ class StructureStyleDisentangler(nn.Module):
 
     def _pyramids(self, images: torch.Tensor, encoded: torch.Tensor) -> list[list[torch.Tensor]]:
         clean = self._clean(images, encoded)
-        return [encoder(clean[:, m]) for m, encoder in enumerate(self.structure_encoders)]
+        return [rows_only(encoder, clean[:, m], encoded[:, m]) for m, encoder in enumerate(self.structure_encoders)]
 
     def _regressions(self, clean: torch.Tensor,
                      present: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor] | None]:

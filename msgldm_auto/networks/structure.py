@@ -48,6 +48,26 @@ class StructureEncoder(nn.Module):
         return pyramid
 
 
+def rows_only(module: nn.Module, inputs: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+    """`module`'s outputs (a tensor or a sequence of them, batch first) for the rows (N,) bool of `inputs`, zeros in
+    the other rows.
+
+    The fusion gives an absent modality's features a weight of exactly 0, so encoding or scoring its rows is wasted
+    work: about half of them under uniform availability patterns. Without any row the module still runs on one row,
+    scaled to zero, so that every parameter stays in the graph (DDP expects a gradient for each).
+    """
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = module(x)
+        return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+
+    if bool(rows.all()):
+        return run(inputs)
+    index = torch.nonzero(rows).flatten()
+    if index.numel() == 0:
+        return [out.mul(0).expand(len(rows), *out.shape[1:]) for out in run(inputs[:1])]
+    return [out.new_zeros((len(rows), *out.shape[1:])).index_copy(0, index, out) for out in run(inputs[index])]
+
+
 class MultiModalStructureFusion(nn.Module):
     """MMSF: per scale, attention weights over available modalities → one fused structure map."""
 
@@ -72,10 +92,11 @@ class MultiModalStructureFusion(nn.Module):
         features only and a subset only masks the softmax, so the subsets share one scoring pass (the scorers' thin
         convolutions cost about a seventh of the forward pass on CPU)."""
         results: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = [([], []) for _ in subsets]
+        scored = torch.stack(subsets).any(dim=0).flatten()                          # (B·M,): absent ones are masked
         for level, scorer in enumerate(self.scorers):
             features = torch.stack([pyramid[level] for pyramid in pyramids], dim=1)  # (B, M, c, h, w)
             batch, modalities = features.shape[:2]
-            scores = scorer(features.flatten(0, 1)).view(batch, modalities, *features.shape[-2:])
+            scores = rows_only(scorer, features.flatten(0, 1), scored)[0].view(batch, modalities, *features.shape[-2:])
             scores = scores + self.modality_bias[level][None, :, None, None]
             for (fused, weights), subset in zip(results, subsets):
                 # an absent modality's features are zeroed and its weight is exactly 0: no influence, even via NaNs
