@@ -3,20 +3,23 @@ SSIM loss costs against MONAI's SSIMLoss. The levers that change the step's cost
 these ratios (bench_levers), and the model's documentation quotes them. Issue 12.
 
     .venv/bin/python -m benchmarks.bench_step_costs variant --home H -d 902 --name NAME [--stage structure] [--amp]
-        [EDITS]
+        [--base-every-row] [EDITS]
     .venv/bin/python -m benchmarks.bench_step_costs ssim
     .venv/bin/python -m benchmarks.bench_step_costs write
 
 `variant` times the stage of `MSGLDMPlans_cpu` (of the planned set under H), in float32, and the same with the dotted
 EDITS (bench_levers' syntax) and/or under the trainer's mixed precision (`--amp`), in turns, on batches of the plans'
 shape (`benchmarks.stage_timing.time_stage`), and keeps each one's best of `--repeats`: the ratio is what the variant
-costs per iteration on this host. `ssim` times forward and backward of `training.losses.ssim_loss` and of MONAI's
-SSIMLoss on the same images and checks they agree. One thread by default (`--threads`), as the levers are trained.
+costs per iteration on this host. `--base-every-row` times the base as the disentangler ran before it skipped the rows
+without a modality (every row encoded and scored), in the variant's precision. `ssim` times forward and backward of
+`training.losses.ssim_loss` and of MONAI's SSIMLoss on the same images and checks they agree. One thread by default
+(`--threads`), as the levers are trained.
 Rows are appended to benchmarks/results/step_costs.json.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -51,15 +54,41 @@ def time_variant(args: argparse.Namespace) -> dict:
     base = Plans.load(args.home / "preprocessed" / name / plans_file_name(BASE_PLANS))
     variant = plans_variant(base, "2d", dotted_changes(args.edits))
     best = {"base": 0.0, "variant": 0.0}
+    base_amp = args.amp if args.base_every_row else False
     for _ in range(args.repeats):                   # in turns, so a drift of the host's speed touches both
-        for label, plans, amp in (("base", base, False), ("variant", variant, args.amp)):
-            speed = time_stage(args.stage, plans, torch.device("cpu"), amp=amp, iterations=args.iterations)
+        for label, plans, amp in (("base", base, base_amp), ("variant", variant, args.amp)):
+            with every_row_encoded(label == "base" and args.base_every_row):
+                speed = time_stage(args.stage, plans, torch.device("cpu"), amp=amp, iterations=args.iterations)
             best[label] = max(best[label], speed.iterations_per_second)
     print(f"{args.stage}: {best['base']:.2f} it/s, variant {best['variant']:.2f} it/s", flush=True)
     return {"name": args.name, "dataset": name, "stage": args.stage, "edits": args.edits, "amp": args.amp,
             "base_iterations_per_second": best["base"], "variant_iterations_per_second": best["variant"],
             "step_time_ratio": best["base"] / best["variant"], "threads": args.threads,
+            "base_every_row": args.base_every_row,
             "iterations": args.iterations, "repeats": args.repeats, "date": today()}
+
+
+@contextlib.contextmanager
+def every_row_encoded(active: bool):
+    """While active, the disentangler encodes and scores every row of a batch, as it did before it skipped the rows
+    without the modality (`networks.structure.rows_only`): the base of `variant --base-every-row`."""
+    if not active:
+        yield
+        return
+    import torch
+
+    from msgldm_auto.networks import disentangler, structure
+
+    def every_row(module, inputs, rows):
+        outputs = module(inputs)
+        return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+
+    saved = structure.rows_only
+    structure.rows_only = disentangler.rows_only = every_row
+    try:
+        yield
+    finally:
+        structure.rows_only = disentangler.rows_only = saved
 
 
 def time_ssim(args: argparse.Namespace) -> dict:
@@ -99,7 +128,8 @@ def _best_seconds(loss, prediction, repeats: int, iterations: int) -> float:
 
 def _variant_label(row: dict) -> str:
     """The row's edits, and whether the variant ran under autocast (rows before the flag did not)."""
-    return " ".join(row["edits"] + (["(autocast)"] if row.get("amp") else [])) or "–"
+    return " ".join(row["edits"] + (["(autocast)"] if row.get("amp") else [])
+                    + (["(base: every row encoded)"] if row.get("base_every_row") else [])) or "–"
 
 
 def section(record: dict) -> str:
@@ -110,7 +140,9 @@ def section(record: dict) -> str:
     parts = ["## Step costs of levers (CPU)", "",
              "What a plans variant costs per training iteration against the `cpu` plans of the same set (one stage, "
              "batches of the plans' shape, each the best of its repeats, timed in turns, one thread unless the name "
-             "says otherwise; '(autocast)': the variant under msgldm_train's mixed precision, the base in float32):",
+             "says otherwise; '(autocast)': the variant under msgldm_train's mixed precision, the base in float32 "
+             "unless the row says '(base: every row encoded)': then the base is the disentangler before it skipped "
+             "the rows without a modality, in the variant's precision):",
              "",
              markdown_table(["variant", "set", "stage", "edits", "base it/s", "variant it/s", "step time ×", "date"],
                             variants)]
@@ -119,7 +151,8 @@ def section(record: dict) -> str:
         rows = [[label, f"{ms:.1f}", f"{ssim['values'][label]:.6f}"] for label, ms in ssim["milliseconds"].items()]
         parts += ["", f"Image-space SSIM loss, forward and backward on {' × '.join(map(str, ssim['shape']))} "
                       f"(date {ssim['date']}):", "", markdown_table(["loss", "ms", "value"], rows)]
-    command = "python -m benchmarks.bench_step_costs (variant --home H -d D --name NAME [--amp] [EDITS] | ssim)"
+    command = ("python -m benchmarks.bench_step_costs (variant --home H -d D --name NAME [--amp] [--base-every-row] "
+               "[EDITS] | ssim)")
     parts += ["", provenance(command, record["machine"], record["date"])]
     return "\n".join(parts)
 
@@ -135,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     variant.add_argument("--iterations", type=int, default=10, help="timed iterations per repeat")
     variant.add_argument("--amp", action="store_true",
                          help="time the variant under the trainer's mixed precision (bf16 on CPUs with native bf16)")
+    variant.add_argument("--base-every-row", action="store_true",
+                         help="time the base as the disentangler was before it skipped the rows without a modality "
+                              "(every row encoded), in the variant's precision")
     variant.add_argument("edits", nargs="*", help="dotted plans edits, e.g. disentangler.refine_sees_inputs=false")
     ssim = sub.add_parser("ssim", help="the separable SSIM loss against MONAI's SSIMLoss")
     ssim.add_argument("--iterations", type=int, default=20)
@@ -143,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         timed.add_argument("--threads", type=int, default=1)
     sub.add_parser("write")
     args = parser.parse_args(argv)
-    if args.command == "variant" and not (args.edits or args.amp):
-        parser.error("variant needs plans EDITS, --amp or both")
+    if args.command == "variant" and not (args.edits or args.amp or args.base_every_row):
+        parser.error("variant needs plans EDITS, --amp or --base-every-row")
     if args.command != "write":
         import torch
 

@@ -410,10 +410,36 @@ def test_step_costs_section_shows_each_variants_ratio_and_both_ssim_losses():
             "values": {"separable": 0.25, "MONAI": 0.25}, "date": "d"}
     precision = {**variant, "name": "bf16", "edits": [], "amp": True, "variant_iterations_per_second": 2.6,
                  "step_time_ratio": 2.0 / 2.6}
-    text = section({"variants": [variant, precision], "ssim": ssim, "machine": "m", "date": "d"})
+    rows = {**precision, "name": "rows", "base_every_row": True, "variant_iterations_per_second": 2.5,
+            "step_time_ratio": 0.8}
+    text = section({"variants": [variant, precision, rows], "ssim": ssim, "machine": "m", "date": "d"})
     assert "| wide | Dataset902_X | structure | a.b=1 | 2.00 | 1.00 | 2.000 | d |" in text
+    assert "| rows | Dataset902_X | structure | (autocast) (base: every row encoded) | 2.00 | 2.50 | 0.800 |" in text
     assert "| bf16 | Dataset902_X | structure | (autocast) | 2.00 | 2.60 | 0.769 | d |" in text
     assert "| MONAI | 50.0 | 0.250000 |" in text and "10 × 1 × 56 × 64" in text
+
+
+def test_the_every_row_base_encodes_every_row_and_restores_the_product_afterwards():
+    import torch
+
+    from benchmarks.bench_step_costs import every_row_encoded
+    from msgldm_auto.networks import disentangler, structure
+
+    seen = []
+
+    def module(x):
+        seen.append(len(x))
+        return x * 2
+
+    rows = torch.tensor([True, False, True])
+    with every_row_encoded(True):
+        every = structure.rows_only(module, torch.ones(3, 2), rows)[0]
+        assert disentangler.rows_only is structure.rows_only
+    assert seen == [3] and torch.equal(every, torch.full((3, 2), 2.0))
+    assert structure.rows_only.__module__ == "msgldm_auto.networks.structure"
+    assert disentangler.rows_only is structure.rows_only
+    skipped = structure.rows_only(module, torch.ones(3, 2), rows)[0]
+    assert seen == [3, 2] and torch.equal(skipped[1], torch.zeros(2))
 
 
 def test_results_lock_is_exclusive_while_held():
