@@ -192,6 +192,19 @@ def test_rows_only_runs_the_module_on_the_chosen_rows_and_zeros_the_rest():
     assert all(p.grad is not None and torch.equal(p.grad, torch.zeros_like(p)) for p in encoder.parameters())
 
 
+def test_rows_only_runs_every_row_under_torch_compile(monkeypatch):
+    seen = []
+
+    def module(x):
+        seen.append(len(x))
+        return x + 1
+
+    rows = torch.tensor([True, False, True])
+    assert torch.equal(rows_only(module, torch.zeros(3, 2), rows)[0][1], torch.zeros(2)) and seen == [2]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)   # a data-dependent row count breaks the graph
+    assert torch.equal(rows_only(module, torch.zeros(3, 2), rows)[0], torch.ones(3, 2)) and seen == [2, 3]
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_skipping_absent_rows_leaves_the_disentangler_outputs_as_when_every_row_is_encoded(monkeypatch, training):
     config, model, modalities, _ = build("brats_like", refine_sees_inputs=True)

@@ -54,13 +54,14 @@ def rows_only(module: nn.Module, inputs: torch.Tensor, rows: torch.Tensor) -> li
 
     The fusion gives an absent modality's features a weight of exactly 0, so encoding or scoring its rows is wasted
     work: about half of them under uniform availability patterns. Without any row the module still runs on one row,
-    scaled to zero, so that every parameter stays in the graph (DDP expects a gradient for each).
+    scaled to zero, so that every parameter stays in the graph (DDP expects a gradient for each). Under torch.compile
+    (`msgldm_train --compile`) every row runs: a row count that depends on the data would break the compiled graph.
     """
     def run(x: torch.Tensor) -> list[torch.Tensor]:
         outputs = module(x)
         return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
 
-    if bool(rows.all()):
+    if torch.compiler.is_compiling() or bool(rows.all()):
         return run(inputs)
     index = torch.nonzero(rows).flatten()
     if index.numel() == 0:
