@@ -79,11 +79,11 @@ def every_row_encoded(active: bool):
 
     from msgldm_auto.networks import disentangler, structure
 
-    def every_row(module, inputs, rows):
-        outputs = module(inputs)
-        return [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
-
     saved = structure.rows_only
+
+    def every_row(module, inputs, rows):
+        return saved(module, inputs, torch.ones_like(rows))
+
     structure.rows_only = disentangler.rows_only = every_row
     try:
         yield
