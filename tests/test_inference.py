@@ -151,6 +151,44 @@ def test_intensity_export_maps_background_to_zero_and_top_to_p995():
     assert to_dataset_intensity(np.array([-1.0, 0.0, 1.0, 3.0]), 800.0).tolist() == [0.0, 400.0, 800.0, 800.0]
 
 
+def test_percentile_match_puts_the_head_p995_at_the_scale_and_keeps_the_bulk():
+    from msgldm_auto.inference.export import STRETCH_FROM_PERCENTILE, match_head_percentile
+
+    rng = np.random.default_rng(0)
+    volume = rng.gamma(4.0, 100.0, size=(20, 30, 30)).astype(np.float32)       # a smooth synthesis's narrow top
+    head = np.zeros(volume.shape, bool)
+    head[2:18, 3:27, 3:27] = True
+    start = np.percentile(volume[head], STRETCH_FROM_PERCENTILE)
+    scale = 1.3 * float(np.percentile(volume[head], 99.5))
+
+    stretch = match_head_percentile(volume, head, scale)
+    matched = stretch.apply(volume)
+
+    assert stretch.start == pytest.approx(start) and stretch.factor > 1
+    assert np.percentile(matched[head], 99.5) == pytest.approx(scale, rel=1e-5)
+    bulk = volume <= start
+    np.testing.assert_array_equal(matched[bulk], volume[bulk])                  # 95 % of the head untouched
+    order = np.argsort(volume[head], kind="stable")
+    assert np.all(np.diff(matched[head][order]) >= 0)                           # monotone: no voxel changes rank
+    std = np.ones_like(volume)
+    np.testing.assert_allclose(stretch.apply_to_std(std, volume), np.where(bulk, 1.0, stretch.factor))
+    # too bright a top is pulled down the same way
+    assert match_head_percentile(volume, head, 0.9 * scale / 1.3).factor < 1
+
+
+def test_percentile_match_leaves_a_flat_or_empty_volume_and_caps_a_near_flat_top():
+    from msgldm_auto.inference.export import MAX_STRETCH, match_head_percentile
+
+    flat = np.full((4, 5, 5), 200.0, np.float32)
+    head = np.ones(flat.shape, bool)
+    np.testing.assert_array_equal(match_head_percentile(flat, head, 800.0).apply(flat), flat)
+    assert match_head_percentile(flat, np.zeros_like(head), 800.0).factor == 1.0
+    near_flat = flat.copy()
+    near_flat.flat[0] = 200.001
+    near_flat.flat[1:40] = 200.0001
+    assert match_head_percentile(near_flat, head, 800.0).factor == MAX_STRETCH
+
+
 # ------------------------------------------------------------------------------------------------ prediction
 def test_predict_writes_missing_modalities_on_the_exact_input_grid(model_folder, tmp_path):
     inputs, output = tmp_path / "in", tmp_path / "out"
@@ -173,7 +211,9 @@ def test_predict_writes_missing_modalities_on_the_exact_input_grid(model_folder,
         assert np.isfinite(image.array).all()
         assert np.all(image.array[head_volume() == 0] == 0)                # zero outside the head
         channel = int(name[-11:-7])
-        assert image.array.max() <= P995[MODALITIES[channel]] + 1e-3        # on the dataset's intensity scale
+        # on the dataset's intensity scale: p99.5 inside the head at the modality's scale (percentile matching)
+        assert np.percentile(image.array[head_volume() > 0], 99.5) == pytest.approx(P995[MODALITIES[channel]],
+                                                                                    rel=1e-3)
         assert image.array[head_volume() > 0].max() > 0
     assert {p: p.read_bytes() for p in inputs.iterdir()} == before         # the inputs are untouched
 
@@ -300,13 +340,35 @@ def test_fold_ensemble_is_the_image_space_mean_of_the_folds(msgldm_roots):
     from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
 
     folder = write_fake_model(msgldm_roots / "results", folds=("0", "1"))
-    images, options = {1: case_images()[1]}, PredictionOptions(one_pass=True)
+    # the mean is taken before percentile matching, which is not linear
+    images, options = {1: case_images()[1]}, PredictionOptions(one_pass=True, match_percentile=False)
     per_fold = [MSGLDMPredictor.from_trained_folder(folder, [f], options=options).predict_case(images)[0].array
                 for f in (0, 1)]
     both = MSGLDMPredictor.from_trained_folder(folder, options=options)
     assert both.folds == ["0", "1"]
     np.testing.assert_allclose(both.predict_case(images)[0].array, (per_fold[0] + per_fold[1]) / 2, rtol=1e-5,
                                atol=1e-3)
+
+
+def test_no_percentile_match_keeps_the_network_top_and_matching_stretches_only_the_top(model_folder, tmp_path):
+    inputs = tmp_path / "in"
+    write_case(inputs, "c", [0])
+    common = ["-i", str(inputs), "-d", "42", "--targets", "FLAIR"]
+    assert predict([*common, "-o", str(tmp_path / "matched")]) == 0
+    assert predict([*common, "-o", str(tmp_path / "raw"), "--no_percentile_match"]) == 0
+
+    head = head_volume() > 0
+    matched = read_image(tmp_path / "matched" / "c_0002.nii.gz").array[head]
+    raw = read_image(tmp_path / "raw" / "c_0002.nii.gz").array[head]
+    assert raw.max() <= P995["FLAIR"] + 1e-3                                            # the network's top ...
+    assert np.percentile(raw, 99.5) < 0.99 * P995["FLAIR"]                              # ... below the scale
+    assert np.percentile(matched, 99.5) == pytest.approx(P995["FLAIR"], rel=1e-3)
+    assert 0.9 < np.mean(matched == raw) < 0.97                                         # the bulk is the same
+    order = np.argsort(raw, kind="stable")
+    assert np.all(np.diff(matched[order]) >= 0)                                         # and no voxel changes rank
+    cases = {name: json.loads((tmp_path / name / "predictions.json").read_text())["cases"]["c"]
+             for name in ("matched", "raw")}
+    assert cases["matched"]["percentile_matched"] and not cases["raw"]["percentile_matched"]
 
 
 def test_user_errors_are_one_clear_line(model_folder, tmp_path, capsys):

@@ -100,7 +100,7 @@ def test_candidate_modes_are_what_the_trained_folds_can_run(tmp_path):
 def test_a_kept_validation_is_reused_only_for_the_same_weights(tmp_path):
     folder = write_fake_model(tmp_path, folds=("0",), stages=("structure",))
     identity = weights_identity(folder, "0", ("structure",))
-    header = ValidationHeader("0", "final", "one_pass", 0, 1, 0, "shared", identity, "", True)
+    header = ValidationHeader("0", "final", "one_pass", 0, 1, 0, "shared", identity, "", True, True)
     assert ValidationHeader.from_summary({**asdict(header), "num_cases": 3, "per_volume": []}) == header
     assert ValidationHeader.from_summary({"mode": "one_pass"}) is None              # written before the header
     checkpoint = folder / "fold_0" / "structure" / "checkpoint_final.pth"

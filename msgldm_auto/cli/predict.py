@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--disable_tta", "--disable-tta", dest="mirror", action="store_false",
                         help="no test-time mirroring: the one-pass decoder and the control then run once per slice "
                              "instead of averaging two passes over the left-right mirror")
+    parser.add_argument("--no_percentile_match", "--no-percentile-match", dest="match_percentile",
+                        action="store_false",
+                        help="keep each synthesis's brightest voxels as the network gave them instead of stretching "
+                             "the top 5 %% so that its p99.5 inside the head is the dataset's, as a real scan's")
     return parser
 
 
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     options = PredictionOptions(steps=args.steps, num_samples=args.num_samples or 1, seed=args.seed,
                                 one_pass=args.one_pass, method=args.method or "msgldm", noise=args.noise,
                                 batch_size=args.batch_size, resample_mismatched=args.resample_mismatched,
-                                mirror=args.mirror)
+                                mirror=args.mirror, match_percentile=args.match_percentile)
     explicit = args.one_pass or args.method is not None or args.num_samples is not None or args.steps is not None
     options, mode, note = apply_mode_choice(options, model_folder, args.mode, explicit)
     if note:

@@ -3,10 +3,18 @@
 `(y + 1) / 2 · p99.5` maps the normalised range [-1, 1] to the dataset's intensity scale (the dataset-median p99.5 of
 that modality, from the plans), so background (-1) becomes exactly 0; everything outside the case's head mask is set
 to zero. Files are float32 on the exact grid of the case's input images and are written atomically.
+
+Percentile matching (`match_head_percentile`): a real acquisition's p99.5 inside its head mask sits at its own scale by
+the definition of the normalisation, and the export scale is the dataset median of those. A synthesis is a conditional
+mean: where the references are noisy or vary, its brightest voxels are pulled towards the mean and its own p99.5 falls
+below the scale, so every tool that normalises a volume by its own percentiles (the BraSyn scores of
+`msgldm_evaluate`) reads its bulk too bright. Stretching only the voxels above the
+head's 95th percentile puts the synthesis's p99.5 back at the scale and leaves the rest untouched.
 """
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +26,39 @@ from msgldm_auto.preprocessing.properties import CaseProperties
 
 def to_dataset_intensity(normalised: np.ndarray, p995: float) -> np.ndarray:
     return ((np.clip(normalised, -1.0, 1.0) + 1.0) / 2.0 * float(p995)).astype(np.float32)
+
+
+# Voxels above this percentile of the head are stretched; the bulk below it keeps its values.
+STRETCH_FROM_PERCENTILE = 95.0
+MATCHED_PERCENTILE = 99.5
+# A top so flat that matching would stretch it more than this is stretched this much only.
+MAX_STRETCH = 4.0
+
+
+@dataclass(frozen=True)
+class TailStretch:
+    """Monotone map that multiplies every value's distance above `start` by `factor` (1: identity)."""
+    start: float
+    factor: float = 1.0
+
+    def apply(self, volume: np.ndarray) -> np.ndarray:
+        above = volume > self.start
+        return np.where(above, self.start + (volume - self.start) * self.factor, volume).astype(volume.dtype)
+
+    def apply_to_std(self, std: np.ndarray, volume: np.ndarray) -> np.ndarray:
+        """A std map of `volume` (before `apply`) scaled by the map's slope at each voxel."""
+        return np.where(volume > self.start, std * self.factor, std).astype(std.dtype)
+
+
+def match_head_percentile(volume: np.ndarray, head_mask: np.ndarray, scale: float) -> TailStretch:
+    """The stretch that moves `volume`'s p99.5 inside `head_mask` to `scale` (the export scale of its modality)."""
+    inside = np.asarray(volume, dtype=np.float64)[head_mask]
+    if inside.size == 0:
+        return TailStretch(0.0)
+    start, top = np.percentile(inside, [STRETCH_FROM_PERCENTILE, MATCHED_PERCENTILE])
+    if top <= start or scale <= start:
+        return TailStretch(float(start))
+    return TailStretch(float(start), min(float((scale - start) / (top - start)), MAX_STRETCH))
 
 
 def restore_to_input_grid(volume: np.ndarray, properties: CaseProperties, reference: Image,

@@ -105,6 +105,7 @@ def _case_entry(predictor, result, files: list[str]) -> dict[str, Any]:
         "steps": predictor.steps,
         "samples": predictor.samples,
         "mirrored": predictor.mirrors,
+        "percentile_matched": predictor.options.match_percentile,
         "noise": predictor.options.noise,
         "seed": predictor.options.seed,
         "version": msgldm_auto.__version__,

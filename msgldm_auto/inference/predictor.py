@@ -49,6 +49,9 @@ class PredictionOptions:
     mirror: bool = True                 # the deterministic passes average over the left-right mirror (nnU-Net's TTA;
                                         # msgldm_predict --disable_tta); diffusion averages samples instead
     resample_mismatched: bool = False
+    match_percentile: bool = True       # stretch each synthesis's brightest 5 % so that its p99.5 inside the head is
+                                        # the export scale, as a real acquisition's (export.match_head_percentile;
+                                        # msgldm_predict --no_percentile_match)
 
     def validate(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -172,6 +175,8 @@ class MSGLDMPredictor:
         if not wanted:
             return CasePrediction(case_id, present, {})
         mean, std, reference, head_mask = self._ensemble(loaded, wanted, with_std, case_id)
+        if self.options.match_percentile:
+            mean, std = self._match_percentiles(mean, std, head_mask, wanted)
         synthesized = {ch: export.finish_volume(mean[i], head_mask, reference) for i, ch in enumerate(wanted)}
         std_maps = ({ch: export.finish_volume(std[i], head_mask, reference) for i, ch in enumerate(wanted)}
                     if with_std else {})
@@ -201,7 +206,7 @@ class MSGLDMPredictor:
         settings = SynthesisSettings(self.uses_diffusion, self.steps, self.options.noise,
                                      self.options.batch_size or config.batch_size,
                                      left_right_axis(config.slice_axis) if self.mirrors else None)
-        scales = [self.model.plans.intensity_p995[self.modalities[ch]] for ch in targets]
+        scales = self._scales(targets)
         total = np.zeros((len(targets), *reference.array.shape), dtype=np.float64)
         total_sq = np.zeros_like(total) if with_std else None
         count = 0
@@ -220,6 +225,19 @@ class MSGLDMPredictor:
         std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0)) if total_sq is not None else None
         head_mask = export.head_mask_on_input_grid(properties, reference)
         return mean.astype(np.float32), None if std is None else std.astype(np.float32), reference, head_mask
+
+    def _match_percentiles(self, mean: np.ndarray, std: np.ndarray | None, head_mask: np.ndarray,
+                           targets: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        for i, scale in enumerate(self._scales(targets)):
+            stretch = export.match_head_percentile(mean[i], head_mask, scale)
+            if std is not None:
+                std[i] = stretch.apply_to_std(std[i], mean[i])
+            mean[i] = stretch.apply(mean[i])
+        return mean, std
+
+    def _scales(self, targets: list[int]) -> list[float]:
+        """The export intensity scale (dataset median p99.5) of each target."""
+        return [self.model.plans.intensity_p995[self.modalities[ch]] for ch in targets]
 
     def _sample_seed(self, sample: int) -> int:
         """Independent, reproducible seeds per sample (the same for every fold and case)."""

@@ -61,6 +61,7 @@ class ValidationHeader:
     weights: str                        # inference.model_loading.weights_identity of the checkpoints used
     sampling: str                       # the plans' sampling start, t0 and target ("" without diffusion)
     mirrored: bool                      # the deterministic pass averaged over the left-right mirror
+    percentile_matched: bool            # the syntheses' p99.5 put at the export scale (export.match_head_percentile)
 
     @classmethod
     def of(cls, predictor: MSGLDMPredictor, fold: str, model_folder: Path) -> "ValidationHeader":
@@ -68,7 +69,7 @@ class ValidationHeader:
         return cls(fold, predictor.checkpoint, predictor.mode, predictor.steps, predictor.samples, options.seed,
                    options.noise, weights_identity(model_folder, fold, predictor.stages, predictor.checkpoint),
                    sampling_identity(predictor.model.configuration.diffusion if predictor.uses_diffusion else None),
-                   predictor.mirrors)
+                   predictor.mirrors, options.match_percentile)
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> "ValidationHeader | None":
