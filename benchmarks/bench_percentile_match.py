@@ -99,9 +99,11 @@ def _deltas(summaries: dict[str, dict]) -> str:
         per_target = ", ".join(
             f"{t} {matched['per_modality'][t]['psnr']['mean'] - raw['per_modality'][t]['psnr']['mean']:+.2f}"
             for t in targets_of({"m": matched}))
-        ssim = mean_over_targets(matched, "ssim") - mean_over_targets(raw, "ssim")
-        lines.append(f"{label}: matched − raw {mean_over_targets(matched) - mean_over_targets(raw):+.2f} dB "
-                     f"({per_target}), SSIM {ssim:+.3f}.")
+        def gap(metric: str) -> float:
+            return mean_over_targets(matched, metric) - mean_over_targets(raw, metric)
+
+        lines.append(f"{label}: matched − raw {gap('psnr'):+.2f} dB ({per_target}), SSIM {gap('ssim'):+.3f}, "
+                     f"through-plane gradient ratio {gap('gradient_ratio'):+.3f}.")
     return " ".join(lines)
 
 

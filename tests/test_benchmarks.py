@@ -469,7 +469,8 @@ def test_percentile_match_section_states_matched_minus_raw_per_method_and_target
     from benchmarks.bench_percentile_match import section
 
     def means(t1: float, t2: float, ssim: float) -> dict:
-        return {"per_modality": {target: {"psnr": {"mean": psnr}, "ssim": {"mean": ssim}}
+        return {"per_modality": {target: {"psnr": {"mean": psnr}, "ssim": {"mean": ssim},
+                                          "gradient_ratio": {"mean": ssim}}
                                  for target, psnr in (("T1", t1), ("T2", t2))}, "mean": {}}
 
     record = {"name": "n", "dataset": "Dataset902_X", "fold": "all", "iterations": {"structure": 10}, "date": "d",
@@ -477,5 +478,6 @@ def test_percentile_match_section_states_matched_minus_raw_per_method_and_target
               "summaries": {"MSG-LDM, matched": means(25.0, 23.0, 0.9), "MSG-LDM, raw": means(24.0, 22.5, 0.8),
                             "regression floor": means(20.0, 20.0, 0.5)}}
     text = section({"n": record})
-    assert "MSG-LDM: matched − raw +0.75 dB (T1 +1.00, T2 +0.50), SSIM +0.100." in text
+    assert ("MSG-LDM: matched − raw +0.75 dB (T1 +1.00, T2 +0.50), SSIM +0.100, through-plane gradient ratio "
+            "+0.100.") in text
     assert "### Dataset902_X (fold all, n)" in text and "regression floor" in text

@@ -8,8 +8,8 @@ Percentile matching (`match_head_percentile`): a real acquisition's p99.5 inside
 the definition of the normalisation, and the export scale is the dataset median of those. A synthesis is a conditional
 mean: where the references are noisy or vary, its brightest voxels are pulled towards the mean and its own p99.5 falls
 below the scale, so every tool that normalises a volume by its own percentiles (the BraSyn scores of
-`msgldm_evaluate`) reads its bulk too bright. Stretching only the voxels above the
-head's 95th percentile puts the synthesis's p99.5 back at the scale and leaves the rest untouched.
+`msgldm_evaluate`) reads its bulk too bright. Stretching only the voxels above the head's 95th percentile puts the
+synthesis's p99.5 back at the scale and leaves the rest untouched.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from msgldm_auto.atomic import atomic_path
 from msgldm_auto.dataset.image_io import Image, write_image
+from msgldm_auto.preprocessing.normalization import PERCENTILES
 from msgldm_auto.preprocessing.properties import CaseProperties
 
 
@@ -30,7 +31,7 @@ def to_dataset_intensity(normalised: np.ndarray, p995: float) -> np.ndarray:
 
 # Voxels above this percentile of the head are stretched; the bulk below it keeps its values.
 STRETCH_FROM_PERCENTILE = 95.0
-MATCHED_PERCENTILE = 99.5
+MATCHED_PERCENTILE = PERCENTILES[-1]    # the percentile the `p995` normalisation scales each case by
 # A top so flat that matching would stretch it more than this is stretched this much only.
 MAX_STRETCH = 4.0
 
