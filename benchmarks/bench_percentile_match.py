@@ -79,7 +79,8 @@ def section(records: dict[str, dict]) -> str:
              "synthesis's voxels above its head's 95th percentile stretched so that its p99.5 inside the head is the "
              "export scale, the dataset-median p99.5, as a real acquisition's; inference.md) and with "
              "`--no_percentile_match` (the network's own top). Means over the synthesized test volumes, BraSyn-style; "
-             "the regression floor as fitted, unmatched.", ""]
+             "the regression floor as fitted on all the set's training cases, unmatched (`make demo` fits it on fold "
+             "0's training cases: the demo's floor there differs slightly).", ""]
     for record in records.values():
         iterations = ", ".join(f"{stage} {count}" for stage, count in record["iterations"].items())
         trained = f"Iterations trained: {iterations}."

@@ -85,6 +85,7 @@ def test_plan_train_predict_evaluate(tiny_trained_demo, msgldm_roots, tmp_path):
     assert find_best_configuration.main(["901", "-p", "MSGLDMPlans_cpu", "--max-cases", "1", "-device", "cpu"]) == 0
     choice = json.loads((fold.parent / "best_configuration.json").read_text())
     assert {s["mode"]["name"] for s in choice["scores"]} == {"one_pass", "unet"} and choice["folds"] == ["0"]
+    assert choice["percentile_matched"]                                  # chosen as msgldm_predict predicts
     assert sorted(p.name for p in fold.glob("validation*")) == ["validation", "validation_unet"]     # reused
     chosen = tmp_path / "chosen"
     assert predict.main(["-i", str(inputs), "-o", str(chosen), "-d", "901", "-p", "MSGLDMPlans_cpu", "-f", "0",

@@ -187,6 +187,7 @@ def test_percentile_match_leaves_a_flat_or_empty_volume_and_caps_a_near_flat_top
     near_flat.flat[0] = 200.001
     near_flat.flat[1:40] = 200.0001
     assert match_head_percentile(near_flat, head, 800.0).factor == MAX_STRETCH
+    assert match_head_percentile(near_flat, head, 150.0).factor == 1.0      # a scale below the bulk: left alone
 
 
 # ------------------------------------------------------------------------------------------------ prediction
@@ -369,6 +370,25 @@ def test_no_percentile_match_keeps_the_network_top_and_matching_stretches_only_t
     cases = {name: json.loads((tmp_path / name / "predictions.json").read_text())["cases"]["c"]
              for name in ("matched", "raw")}
     assert cases["matched"]["percentile_matched"] and not cases["raw"]["percentile_matched"]
+
+
+def test_matching_stretches_the_averaged_synthesis_and_scales_its_std_map_by_the_same_slope(model_folder):
+    from msgldm_auto.inference.export import match_head_percentile
+    from msgldm_auto.inference.predictor import MSGLDMPredictor, PredictionOptions
+
+    images, head = {0: case_images()[0]}, head_volume() > 0
+
+    def predict_flair(match: bool):
+        options = PredictionOptions(num_samples=2, steps=2, match_percentile=match)
+        result = MSGLDMPredictor.from_trained_folder(model_folder, [0], options=options).predict_case_full(
+            images, [2], with_std=True)
+        return result.synthesized[2].array, result.std[2].array
+
+    (mean, std), (raw_mean, raw_std) = predict_flair(True), predict_flair(False)
+    stretch = match_head_percentile(raw_mean, head, P995["FLAIR"])
+    assert stretch.factor > 1 and (raw_std[head] > 0).any()
+    np.testing.assert_allclose(mean[head], stretch.apply(raw_mean)[head], rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(std[head], stretch.apply_to_std(raw_std, raw_mean)[head], rtol=1e-5, atol=1e-3)
 
 
 def test_user_errors_are_one_clear_line(model_folder, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Choosing the prediction mode by cross-validation (msgldm_find_best_configuration) and following it in prediction."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 import pytest
@@ -86,6 +87,19 @@ def test_prediction_follows_the_choice_unless_flags_or_mode_say_otherwise(tmp_pa
     assert apply_mode_choice(PredictionOptions(), tmp_path / "none", None, explicit=False)[0] == PredictionOptions()
     (tmp_path / CHOICE_FILE).write_text("{")                       # flags that say how to predict never read it
     assert apply_mode_choice(PredictionOptions(steps=3), tmp_path, None, explicit=True)[1] is None
+
+
+def test_a_choice_made_without_percentile_matching_says_so_when_prediction_matches(tmp_path):
+    ModelChoice(DECODER, "best", "final", ["0"], [score(DECODER, 20.0, 0.9)]).write(tmp_path)   # an older file
+    data = json.loads((tmp_path / CHOICE_FILE).read_text())
+    del data["percentile_matched"]
+    (tmp_path / CHOICE_FILE).write_text(json.dumps(data))
+    assert not read_model_choice(tmp_path).percentile_matched
+    note = apply_mode_choice(PredictionOptions(), tmp_path, None, explicit=False)[2]
+    assert "without percentile matching" in note and "rerun msgldm_find_best_configuration" in note
+    assert "rerun" not in apply_mode_choice(PredictionOptions(match_percentile=False), tmp_path, None, False)[2]
+    ModelChoice(DECODER, "best", "final", ["0"], [score(DECODER, 20.0, 0.9)], percentile_matched=True).write(tmp_path)
+    assert "rerun" not in apply_mode_choice(PredictionOptions(), tmp_path, None, explicit=False)[2]
 
 
 def test_candidate_modes_are_what_the_trained_folds_can_run(tmp_path):

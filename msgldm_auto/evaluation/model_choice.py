@@ -102,6 +102,8 @@ class ModelChoice:
     checkpoint: str
     folds: list[str]
     scores: list[ModeScore]
+    percentile_matched: bool = False    # the validations were predicted with percentile matching (False: files
+                                        # written before it existed)
 
     def write(self, model_folder: Path) -> Path:
         """`best_configuration.json` (read by `msgldm_predict`) and `best_configuration.txt` (the table)."""
@@ -112,7 +114,8 @@ class ModelChoice:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelChoice":
         scores = [ModeScore(**{**s, "mode": PredictionMode(**s["mode"])}) for s in data["scores"]]
-        return cls(PredictionMode(**data["chosen"]), data["reason"], data["checkpoint"], list(data["folds"]), scores)
+        return cls(PredictionMode(**data["chosen"]), data["reason"], data["checkpoint"], list(data["folds"]), scores,
+                   bool(data.get("percentile_matched", False)))
 
 
 def read_model_choice(model_folder: Path) -> ModelChoice | None:

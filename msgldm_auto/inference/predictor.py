@@ -289,8 +289,13 @@ def apply_mode_choice(options: PredictionOptions, model_folder: Path, mode_name:
     choice = None if explicit else read_model_choice(model_folder)
     if choice is None:
         return options, None, None
-    return options.with_mode(choice.chosen), choice.chosen, (f"mode {choice.chosen.name}, chosen by cross-validation "
-                                                             f"({model_folder / CHOICE_FILE}): {choice.reason}")
+    note = f"mode {choice.chosen.name}, chosen by cross-validation ({model_folder / CHOICE_FILE}): {choice.reason}"
+    if choice.percentile_matched != options.match_percentile:
+        state = {True: "with", False: "without"}
+        note += (f"; note: chosen on validations predicted {state[choice.percentile_matched]} percentile matching, "
+                 f"this run predicts {state[options.match_percentile]} it: rerun msgldm_find_best_configuration to "
+                 "choose under it")
+    return options.with_mode(choice.chosen), choice.chosen, note
 
 
 def _named_mode(name: str) -> PredictionMode:

@@ -61,7 +61,7 @@ def find_best_configuration(request: BestConfigurationRequest) -> ModelChoice:
             volumes[mode] += [ScoredVolume.from_dict(v) for v in summary["per_volume"]]
     scores = [ModeScore.from_volumes(mode, volumes[mode]) for mode in candidates]
     chosen, reason = choose_mode(scores)
-    choice = ModelChoice(chosen, reason, request.checkpoint, folds, scores)
+    choice = ModelChoice(chosen, reason, request.checkpoint, folds, scores, PredictionOptions().match_percentile)
     choice.write(model.folder)
     return choice
 
