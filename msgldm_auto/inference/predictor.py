@@ -290,11 +290,9 @@ def apply_mode_choice(options: PredictionOptions, model_folder: Path, mode_name:
     if choice is None:
         return options, None, None
     note = f"mode {choice.chosen.name}, chosen by cross-validation ({model_folder / CHOICE_FILE}): {choice.reason}"
-    if choice.percentile_matched != options.match_percentile:
-        state = {True: "with", False: "without"}
-        note += (f"; note: chosen on validations predicted {state[choice.percentile_matched]} percentile matching, "
-                 f"this run predicts {state[options.match_percentile]} it: rerun msgldm_find_best_configuration to "
-                 "choose under it")
+    if options.match_percentile and not choice.percentile_matched:
+        note += ("; chosen on validations predicted without percentile matching, which this run applies: rerun "
+                 "msgldm_find_best_configuration to choose under it")
     return options.with_mode(choice.chosen), choice.chosen, note
 
 
