@@ -20,7 +20,6 @@ from benchmarks._common import (
     RESULTS,
     home_environment,
     load_results,
-    load_summary_means,
     machine_line,
     provenance,
     replace_section,
@@ -31,7 +30,7 @@ from benchmarks._common import (
     tool,
     trained_iterations,
 )
-from benchmarks.bench_sets import METHOD_LABELS, _floors
+from benchmarks.bench_sets import METHOD_LABELS, evaluate_predictions, fit_floors
 
 RESULTS_NAME = "percentile_match"
 VARIANTS = {"matched": [], "raw": ["--no_percentile_match"]}
@@ -50,9 +49,9 @@ def run(args: argparse.Namespace) -> dict:
             folder = out / f"{method}_{variant}"
             run_command([tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o", str(folder), "-d", ds,
                          "-p", args.plans, "-f", args.fold, "-m", method, "-device", "cpu", *flags], env)
-            summaries[f"{METHOD_LABELS[method]}, {variant}"] = _evaluate(raw, folder, ds, env)
-    _floors(raw, out)
-    summaries[METHOD_LABELS["floor_regression"]] = _evaluate(raw, out / "floor_regression", ds, env)
+            summaries[f"{METHOD_LABELS[method]}, {variant}"] = evaluate_predictions(raw, folder, ds, env)
+    fit_floors(raw, out)
+    summaries[METHOD_LABELS["floor_regression"]] = evaluate_predictions(raw, out / "floor_regression", ds, env)
     model = args.home / "results" / name / f"{args.plans}__2d"
     stages = [{"msgldm": "structure", "unet": "unet"}[m] for m in args.methods]
     return {"name": args.name, "dataset": name, "fold": args.fold, "summaries": summaries,
@@ -60,15 +59,6 @@ def run(args: argparse.Namespace) -> dict:
             "machine": machine_line(threads=args.threads or None),
             "command": f"python -m benchmarks.bench_percentile_match run --home H -d {ds} -p {args.plans} "
                        f"-f {args.fold} --methods {' '.join(args.methods)} --name {args.name}"}
-
-
-def _evaluate(raw: Path, folder: Path, ds: str, env: dict[str, str]) -> dict:
-    evaluate = [tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(folder), "-d", ds]
-    for flag, sub in (("--mask", "masksTs"), ("--labels", "labelsTs")):
-        if (raw / sub).is_dir():
-            evaluate += [flag, str(raw / sub)]
-    run_command(evaluate, env)
-    return load_summary_means(folder / "summary.json")
 
 
 def section(records: dict[str, dict]) -> str:
@@ -100,6 +90,7 @@ def _deltas(summaries: dict[str, dict]) -> str:
         per_target = ", ".join(
             f"{t} {matched['per_modality'][t]['psnr']['mean'] - raw['per_modality'][t]['psnr']['mean']:+.2f}"
             for t in targets_of({"m": matched}))
+
         def gap(metric: str) -> float:
             return mean_over_targets(matched, metric) - mean_over_targets(raw, metric)
 

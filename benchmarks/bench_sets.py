@@ -57,15 +57,9 @@ def run(args: argparse.Namespace) -> dict:
         predict = [tool("msgldm_predict"), "-i", str(raw / "imagesTs"), "-o", str(out / method), "-d", ds, "-p", PLANS,
                    "-f", "all", "-m", method, "-device", "cpu"]
         seconds[f"predict_{method}"] = run_command(predict, env)
-    _floors(raw, out)
-    summaries = {}
-    for folder in [*args.methods, "floor_copy", "floor_regression"]:
-        evaluate = [tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(out / folder), "-d", ds]
-        for flag, sub in (("--mask", "masksTs"), ("--labels", "labelsTs")):
-            if (raw / sub).is_dir():
-                evaluate += [flag, str(raw / sub)]
-        run_command(evaluate, env)
-        summaries[METHOD_LABELS[folder]] = load_summary_means(out / folder / "summary.json")
+    fit_floors(raw, out)
+    summaries = {METHOD_LABELS[folder]: evaluate_predictions(raw, out / folder, ds, env)
+                 for folder in [*args.methods, "floor_copy", "floor_regression"]}
     model = args.home / "results" / name / f"{PLANS}__2d"
     # only the stages this run trained: the model folder may hold another method's checkpoints from an earlier run
     stages = [*(MSGLDM_STAGES if "msgldm" in args.methods else ()), *(["unet"] if "unet" in args.methods else [])]
@@ -78,7 +72,19 @@ def run(args: argparse.Namespace) -> dict:
                        + (f" --methods {' '.join(args.methods)}" if args.methods != DEFAULT_METHODS else "")}
 
 
-def _floors(raw: Path, out: Path) -> None:
+def evaluate_predictions(raw: Path, folder: Path, ds: str, env: dict[str, str]) -> dict:
+    """`msgldm_evaluate` of a prediction folder against the set's referenceTs (inside masksTs and with labelsTs where
+    the set has them); the summary's means."""
+    evaluate = [tool("msgldm_evaluate"), "-ref", str(raw / "referenceTs"), "-pred", str(folder), "-d", ds]
+    for flag, sub in (("--mask", "masksTs"), ("--labels", "labelsTs")):
+        if (raw / sub).is_dir():
+            evaluate += [flag, str(raw / sub)]
+    run_command(evaluate, env)
+    return load_summary_means(folder / "summary.json")
+
+
+def fit_floors(raw: Path, out: Path) -> None:
+    """The copy and regression floors, fitted on the set's training cases, predicted into out/floor_*."""
     from msgldm_auto.dataset.cases import training_cases
     from msgldm_auto.dataset.dataset_json import DatasetJson
     from msgldm_auto.inference.baseline_prediction import predict_floor_folders
